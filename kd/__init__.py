@@ -1,0 +1,1 @@
+"""t5-distill: knowledge distillation for T5 summarization models."""

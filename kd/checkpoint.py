@@ -1,0 +1,69 @@
+"""Resumable training checkpoints, without pickles of arbitrary objects.
+
+A checkpoint is a directory written atomically (temp dir, then rename):
+  model.safetensors      model weights            best.safetensors   best weights so far
+  objective.safetensors  trainable loss parameters (e.g. projections), when any
+  optimizer.pt           optimizer state: tensors and numbers only, loaded with weights_only=True
+  rng.pt                 torch RNG state (a uint8 tensor), weights_only=True
+  state.json             step, epoch, position, scheduler, Python RNG, history, params fingerprint
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from kd.io import atomic_dir, atomic_write_json
+
+LAST = "last"
+
+
+def fingerprint(obj) -> str:
+    """Stable hash of the settings a checkpoint belongs to (params that change the run)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def save(ckpt_dir: Path, *, model, objective, optimizer, scheduler, best_state, state: dict) -> Path:
+    target = Path(ckpt_dir) / LAST
+    with atomic_dir(target) as tmp:
+        save_model(model, str(tmp / "model.safetensors"))
+        save_file({k: v.contiguous() for k, v in best_state.items()}, str(tmp / "best.safetensors"))
+        if len(list(objective.parameters())):
+            save_model(objective, str(tmp / "objective.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+        full = dict(state, scheduler=scheduler.state_dict(), python_rng=_py_rng_to_json(random.getstate()))
+        atomic_write_json(tmp / "state.json", full)
+    return target
+
+
+def load(path: Path, *, model, objective, optimizer, scheduler) -> tuple[dict, dict]:
+    """Restore everything in place; returns (state, best_state_dict)."""
+    path = Path(path)
+    load_model(model, str(path / "model.safetensors"))
+    if (path / "objective.safetensors").exists():
+        load_model(objective, str(path / "objective.safetensors"))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
+    state = json.loads((path / "state.json").read_text())
+    scheduler.load_state_dict(state.pop("scheduler"))
+    random.setstate(_py_rng_from_json(state.pop("python_rng")))
+    return state, load_file(str(path / "best.safetensors"))
+
+
+def read_state(path: Path) -> dict | None:
+    f = Path(path) / "state.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def _py_rng_to_json(s):
+    return [s[0], list(s[1]), s[2]]
+
+
+def _py_rng_from_json(s):
+    return (s[0], tuple(s[1]), s[2])

@@ -1,0 +1,57 @@
+"""What every stage script shares: argv parsing basics, logging to logs/<stage>.log, and turning a
+ConfigError into one clear message and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from kd import paths
+from kd.errors import ConfigError
+
+log = logging.getLogger("kd")
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--params", type=Path, default=paths.PARAMS_FILE, help="params file")
+    p.add_argument("--log-dir", type=Path, default=paths.LOGS_DIR, help="where <stage>.log goes")
+    return p
+
+
+def setup_logging(stage: str, log_dir: Path) -> None:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    file_handler = logging.FileHandler(log_dir / f"{stage}.log", mode="w")
+    file_handler.setFormatter(fmt)
+    err = logging.StreamHandler(sys.stderr)
+    err.setFormatter(fmt)
+    root = logging.getLogger()
+    root.handlers[:] = [file_handler, err]
+    root.setLevel(logging.INFO)
+    for noisy in ("httpx", "urllib3", "filelock", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def log_config(**sections) -> None:
+    """The effective configuration, logged once at start."""
+    flat = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in sections.items()}
+    log.info("config: %s", json.dumps(flat, default=str, sort_keys=True))
+
+
+def run(stage: str, main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> None:
+    """Run a stage's main; bad input ends with `error: <message>` and exit status 2."""
+    try:
+        main(argv)
+    except ConfigError as e:
+        if logging.getLogger().handlers:  # the stderr handler prints it, the file keeps it
+            log.error("error: %s", e)
+        else:
+            print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

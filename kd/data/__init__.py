@@ -1,0 +1,1 @@
+"""Data sources: the generated corpus, local JSON lines files and the Hugging Face hub."""

@@ -1,0 +1,531 @@
+"""A synthetic news corpus. The data is generated, not real news.
+
+Each record is a short news-like article (about 6-12 sentences) on one event of ten kinds: a takeover, an
+election, a storm, a football match, a product launch, a study, a court ruling, a strike, company results and
+a new boss. The article states three key facts, each in one of several paraphrases, plus a few details that
+are not key and distractor sentences about OTHER people, firms, places and numbers, sometimes placed first so
+that the lead sentences are not the summary. The `highlights` are abstractive, CNN/DailyMail style: 1-3
+short headline sentences, joined by "\\n", that compress the key facts with their own wording (one of a few
+templates per event kind, picked at random). Every name and number in them is taken from the key facts, so
+the article always supports the summary.
+
+`generate(split, n, seed)` is deterministic: one `random.Random` per call, seeded from the seed AND the split,
+so splits differ and nothing depends on global random state.
+"""
+
+import random
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kd.errors import ConfigError
+
+FIRST_NAMES = (
+    "Ana", "Ben", "Carla", "David", "Elena", "Farid", "Grace", "Hugo", "Ines", "James", "Kara", "Luis",
+    "Maya", "Nikos", "Olga", "Pedro", "Rosa", "Samuel", "Tara", "Omar", "Vera", "Walter", "Yusuf", "Zoe",
+    "Adam", "Bianca", "Chen", "Diana", "Emil", "Fatima", "George", "Hannah", "Ivan", "Julia", "Kofi", "Lena",
+    "Marco", "Nadia", "Oscar", "Priya", "Rahul", "Sofia", "Tomas", "Ursula", "Victor", "Wendy", "Aisha",
+    "Bruno", "Clara", "Daniel", "Eva", "Felix", "Gloria", "Henry", "Irene", "Jonas", "Laura", "Mateo",
+    "Nora", "Paul",
+)
+LAST_NAMES = (
+    "Ruiz", "Okafor", "Lindqvist", "Moreau", "Tanaka", "Novak", "Haddad", "Kowalski", "Mensah", "Rossi",
+    "Becker", "Silva", "Walsh", "Petrov", "Nguyen", "Fischer", "Osei", "Larsen", "Costa", "Khan", "Murphy",
+    "Dubois", "Santos", "Weber", "Kim", "Alvarez", "Brennan", "Castro", "Demir", "Eriksen", "Ferrari",
+    "Garcia", "Hansen", "Ibrahim", "Jensen", "Keller", "Lopez", "Meyer", "Nakamura", "Olsen", "Park",
+    "Quinn", "Reyes", "Schmidt", "Torres", "Varga", "Wagner", "Young", "Zhang", "Abbott", "Baker", "Carter",
+    "Doyle", "Evans", "Foster", "Hughes", "Morales", "Patel", "Shaw", "Vogel",
+)
+COMPANIES = (
+    "Halvorsen Group", "Marlow Foods", "Brightwater Energy", "Kestrel Airlines", "Northgate Bank",
+    "Redfern Motors", "Silverline Media", "Oakridge Pharma", "Bluepeak Software", "Granite Steel",
+    "Harbor Logistics", "Westbrook Retail", "Crestview Homes", "Lumen Telecom", "Pinecrest Insurance",
+    "Ironwood Mining", "Clearwater Chemicals", "Summit Health", "Falcon Robotics", "Evergreen Farms",
+    "Atlas Shipping", "Copperfield Games", "Riverside Textiles", "Sterling Capital", "Beacon Solar",
+    "Maple Electronics", "Horizon Travel", "Vantage Motors", "Quarry Cement", "Willow Pharmacy",
+    "Orchard Drinks", "Cobalt Batteries", "Northwind Power", "Harrow Books", "Tidewater Fisheries",
+    "Kingsley Hotels", "Meridian Foods", "Aspen Clothing", "Drayton Airways", "Fenwick Trucks",
+)
+CITIES = (
+    "Lisbon", "Oslo", "Nairobi", "Lima", "Dublin", "Madrid", "Cairo", "Manila", "Warsaw", "Vienna",
+    "Prague", "Athens", "Helsinki", "Toronto", "Chicago", "Denver", "Boston", "Seattle", "Sydney", "Perth",
+    "Auckland", "Cape Town", "Lagos", "Accra", "Mumbai", "Jakarta", "Seoul", "Osaka", "Bogota", "Santiago",
+    "Glasgow", "Leeds", "Bristol", "Geneva", "Milan", "Naples", "Porto", "Hamburg", "Lyon", "Krakow",
+)
+DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)
+TEAM_SUFFIXES = ("United", "Rovers", "City", "Athletic", "Wanderers", "Town")
+COMPETITIONS = ("the cup final", "the league", "a cup semi-final", "a league match", "the first leg of a playoff")
+PRODUCTS = ("Nova", "Pulse", "Orbit", "Aero", "Vista", "Echo", "Zenith", "Spark", "Ranger", "Comet")
+PRODUCT_KINDS = (
+    "smart watch", "phone", "laptop", "electric bicycle", "tablet", "games console", "electric scooter",
+    "home speaker",
+)
+STUDY_FINDINGS = (  # (what was tested, what it reduced)
+    ("a daily walk", "the risk of heart disease"), ("a new drug", "asthma attacks"),
+    ("eating more fish", "memory loss"), ("a short nap", "work accidents"), ("a new vaccine", "flu cases"),
+    ("a new fertiliser", "crop losses"), ("a cheap water filter", "stomach illness"),
+    ("more sleep", "sick days"), ("a reading programme", "school dropout"), ("a new road design", "car crashes"),
+)
+OFFENCES = (
+    "misleading customers", "polluting a river", "breaking safety rules", "hiding losses", "fixing prices",
+    "selling unsafe toys", "ignoring data laws", "underpaying staff",
+)
+WORKERS = (
+    "bus drivers", "nurses", "teachers", "dock workers", "train drivers", "postal workers", "airport staff",
+    "factory workers",
+)
+REASONS = {
+    "rose": ("strong sales", "lower costs", "higher prices", "new customers"),
+    "fell": ("weak demand", "higher costs", "lower prices", "a long strike"),
+}
+QUARTERS = ("first", "second", "third", "fourth")
+JOBS = ("shop owner", "teacher", "taxi driver", "student", "nurse", "local official", "retired engineer", "banker")
+ROLES = ("chief executive", "chairman", "finance director")
+QUOTES = (
+    "We will have to wait and see", "Nobody expected this", "It has been a long year for everyone",
+    "People here are worried about prices", "Things are getting better", "We need clear answers",
+)
+
+
+@dataclass(frozen=True)
+class EventKind:
+    """One kind of event: how to draw its slots, how the article states it and how the highlights sum it up.
+
+    `facts` are the key facts, each a tuple of paraphrases; every fact is always in the article, so the
+    highlights may use any of their slots. `details` are true but not key; a random subset is included.
+    `highlights` are alternative summaries, each a tuple of 1-3 sentences.
+    """
+
+    name: str
+    slots: Callable[["_Draw"], dict]
+    facts: tuple[tuple[str, ...], ...]
+    details: tuple[str, ...]
+    highlights: tuple[tuple[str, ...], ...]
+
+
+class _Draw:
+    """Draws the entities and numbers of one article, never reusing a name, so distractors name OTHER ones."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.used: set[str] = set()
+
+    def _fresh(self, pool) -> str:
+        value = self.rng.choice([item for item in pool if item not in self.used] or pool)
+        self.used.add(value)
+        return value
+
+    def person(self) -> str:
+        return f"{self._fresh(FIRST_NAMES)} {self._fresh(LAST_NAMES)}"
+
+    def company(self) -> str:
+        return self._fresh(COMPANIES)
+
+    def city(self) -> str:
+        return self._fresh(CITIES)
+
+    def first_name(self) -> str:
+        return self._fresh(FIRST_NAMES)
+
+    def day(self) -> str:
+        return self._fresh(DAYS)
+
+    def month(self) -> str:
+        return self._fresh(MONTHS)
+
+    def year(self) -> str:
+        return str(self.rng.randint(2008, 2023))
+
+    def pct(self, low: int = 2, high: int = 45) -> str:
+        return str(self.rng.randint(low, high))
+
+    def count(self, low: int, high: int, step: int = 1) -> str:
+        return f"{self.rng.randrange(low, high, step):,}"
+
+    def money(self) -> str:
+        if self.rng.random() < 0.25:
+            return f"${self.rng.randint(11, 49) / 10:g} billion"
+        return f"${self.rng.randrange(20, 990, 10)} million"
+
+
+def _acquisition(d: _Draw) -> dict:
+    return dict(buyer=d.company(), target=d.company(), amount=d.money(), day=d.day(), ceo=d.person(),
+                role=d.rng.choice(ROLES), city=d.city(), month=d.month(), pct=d.pct(3, 30),
+                staff=d.count(300, 9000, 100), year=d.year())
+
+
+def _election(d: _Draw) -> dict:
+    return dict(winner=d.person(), loser=d.person(), city=d.city(), day=d.day(), share=d.pct(51, 68),
+                turnout=d.pct(35, 80), homes=d.count(2000, 20000, 500), month=d.month())
+
+
+def _storm(d: _Draw) -> dict:
+    return dict(storm=f"Storm {d.first_name()}", place=d.city(), day=d.day(), deaths=d.pct(2, 40),
+                homes=d.count(3000, 90000, 1000), wind=d.count(90, 190, 5), days=d.pct(2, 6),
+                amount=d.money(), mayor=d.person())
+
+
+def _match(d: _Draw) -> dict:
+    lgoals = d.rng.randint(0, 2)
+    return dict(winner=f"{d.city()} {d.rng.choice(TEAM_SUFFIXES)}", loser=f"{d.city()} {d.rng.choice(TEAM_SUFFIXES)}",
+                wgoals=str(lgoals + d.rng.randint(1, 3)), lgoals=str(lgoals), scorer=d.person(),
+                minute=d.pct(5, 89), comp=d.rng.choice(COMPETITIONS), day=d.day(), crowd=d.count(8000, 70000, 500),
+                coach=d.person(), wins=d.pct(3, 9))
+
+
+def _launch(d: _Draw) -> dict:
+    return dict(company=d.company(), product=f"{d.rng.choice(PRODUCTS)} {d.rng.randint(2, 9)}",
+                kind=d.rng.choice(PRODUCT_KINDS), price=f"${d.rng.randrange(149, 1999, 50)}", day=d.day(),
+                city=d.city(), month=d.month(), designer=d.person(), years=d.pct(2, 6),
+                units=d.count(200000, 5000000, 100000))
+
+
+def _study(d: _Draw) -> dict:
+    treatment, outcome = d.rng.choice(STUDY_FINDINGS)
+    return dict(uni=f"University of {d.city()}", treatment=treatment, outcome=outcome, pct=d.pct(12, 60),
+                count=d.count(400, 12000, 100), months=d.pct(6, 36), lead=d.person(), day=d.day(),
+                amount=d.money())
+
+
+def _ruling(d: _Draw) -> dict:
+    return dict(company=d.company(), city=d.city(), day=d.day(), fine=d.money(), offence=d.rng.choice(OFFENCES),
+                judge=d.person(), days=d.pct(14, 60), lawyer=d.person(), month=d.month(), year=d.year())
+
+
+def _strike(d: _Draw) -> dict:
+    return dict(workers=d.rng.choice(WORKERS), count=d.count(1200, 30000, 100), city=d.city(), days=d.pct(2, 7),
+                day=d.day(), employer=d.company(), pct=d.pct(6, 15), offer=d.pct(1, 5), leader=d.person())
+
+
+def _results(d: _Draw) -> dict:
+    rose = d.rng.choice(("rose", "fell"))
+    return dict(company=d.company(), day=d.day(), quarter=d.rng.choice(QUARTERS), rose=rose, pct=d.pct(3, 40),
+                profit=d.money(), ceo=d.person(), role=d.rng.choice(ROLES), reason=d.rng.choice(REASONS[rose]),
+                city=d.city(), staff=d.count(500, 40000, 500))
+
+
+def _appointment(d: _Draw) -> dict:
+    return dict(company=d.company(), new=d.person(), old=d.person(), role=d.rng.choice(ROLES), day=d.day(),
+                year=d.year(), month=d.month(), prev=d.company(), city=d.city(), pct=d.pct(5, 30))
+
+
+EVENT_KINDS = (
+    EventKind(
+        "acquisition", _acquisition,
+        facts=(
+            ("On {day}, the board of {buyer} said it had agreed to buy {target}, one of its main rivals.",
+             "{buyer} has agreed to buy its rival {target}, the company said in a statement on {day}.",
+             "{buyer} announced on {day} that it would take over {target} after months of talks."),
+            ("The deal is worth {amount}, according to {role} {ceo}.",
+             "{Role} {ceo} said the company would pay {amount} for the business.",
+             "{ceo}, the {role} of {buyer}, said the price of {amount} was fair for both sides."),
+            ("The takeover is expected to be completed in {month}, subject to approval by regulators in {city}.",
+             "Regulators in {city} must still approve the purchase, which should close in {month}."),
+        ),
+        details=("Shares in {target} rose {pct} percent after the news.",
+                 "{target} employs about {staff} people in several countries.",
+                 "It is the largest deal for {buyer} since {year}, when it bought a smaller firm abroad.",
+                 "Both companies said no jobs would be lost in the first year."),
+        highlights=(
+            ("{buyer} agrees to buy {target} for {amount}.",),
+            ("{buyer} to take over {target} in {amount} deal.", "The purchase should close in {month}."),
+            ("{target} sold to {buyer} for {amount}.", "The deal still needs approval in {city}."),
+        ),
+    ),
+    EventKind(
+        "election", _election,
+        facts=(
+            ("{winner} has been elected mayor of {city} after a close race, officials said on {day}.",
+             "Voters in {city} chose {winner} as their new mayor on {day}, ending a long campaign.",
+             "On {day}, {winner} won the race to become the next mayor of {city}."),
+            ("{winner} won {share} percent of the vote, ahead of {loser}.",
+             "With {share} percent of the vote, {winner} beat {loser}, who had led in early polls.",
+             "{loser} came second after {winner} took {share} percent of the votes."),
+            ("Turnout was {turnout} percent, election officials said, higher than at the last vote.",
+             "About {turnout} percent of voters took part in the election, officials said."),
+        ),
+        details=("During the campaign, {winner} promised to build {homes} new homes.",
+                 "{loser} congratulated {winner} in a short speech to supporters.",
+                 "The new mayor will take office in {month}.",
+                 "Housing and public transport were the main issues in the campaign."),
+        highlights=(
+            ("{winner} elected mayor of {city} with {share} percent of the vote.",),
+            ("{winner} beats {loser} to become mayor of {city}.", "Turnout was {turnout} percent."),
+            ("{city} elects {winner} as mayor.", "{winner} took {share} percent, ahead of {loser}.",
+             "Turnout was {turnout} percent."),
+        ),
+    ),
+    EventKind(
+        "storm", _storm,
+        facts=(
+            ("At least {deaths} people were killed when {storm} hit {place} on {day}.",
+             "{storm} struck {place} on {day}, killing at least {deaths} people and damaging many buildings.",
+             "On {day}, {storm} swept across {place}, leaving at least {deaths} people dead."),
+            ("About {homes} homes were left without power after trees fell on lines.",
+             "Power was cut to around {homes} homes, the energy company said."),
+            ("Winds reached {wind} kilometres per hour, according to the weather service.",
+             "The weather service recorded winds of up to {wind} kilometres per hour."),
+        ),
+        details=("Schools in {place} will stay closed for {days} days.",
+                 "Repairs could cost {amount}, according to {mayor}, the mayor of {place}.",
+                 "Rescue teams worked through the night to clear roads and reach people in their homes.",
+                 "Trains and flights were cancelled for most of the day."),
+        highlights=(
+            ("{storm} kills {deaths} people in {place}.", "About {homes} homes lose power."),
+            ("At least {deaths} dead as {storm} hits {place}.",),
+            ("{storm} hits {place} with winds of {wind} kilometres per hour.", "At least {deaths} people killed.",
+             "About {homes} homes without power."),
+        ),
+    ),
+    EventKind(
+        "match", _match,
+        facts=(
+            ("{winner} beat {loser} {wgoals}-{lgoals} in {comp} on {day}.",
+             "On {day}, {winner} won {wgoals}-{lgoals} against {loser} in {comp}.",
+             "{loser} lost {lgoals}-{wgoals} to {winner} in {comp} on {day}."),
+            ("{scorer} scored the winning goal after {minute} minutes.",
+             "The winning goal came from {scorer} after {minute} minutes, with a shot from close range."),
+            ("A crowd of {crowd} watched the game, the largest at the ground this season.",
+             "{crowd} fans were at the stadium for the game."),
+        ),
+        details=("{loser} coach {coach} said the team had played well but made too many mistakes.",
+                 "{winner} have now won {wins} games in a row.",
+                 "Both teams had good chances in the first half but could not score.",
+                 "The game was stopped for ten minutes in the second half because of heavy rain."),
+        highlights=(
+            ("{winner} beat {loser} {wgoals}-{lgoals} in {comp}.", "{scorer} scores the winning goal."),
+            ("{scorer} goal gives {winner} win over {loser}.",),
+            ("{winner} win {wgoals}-{lgoals} against {loser}.",
+             "{scorer} scores after {minute} minutes in front of {crowd} fans."),
+        ),
+    ),
+    EventKind(
+        "launch", _launch,
+        facts=(
+            ("{company} unveiled the {product}, a new {kind}, at an event in {city} on {day}.",
+             "On {day}, {company} showed off its new {kind}, the {product}, at a large event in {city}.",
+             "{company} launched a {kind} called the {product} in {city} on {day}."),
+            ("The {product} will cost {price}, the company said.",
+             "It will sell for {price}, a little more than the last model."),
+            ("It goes on sale in {month} in most countries.", "The {kind} will reach shops in {month}."),
+        ),
+        details=("{designer}, who leads the design team, said the {kind} took {years} years to build.",
+                 "{company} sold about {units} devices last year.",
+                 "Reviewers who tried the {kind} said the battery lasted a long time.",
+                 "The company hopes the new model will help it win back younger customers."),
+        highlights=(
+            ("{company} launches {product} {kind} for {price}.",),
+            ("{company} unveils the {product} in {city}.",
+             "The new {kind} costs {price} and goes on sale in {month}."),
+            ("New {product} {kind} from {company} will cost {price}.",),
+        ),
+    ),
+    EventKind(
+        "study", _study,
+        facts=(
+            ("Researchers at the {uni} say {treatment} can reduce {outcome} by {pct} percent.",
+             "A study by the {uni} found that {treatment} cut {outcome} by {pct} percent.",
+             "{Treatment} reduced {outcome} by {pct} percent, according to a study from the {uni}."),
+            ("The team followed {count} people for {months} months.",
+             "The study involved {count} volunteers over a period of {months} months."),
+            ("The work was led by professor {lead} and a small team of doctors.",
+             "{lead}, the professor who led the study, said more work was needed."),
+        ),
+        details=("The results were published on {day} in a medical journal.",
+                 "The study cost about {amount} and was paid for by the government.",
+                 "Doctors said the findings were promising but should be checked by other teams.",
+                 "Earlier studies had found smaller effects."),
+        highlights=(
+            ("{Treatment} cuts {outcome} by {pct} percent, {uni} study finds.",),
+            ("Study of {count} people finds {treatment} reduces {outcome}.",
+             "The research was led by {lead} at the {uni}."),
+            ("{uni} study links {treatment} to a {pct} percent drop in {outcome}.",),
+        ),
+    ),
+    EventKind(
+        "ruling", _ruling,
+        facts=(
+            ("A court in {city} on {day} fined {company} {fine} for {offence}.",
+             "{company} was ordered to pay {fine} for {offence}, a court in {city} ruled on {day}.",
+             "On {day}, judges in {city} found {company} guilty of {offence} and fined it {fine}."),
+            ("Judge {judge} said the company had ignored repeated warnings.",
+             "{judge}, the judge in the case, called the behaviour of the company serious."),
+            ("{company} has {days} days to appeal against the decision.",
+             "The company can appeal within {days} days, the court said."),
+        ),
+        details=("A lawyer for {company}, {lawyer}, said the firm was disappointed.",
+                 "The case began in {month} {year} after complaints from customers.",
+                 "Customers who lost money may now be able to claim it back.",
+                 "It is one of the largest fines of its kind."),
+        highlights=(
+            ("{company} fined {fine} for {offence}.",),
+            ("Court in {city} orders {company} to pay {fine}.", "The company has {days} days to appeal."),
+            ("Judge {judge} fines {company} {fine} for {offence}.",),
+        ),
+    ),
+    EventKind(
+        "strike", _strike,
+        facts=(
+            ("About {count} {workers} in {city} began a {days}-day strike on {day}.",
+             "On {day}, {count} {workers} walked out in {city} at the start of a {days}-day strike.",
+             "A {days}-day strike by {count} {workers} began in {city} on {day}."),
+            ("They want a pay rise of {pct} percent from {employer}.",
+             "The union is asking {employer} for {pct} percent more pay."),
+            ("Union leader {leader} said talks had failed after weeks of meetings.",
+             "{leader}, who leads the union, said workers had no choice."),
+        ),
+        details=("{employer} said it had offered {offer} percent and called the demand unrealistic.",
+                 "Services across {city} are expected to be badly disrupted.",
+                 "It is the first strike of its kind in {city} for many years.",
+                 "Both sides said they were ready to return to talks."),
+        highlights=(
+            ("{count} {workers} strike in {city} over pay.", "They want a {pct} percent rise from {employer}."),
+            ("{Workers} in {city} begin {days}-day strike.",),
+            ("{days}-day strike by {workers} hits {city}.", "Union led by {leader} demands {pct} percent more pay."),
+        ),
+    ),
+    EventKind(
+        "results", _results,
+        facts=(
+            ("{company} said on {day} that its profit for the {quarter} quarter {rose} {pct} percent to {profit}.",
+             "Profit at {company} {rose} {pct} percent to {profit} in the {quarter} quarter, it said on {day}."),
+            ("{Role} {ceo} said the result was mainly due to {reason}.",
+             "{ceo}, the {role}, put the result down to {reason}."),
+            ("The company, which is based in {city}, employs {staff} people.",
+             "Based in {city}, {company} has {staff} staff in several countries."),
+        ),
+        details=("Shares in {company} moved little after the figures were published.",
+                 "The company did not change its forecast for the year.",
+                 "Analysts had expected a smaller change.",
+                 "The company will publish its next figures in three months."),
+        highlights=(
+            ("{company} profit {rose} {pct} percent to {profit}.",),
+            ("{Quarter} quarter profit at {company} {rose} to {profit}.", "{Role} {ceo} points to {reason}."),
+            ("Profit at {company} {rose} {pct} percent.", "The result was due to {reason}, says {ceo}."),
+        ),
+    ),
+    EventKind(
+        "appointment", _appointment,
+        facts=(
+            ("{company} has named {new} as its new {role}, the company said on {day}.",
+             "On {day}, {company} said {new} would become its next {role}."),
+            ("{new} replaces {old}, who has held the job since {year}.",
+             "{old}, who took the job in {year}, is stepping down and will be replaced by {new}."),
+            ("{new} joins from {prev} and will start in {month}.",
+             "{new} currently works at {prev} and starts the new job in {month}."),
+        ),
+        details=("Under {old}, sales at {company} grew by {pct} percent.",
+                 "The company is based in {city} and has offices in many countries.",
+                 "The board thanked the outgoing {role} for many years of service.",
+                 "The search for a new leader took almost a year."),
+        highlights=(
+            ("{new} named {role} of {company}.", "{new} replaces {old} in {month}."),
+            ("{company} appoints {new} from {prev} as {role}.",),
+            ("{old} to step down as {role} of {company}.", "{new} will take over in {month}."),
+        ),
+    ),
+)
+
+# Background sentences that can open an article, and context sentences placed anywhere; their slots are
+# drawn fresh, so they mention other people, firms, places and numbers than the event.
+LEAD_DISTRACTORS = (
+    "It has been a busy week in {city}, where several large companies reported news on the same day.",
+    "{city} has been in the news for much of {month}, as people there worry about jobs and prices.",
+    "For months, people in {city} have been talking about rising costs and what they mean for families.",
+    "Markets were quiet on {day} as traders waited for new figures on prices and jobs.",
+    "The past year has been difficult for many firms in {city}, where costs have risen by {pct} percent.",
+    "In {year}, {company} paid {amount} for a rival in {city}, in a deal that drew wide attention.",
+)
+DISTRACTORS = (
+    "{person}, a {job} from {city}, said the mood in the city was calm and most people were getting on with life.",
+    '"{quote}," said {person}, who has worked for {company} for many years.',
+    "Separately, {company} said on {day} that it would open {small} new offices in {city} over the next two years.",
+    "Earlier this year, {company} reported sales of {amount}, a little higher than most analysts had expected.",
+    "Prices in {city} have risen by {pct} percent over the past year, putting pressure on families and small firms.",
+    "{person}, a {job}, said people in the area were waiting to see what happens next before making any plans.",
+    "Analysts at {company} expect the economy to grow by {pct} percent in {year}, slightly less than last year.",
+    "The population of {city} has grown to about {big} people, and many new homes are being built.",
+    "Last {month}, {person} said that similar plans in {city} had failed because of a lack of money.",
+    "{company}, which was not involved, said in a statement on {day} that it expected no effect on its business.",
+    "In {year}, {company} bought {company2} for {amount}, one of the biggest deals of that year.",
+    "A survey by {company} found that {pct} percent of people in {city} were worried about the cost of living.",
+)
+
+
+def _distractor_slots(d: _Draw, template: str) -> dict:
+    """Draws only the slots `template` uses, so that long articles do not run out of fresh names."""
+    draw = dict(person=d.person, job=lambda: d.rng.choice(JOBS), city=d.city, company=d.company,
+                company2=d.company, quote=lambda: d.rng.choice(QUOTES), small=lambda: d.pct(3, 40),
+                big=lambda: d.count(200000, 3000000, 10000),
+                amount=d.money, pct=d.pct, year=d.year, month=d.month, day=d.day)
+    return {name: draw[name]() for name in template_slots(template)}
+
+
+def _fill(template: str, slots: dict) -> str:
+    text = template.format(**slots)
+    return text[0].upper() + text[1:]  # a slot such as "{count} nurses" may open the sentence
+
+
+def _with_capitals(slots: dict) -> dict:
+    """Adds "{Role}" for "{role}" and so on: the same value with a capital, for slots that open a sentence."""
+    return {**slots, **{k[0].upper() + k[1:]: v[0].upper() + v[1:] for k, v in slots.items()}}
+
+
+def _record(rng: random.Random, n_distractors: int) -> tuple[str, str]:
+    d = _Draw(rng)
+    kind = rng.choice(EVENT_KINDS)
+    slots = _with_capitals(kind.slots(d))
+    facts = [_fill(rng.choice(paraphrases), slots) for paraphrases in kind.facts]
+    if rng.random() < 0.3:  # the main fact is not always stated first
+        facts[0], facts[1] = facts[1], facts[0]
+    else:
+        facts[1:] = rng.sample(facts[1:], len(facts) - 1)
+    others = [_fill(template, slots) for template in rng.sample(kind.details, rng.randint(2, 4))]
+    k = max(0, n_distractors + rng.choice((-1, 0, 1, 2)))
+    opener = []
+    if k and rng.random() < 0.5:
+        template = rng.choice(LEAD_DISTRACTORS)
+        opener = [_fill(template, _distractor_slots(d, template))]
+        k -= 1
+    others += [_fill(t, _distractor_slots(d, t)) for t in rng.sample(DISTRACTORS, min(k, len(DISTRACTORS)))]
+    rng.shuffle(others)
+    # At most three other sentences go between the facts and the rest after them: models truncate long
+    # inputs (to 256 tokens, say), and a key fact cut off would make its highlight unlearnable.
+    between = rng.randint(1, min(3, len(others)))
+    body = list(facts)
+    for sentence in others[:between]:
+        body.insert(rng.randint(1, len(body) - 1), sentence)
+    body = opener + body + others[between:]
+
+    highlights = "\n".join(_fill(t, slots) for t in rng.choice(kind.highlights))
+    return " ".join(body), highlights
+
+
+def generate(split: str, n: int, seed: int, *, n_distractors: int = 3) -> list[dict]:
+    """Returns `n` generated records {"id", "article", "highlights"} for `split`, the same for the same arguments.
+
+    `n_distractors` is the typical number of distractor sentences per article: each article draws from one
+    fewer to two more, so article lengths vary.
+    """
+    if not isinstance(split, str) or not split:
+        raise ConfigError(f"split: expected a non-empty string, got {split!r}")
+    for key, value in (("n", n), ("seed", seed), ("n_distractors", n_distractors)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if n < 0 or n_distractors < 0:
+        raise ConfigError(f"n and n_distractors must be >= 0, got n={n}, n_distractors={n_distractors}")
+    rng = random.Random(f"{seed}-{split}")
+    records = []
+    for i in range(n):
+        article, highlights = _record(rng, n_distractors)
+        records.append({"id": f"builtin-{split}-{seed}-{i:06d}", "article": article, "highlights": highlights})
+    return records
+
+
+def template_slots(template: str) -> set[str]:
+    """The slot names a template uses, lower-cased ("{Role}" and "{role}" are the same slot)."""
+    return {name.lower() for _, name, _, _ in string.Formatter().parse(template) if name}

@@ -1,0 +1,154 @@
+"""Loading the train/validation/test splits from local JSON lines files or the Hugging Face hub.
+
+Every loader returns records normalised to {"id", "article", "highlights"} (highlight sentences joined by
+"\\n", as in CNN/DailyMail) and raises ConfigError, naming the file and line or the dataset, on bad input.
+"""
+
+import gzip
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from kd.errors import ConfigError
+
+SPLITS = ("train", "validation", "test")
+FIELDS = ("id", "article", "highlights")
+
+
+def _bad_text(record: dict, field: str) -> str | None:
+    """Why `record[field]` is not a usable text, or None when it is."""
+    if field not in record:
+        return f"record missing {field!r}"
+    if not isinstance(record[field], str) or not record[field].strip():
+        return f"{field!r} must be a non-empty string, got {record[field]!r:.40}"
+    return None
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".gz", ".jsonl"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def read_jsonl(path, *, article_field: str = "article", summary_field: str = "highlights",
+               id_field: str = "id") -> list[dict]:
+    """Reads a `.jsonl` or `.jsonl.gz` file, mapping the named fields to {"id", "article", "highlights"}.
+
+    Blank lines are skipped; a record without `id_field` gets the id "<file stem>-<line number>".
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: data file not found")
+    opener = gzip.open if path.name.endswith(".gz") else open
+    records = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                if line.strip():
+                    records.append(_parse_line(line, f"{path}:{lineno}", article_field, summary_field, id_field,
+                                               default_id=f"{_stem(path)}-{lineno}"))
+    except (OSError, EOFError, UnicodeDecodeError) as e:  # a corrupt .gz, or bytes that are not UTF-8
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    if not records:
+        raise ConfigError(f"{path}: no records (empty split)")
+    return records
+
+
+def _parse_line(line: str, where: str, article_field: str, summary_field: str, id_field: str, *,
+                default_id: str) -> dict:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{where}: malformed JSON: {e.msg} at column {e.colno}") from None
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    for field in (article_field, summary_field):
+        if problem := _bad_text(obj, field):
+            raise ConfigError(f"{where}: {problem}")
+    record_id = obj.get(id_field, default_id)
+    if isinstance(record_id, bool) or not isinstance(record_id, (str, int)) or record_id == "":
+        raise ConfigError(f"{where}: {id_field!r} must be a string or an integer, got {record_id!r:.40}")
+    return {"id": str(record_id), "article": obj[article_field], "highlights": obj[summary_field]}
+
+
+def validate_records(records, *, where: str) -> list[dict]:
+    """Checks records from any source: a non-empty list of dicts with non-empty string id/article/highlights."""
+    if not isinstance(records, list) or not records:
+        raise ConfigError(f"{where}: no records (empty split)")
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ConfigError(f"{where}: record {i}: expected a dict, got {type(record).__name__}")
+        for field in FIELDS:
+            if problem := _bad_text(record, field):
+                raise ConfigError(f"{where}: record {i}: {problem}")
+    return records
+
+
+def load_hub(split: str, *, name: str = "abisee/cnn_dailymail", config: str = "3.0.0",
+             max_samples: int | None = None, cache_dir=None) -> list[dict]:
+    """Loads one split of a Hugging Face dataset with article/highlights/id columns, like CNN/DailyMail."""
+    if split not in SPLITS:
+        raise ConfigError(f"split: expected one of {SPLITS}, got {split!r}")
+    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
+                                    or max_samples < 1):
+        raise ConfigError(f"max_samples: expected a positive integer or null, got {max_samples!r}")
+    import datasets  # slow to import, and only this loader needs it
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    where = f"{name} ({config}) split {split!r}"
+    unreachable = (f"cannot reach the Hugging Face hub to download {name} ({config})"
+                   "; use data.source: jsonl with local files, or run where the hub is reachable"
+                   " (with the dataset already in the datasets cache, set HF_HUB_OFFLINE=1 to use it)")
+    # Offline, datasets retries for about 25 s (longer where connections hang) before it gives up.
+    if not datasets.config.HF_HUB_OFFLINE and (reason := _hub_unreachable(datasets.config.HF_ENDPOINT)):
+        raise ConfigError(f"{unreachable} [{reason}]")
+    try:
+        dataset = datasets.load_dataset(name, config, split=split, cache_dir=cache_dir)
+    except (ConnectionError, LocalEntryNotFoundError) as e:  # OfflineModeIsEnabled is a ConnectionError
+        raise ConfigError(f"{unreachable} [{type(e).__name__}: {e}]") from None
+    except datasets.exceptions.DatasetNotFoundError as e:
+        raise ConfigError(f"{where}: dataset not found on the Hugging Face hub: {e}") from None
+    except ValueError as e:  # an unknown config or split name
+        raise ConfigError(f"{where}: {e}") from None
+    missing = [field for field in FIELDS if field not in dataset.column_names]
+    if missing:
+        raise ConfigError(f"{where}: dataset has no column(s) {missing}; columns are {dataset.column_names}")
+    if max_samples is not None:
+        dataset = dataset.select(range(min(max_samples, len(dataset))))
+    records = dataset.select_columns(list(FIELDS)).to_list()
+    return validate_records(records, where=where)
+
+
+def _hub_unreachable(endpoint: str, *, timeout: float = 5.0) -> str | None:
+    """One quick request to the hub, without retries: why it failed, or None when the hub answered."""
+    from huggingface_hub.errors import OfflineModeIsEnabled
+    from huggingface_hub.utils import get_session, httpx
+
+    try:
+        get_session().head(endpoint, timeout=timeout)
+    except OfflineModeIsEnabled:  # huggingface_hub is offline: datasets will use its cache or say why not
+        return None
+    except httpx.TransportError as e:  # DNS, refused or hanging connections, proxies: any status is an answer
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def write_jsonl_atomic(records, path) -> None:
+    """Writes records as JSON lines (gzipped for `.gz`) to a temp file beside `path`, then renames it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            # mtime=0 keeps the bytes, and so the DVC hash, the same for the same records
+            stream = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if path.name.endswith(".gz") else raw
+            with io.TextIOWrapper(stream, encoding="utf-8") as f:
+                for record in records:
+                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,84 @@
+"""Attention-map distillation: MiniLM (Wang et al., "MiniLM: Deep Self-Attention Distillation", 2020),
+for encoder self-attention, decoder self-attention and cross-attention.
+
+KL(teacher || student) between post-softmax attention distributions (or MSE between the maps),
+averaged over real query positions; masked keys carry zero probability in both and add nothing.
+Different head counts are reconciled by `heads`:
+  mean   average the heads of each model into one map before comparing (any head counts);
+  group  split the teacher's heads into as many contiguous groups as the student has heads and
+         compare each student head with its group's mean (teacher heads divisible by student heads).
+Needs eager attention: SDPA returns no attention weights.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kd.errors import ConfigError
+from kd.losses import register
+from kd.losses.base import Distiller
+from kd.losses.feature import masked_token_mean
+from kd.losses.layermap import layer_pairs
+
+# model output attribute -> (params switch, config attribute holding that stack's depth)
+COMPONENTS = {
+    "encoder_attentions": ("encoder", "num_layers"),
+    "decoder_attentions": ("decoder", "num_decoder_layers"),
+    "cross_attentions": ("cross", "num_decoder_layers"),
+}
+
+
+def reduce_heads(att: torch.Tensor, groups: int) -> torch.Tensor:
+    """(B, H, Tq, Tk) -> (B, groups, Tq, Tk), averaging contiguous blocks of H // groups heads."""
+    b, h, tq, tk = att.shape
+    return att.reshape(b, groups, h // groups, tq, tk).mean(2)
+
+
+@register("attention")
+class AttentionKD(Distiller):
+    needs = frozenset({"attentions"})
+    param_keys = ("kd.attention",)
+
+    def __init__(self, *, pairs: dict[str, list[tuple[int, int]]], heads: str, student_heads: int,
+                 loss: str = "kl"):
+        super().__init__()
+        self.pairs, self.loss = pairs, loss
+        self.groups = 1 if heads == "mean" else student_heads
+
+    @classmethod
+    def from_params(cls, kd, teacher_config, student_config) -> "AttentionKD":
+        a = kd.attention
+        if a.heads == "group" and teacher_config.num_heads % student_config.num_heads:
+            raise ConfigError(
+                f"params: kd.attention.heads 'group' needs teacher heads ({teacher_config.num_heads}) "
+                f"divisible by student heads ({student_config.num_heads}); use 'mean'")
+        pairs = {}
+        for attr, (switch, depth) in COMPONENTS.items():
+            if getattr(a, switch):
+                pairs[attr] = layer_pairs(a.layer_map, getattr(a, f"{switch}_map"), getattr(student_config, depth),
+                                          getattr(teacher_config, depth), key=f"kd.attention.{switch}_map")
+        if not pairs:
+            raise ConfigError("params: kd.attention: encoder, decoder and cross are all off")
+        return cls(pairs=pairs, heads=a.heads, student_heads=student_config.num_heads, loss=a.loss)
+
+    def _per_query(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """(B, G, Tq, Tk) maps -> (B, Tq) divergence averaged over the G maps."""
+        s, t = s.float(), t.detach().float()
+        if self.loss == "mse":
+            return (s - t).pow(2).sum(-1).mean(1)
+        # KL(t || s); where t is 0 (masked keys) the term is 0, and clamping keeps log s finite.
+        kl = t * (t.clamp_min(1e-12).log() - s.clamp_min(1e-12).log())
+        return kl.sum(-1).mean(1)
+
+    def forward(self, student, teacher, batch):
+        query_mask = {"encoder_attentions": batch["attention_mask"].bool(),
+                      "decoder_attentions": batch["labels"] != -100,
+                      "cross_attentions": batch["labels"] != -100}
+        terms = []
+        for attr, pairs in self.pairs.items():
+            s_maps, t_maps = getattr(student, attr), getattr(teacher, attr)
+            for i, j in pairs:
+                s = reduce_heads(s_maps[i], self.groups)  # (B, G, Tq, Tk)
+                t = reduce_heads(t_maps[j], self.groups)
+                terms.append(masked_token_mean(self._per_query(s, t), query_mask[attr]))
+        return torch.stack(terms).mean()

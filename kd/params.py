@@ -1,0 +1,290 @@
+"""Typed, validated views of params.yaml: one frozen dataclass per section.
+
+Every stage reads only its own sections through `load_section`. Unknown keys, wrong types and
+out-of-range values raise `ConfigError` naming the dotted key, before any output is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from kd.errors import ConfigError
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class BuiltinData:
+    train_size: int = 2000
+    validation_size: int = 200
+    test_size: int = 200
+    n_distractors: int = 3
+
+
+@dataclass(frozen=True)
+class JsonlData:
+    train: str = "data/own/train.jsonl"
+    validation: str = "data/own/validation.jsonl"
+    test: str = "data/own/test.jsonl"
+    article_field: str = "article"
+    summary_field: str = "highlights"
+    id_field: str = "id"
+
+
+@dataclass(frozen=True)
+class HubData:
+    name: str = "abisee/cnn_dailymail"
+    config: str = "3.0.0"
+    cache_dir: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: Literal["builtin", "jsonl", "hub"] = "builtin"
+    seed: int = 0
+    # Caps applied to every source (None keeps the whole split).
+    max_train_samples: Optional[int] = None
+    max_validation_samples: Optional[int] = None
+    max_test_samples: Optional[int] = None
+    builtin: BuiltinData = field(default_factory=BuiltinData)
+    jsonl: JsonlData = field(default_factory=JsonlData)
+    hub: HubData = field(default_factory=HubData)
+
+    def __post_init__(self):
+        for key in ("max_train_samples", "max_validation_samples", "max_test_samples"):
+            _check(getattr(self, key) is None or getattr(self, key) > 0, f"data.{key}", "must be > 0 or null")
+        for key in ("train_size", "validation_size", "test_size"):
+            _check(getattr(self.builtin, key) > 0, f"data.builtin.{key}", "must be > 0 (empty split)")
+
+
+@dataclass(frozen=True)
+class TokenizerParams:
+    vocab_size: int = 2000
+    model_type: Literal["bpe", "unigram"] = "bpe"  # how the SentencePiece vocabulary is learned
+    prefix: str = "summarize: "
+    max_source_length: int = 256
+    max_target_length: int = 64
+    num_proc: int = 1
+
+    def __post_init__(self):
+        _check(self.vocab_size >= 64, "tokenizer.vocab_size", "must be >= 64")
+        _check(self.max_source_length > 0, "tokenizer.max_source_length", "must be > 0")
+        _check(self.max_target_length > 0, "tokenizer.max_target_length", "must be > 0")
+        _check(self.num_proc >= 1, "tokenizer.num_proc", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """A T5 built from the fields below, or loaded from `pretrained` (hub name or local dir)."""
+
+    pretrained: Optional[str] = None
+    d_model: int = 128
+    d_ff: int = 512
+    d_kv: int = 32
+    num_layers: int = 3
+    num_decoder_layers: int = 3
+    num_heads: int = 4
+    dropout: float = 0.1
+    # How long and how fast to train this model.
+    epochs: int = 10
+    lr: float = 1e-3
+
+    def check(self, section: str) -> None:
+        for key in ("d_model", "d_ff", "d_kv", "num_layers", "num_decoder_layers", "num_heads", "epochs"):
+            _check(getattr(self, key) > 0, f"{section}.{key}", "must be > 0")
+        _check(0.0 <= self.dropout < 1.0, f"{section}.dropout", "must be in [0, 1)")
+        _check(self.lr > 0, f"{section}.lr", "must be > 0")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    batch_size: int = 16
+    grad_accum: int = 1
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    precision: Literal["no", "bf16", "fp16"] = "no"
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    seed: int = 0
+    checkpoint_every: int = 50  # optimizer steps between resumable checkpoints
+
+    def __post_init__(self):
+        _check(self.batch_size > 0, "train.batch_size", "must be > 0")
+        _check(self.grad_accum > 0, "train.grad_accum", "must be > 0")
+        _check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", "must be in [0, 1)")
+        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _check(self.max_grad_norm > 0, "train.max_grad_norm", "must be > 0")
+        _check(self.checkpoint_every > 0, "train.checkpoint_every", "must be > 0")
+
+
+LayerPairs = tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class FeatureKDParams:
+    weight: float = 1.0
+    layer_map: Literal["uniform", "last", "explicit"] = "uniform"
+    encoder_map: LayerPairs = ()  # explicit [[student_layer, teacher_layer], ...], 0-based
+    decoder_map: LayerPairs = ()
+    include_embeddings: bool = True  # also match the embedding outputs (hidden state 0)
+    encoder: bool = True
+    decoder: bool = True
+    loss: Literal["mse", "cosine"] = "mse"
+    normalize: bool = False  # layer-normalise both states before comparing
+
+    def __post_init__(self):
+        _check(self.weight >= 0, "kd.feature.weight", "must be >= 0")
+        _check(self.encoder or self.decoder, "kd.feature", "needs encoder or decoder switched on")
+
+
+@dataclass(frozen=True)
+class AttentionKDParams:
+    weight: float = 1.0
+    layer_map: Literal["uniform", "last", "explicit"] = "uniform"
+    encoder_map: LayerPairs = ()
+    decoder_map: LayerPairs = ()
+    cross_map: LayerPairs = ()
+    encoder: bool = True  # encoder self-attention
+    decoder: bool = True  # decoder self-attention
+    cross: bool = True  # decoder-encoder cross-attention
+    heads: Literal["mean", "group"] = "mean"  # how different head counts are reconciled
+    loss: Literal["kl", "mse"] = "kl"
+
+    def __post_init__(self):
+        _check(self.weight >= 0, "kd.attention.weight", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class KDParams:
+    temperature: float = 2.0
+    alpha: float = 0.5
+    # student name -> the distillation losses it adds to the label loss ([] = label loss only)
+    students: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {"baseline": (), "vanilla": ("logit",)}
+    )
+    feature: FeatureKDParams = field(default_factory=FeatureKDParams)
+    attention: AttentionKDParams = field(default_factory=AttentionKDParams)
+
+    def __post_init__(self):
+        _check(self.temperature > 0, "kd.temperature", "must be > 0")
+        _check(0.0 <= self.alpha <= 1.0, "kd.alpha", "must be in [0, 1]")
+        _check(len(self.students) > 0, "kd.students", "must name at least one student")
+
+    def losses_of(self, student: str) -> tuple[str, ...]:
+        if student not in self.students:
+            raise ConfigError(
+                f"kd.students: unknown student {student!r}; params.yaml defines {sorted(self.students)}"
+            )
+        return self.students[student]
+
+
+@dataclass(frozen=True)
+class BenchmarkParams:
+    num_beams: int = 2
+    max_new_tokens: int = 64
+    batch_size: int = 32
+    max_samples: Optional[int] = None
+    num_examples: int = 3
+    warmup_batches: int = 1
+    lead_n: int = 3
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self):
+        for key in ("num_beams", "max_new_tokens", "batch_size", "lead_n"):
+            _check(getattr(self, key) > 0, f"benchmark.{key}", "must be > 0")
+        _check(self.max_samples is None or self.max_samples > 0, "benchmark.max_samples", "must be > 0 or null")
+        _check(self.num_examples >= 0, "benchmark.num_examples", "must be >= 0")
+        _check(self.warmup_batches >= 0, "benchmark.warmup_batches", "must be >= 0")
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataParams,
+    "tokenizer": TokenizerParams,
+    "teacher": ModelParams,
+    "student": ModelParams,
+    "train": TrainParams,
+    "kd": KDParams,
+    "benchmark": BenchmarkParams,
+}
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _check(ok: bool, key: str, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"params: {key} {what}")
+
+
+def read_params_file(path: str | Path = "params.yaml") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        with path.open() as f:
+            raw = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {unknown}; known: {sorted(SECTIONS)}")
+    return raw
+
+
+def load_section(name: str, path: str | Path = "params.yaml"):
+    """Parse and validate one section of the params file (missing keys take their defaults)."""
+    raw = read_params_file(path)
+    section = parse(SECTIONS[name], raw.get(name) or {}, name)
+    if isinstance(section, ModelParams):
+        section.check(name)
+    return section
+
+
+def parse(cls: type, data: Any, where: str):
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types by dotted key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"params: {where} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"params: unknown key(s) {[f'{where}.{k}' for k in unknown]}; known: {sorted(names)}")
+    values = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    return cls(**values)
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return parse(tp, value if value is not None else {}, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"params: {key} must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"params: {key} must be a list, got {type(value).__name__}")
+        return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"params: {key} must be a mapping, got {type(value).__name__}")
+        return {str(k): _convert(args[1], v if v is not None else [], f"{key}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    # bool is a subclass of int: `epochs: true` must not pass as 1.
+    if not isinstance(value, tp) or (tp is not bool and isinstance(value, bool)):
+        raise ConfigError(f"params: {key} must be {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value

@@ -1,0 +1,43 @@
+"""Stage distill: train one student, with the distillation losses params.yaml gives it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script from anywhere
+
+from kd import cli, paths  # noqa: E402
+from kd.params import load_section  # noqa: E402
+
+
+def main(argv=None) -> None:
+    p = cli.parser(__doc__)
+    p.add_argument("--student", required=True, help="a name under kd.students in params.yaml")
+    p.add_argument("--teacher", type=Path, default=paths.TEACHER_DIR)
+    p.add_argument("--tokenizer", type=Path, default=paths.TOKENIZER_DIR)
+    p.add_argument("--tokenized", type=Path, default=paths.TOKENIZED_DIR)
+    p.add_argument("--out", type=Path, default=None, help="default: models/student_<name>")
+    p.add_argument("--checkpoints", type=Path, default=None, help="default: checkpoints/student_<name>")
+    p.add_argument("--live-dir", type=Path, default=None, help="default: dvclive/student_<name>")
+    p.add_argument("--resume-from-checkpoint", type=Path, default=None, metavar="PATH",
+                   help="checkpoint dir to resume from (default: <checkpoints>/last when it matches)")
+    args = p.parse_args(argv)
+    cli.setup_logging(f"distill_{args.student}", args.log_dir)
+    spec, train, kd = (load_section(s, args.params) for s in ("student", "train", "kd"))
+    losses = kd.losses_of(args.student)
+    cli.log_config(student=spec, train=train, losses=list(losses), kd=kd)
+    run_name = f"student_{args.student}"
+
+    from kd.distill import distill_student  # heavy imports only after argv and params are valid
+
+    distill_student(name=args.student, spec=spec, train=train, kd=kd, teacher_dir=args.teacher,
+                    tokenizer_dir=args.tokenizer,
+                    tokenized_dir=args.tokenized, out_dir=args.out or paths.student_dir(args.student),
+                    ckpt_dir=args.checkpoints or paths.CHECKPOINTS_DIR / run_name,
+                    live_dir=args.live_dir or paths.DVCLIVE_DIR / run_name,
+                    resume_from=args.resume_from_checkpoint)
+
+
+if __name__ == "__main__":
+    cli.run("distill", main)

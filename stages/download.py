@@ -1,0 +1,30 @@
+"""Stage download: write data/raw/{train,validation,test}.jsonl from the configured source."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script from anywhere
+
+from kd import cli, paths  # noqa: E402
+from kd.params import load_section  # noqa: E402
+
+
+def main(argv=None) -> None:
+    p = cli.parser(__doc__)
+    p.add_argument("--out", type=Path, default=paths.RAW_DIR)
+    args = p.parse_args(argv)
+    cli.setup_logging("download", args.log_dir)
+    data = load_section("data", args.params)
+    cli.log_config(data=data)
+
+    from kd.data.prepare import load_splits, write_splits
+
+    splits = load_splits(data)  # every split validated before any file is written
+    write_splits(splits, args.out)
+    cli.log.info("wrote %s", {s: len(r) for s, r in splits.items()})
+
+
+if __name__ == "__main__":
+    cli.run("download", main)

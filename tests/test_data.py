@@ -1,0 +1,248 @@
+"""Tests for the synthetic corpus and the split loaders (local JSON lines, the real CNN/DM sample, the hub)."""
+
+import gzip
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from kd.data import builtin
+from kd.data.sources import SPLITS, load_hub, read_jsonl, validate_records, write_jsonl_atomic
+from kd.errors import ConfigError
+
+CNNDM_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cnn_dailymail"
+CNNDM_COUNTS = {"train": 99, "validation": 100, "test": 446}
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def sentences(text: str) -> list[str]:
+    return re.split(r"(?<=[.!?\"])\s+(?=[A-Z\"0-9$])", text)
+
+
+# --- builtin generator ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[dict]:
+    return builtin.generate("train", 300, seed=7)
+
+
+def test_generate_is_deterministic_per_seed():
+    assert builtin.generate("train", 20, seed=1) == builtin.generate("train", 20, seed=1)
+    assert builtin.generate("train", 20, seed=1) != builtin.generate("train", 20, seed=2)
+
+
+def test_splits_differ_and_share_no_ids():
+    by_split = {split: builtin.generate(split, 50, seed=0) for split in SPLITS}
+    ids = [r["id"] for records in by_split.values() for r in records]
+    assert len(ids) == len(set(ids)) == 150
+    articles = [r["article"] for records in by_split.values() for r in records]
+    assert len(set(articles)) == len(articles)
+
+
+def test_generate_sizes_and_fields(corpus):
+    assert builtin.generate("test", 0, seed=0) == []
+    assert len(corpus) == 300
+    validate_records(corpus, where="builtin")
+    assert all(set(r) == {"id", "article", "highlights"} for r in corpus)
+    words = [len(r["article"].split()) for r in corpus]
+    assert 110 <= sum(words) / len(words) <= 220
+    assert {r["highlights"].count("\n") + 1 for r in corpus} == {1, 2, 3}
+
+
+def test_highlights_are_not_the_lead(corpus):
+    for r in corpus:
+        lead = sentences(r["article"])[:3]
+        for sentence in r["highlights"].split("\n"):
+            assert sentence not in lead
+
+
+def capitalised_runs(sentence: str) -> list[tuple[int, list[str]]]:
+    """Runs of capitalised words ("Tidewater Fisheries", "Wendy Kim"), with the index of their first word."""
+    runs = []
+    for i, word in enumerate(sentence.rstrip(".").split()):
+        if word[0].isupper():
+            if runs and runs[-1][0] + len(runs[-1][1]) == i:
+                runs[-1][1].append(word.strip(","))
+            else:
+                runs.append((i, [word.strip(",")]))
+    return runs
+
+
+def test_highlight_entities_appear_early_in_article(corpus):
+    for r in corpus:
+        # The key facts sit in the first 7 sentences (an opener, 3 facts, up to 3 others between them), so an
+        # input truncated to a few hundred tokens still holds every fact the highlights state.
+        head = " ".join(sentences(r["article"])[:7])
+        for sentence in r["highlights"].split("\n"):
+            for start, run in capitalised_runs(sentence):
+                # a sentence's first word is capitalised anyway: "Court in Seoul ...", "Wendy Kim beats ..."
+                candidates = [" ".join(run)] if start else [" ".join(run), " ".join(run[1:])]
+                assert any(c and c in head for c in candidates) or (start == 0 and len(run) == 1), (run, r)
+            for number in NUMBER.findall(sentence):
+                assert number in head, (number, r)
+
+
+def test_distractor_count_follows_n_distractors():
+    def mean_sentences(n_distractors: int) -> float:
+        records = builtin.generate("train", 100, 0, n_distractors=n_distractors)
+        return sum(len(sentences(r["article"])) for r in records) / len(records)
+
+    assert 5 <= mean_sentences(0) + 2 <= mean_sentences(3) <= mean_sentences(6) - 2
+
+
+def test_highlight_slots_are_stated_by_every_paraphrase_of_some_fact():
+    for kind in builtin.EVENT_KINDS:
+        always_stated = [set.intersection(*map(builtin.template_slots, fact)) for fact in kind.facts]
+        for summary in kind.highlights:
+            for template in summary:
+                for slot in builtin.template_slots(template):
+                    assert any(slot in stated for stated in always_stated), (kind.name, slot)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(split="", n=1, seed=0), dict(split="train", n=-1, seed=0), dict(split="train", n=1, seed="0"),
+    dict(split="train", n=1, seed=0, n_distractors=-2),
+])
+def test_generate_rejects_bad_arguments(kwargs):
+    with pytest.raises(ConfigError):
+        builtin.generate(**kwargs)
+
+
+# --- read_jsonl ----------------------------------------------------------------------------------------
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+GOOD = json.dumps({"id": "a", "article": "Some text.", "highlights": "A summary."})
+
+
+def test_read_jsonl_skips_blank_lines_and_defaults_ids(tmp_path):
+    path = write_lines(tmp_path / "dev.jsonl", [GOOD, "", json.dumps({"article": "x", "highlights": "y"}), "  "])
+    assert read_jsonl(path) == [{"id": "a", "article": "Some text.", "highlights": "A summary."},
+                                {"id": "dev-3", "article": "x", "highlights": "y"}]
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"article": "x", "highlights": ', "bad.jsonl:2: malformed JSON"),
+    ('["x", "y"]', "bad.jsonl:2: expected a JSON object, got list"),
+    ('{"highlights": "y"}', "bad.jsonl:2: record missing 'article'"),
+    ('{"article": "x"}', "bad.jsonl:2: record missing 'highlights'"),
+    ('{"article": "", "highlights": "y"}', "bad.jsonl:2: 'article' must be a non-empty string"),
+    ('{"article": "x", "highlights": ["y"]}', "bad.jsonl:2: 'highlights' must be a non-empty string"),
+    ('{"id": null, "article": "x", "highlights": "y"}', "bad.jsonl:2: 'id' must be a string or an integer"),
+])
+def test_read_jsonl_errors_name_file_and_line(tmp_path, line, message):
+    path = write_lines(tmp_path / "bad.jsonl", [GOOD, line])
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        read_jsonl(path)
+
+
+def test_read_jsonl_missing_and_empty_files(tmp_path):
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'nope.jsonl'}: data file not found")):
+        read_jsonl(tmp_path / "nope.jsonl")
+    with pytest.raises(ConfigError, match=re.escape("empty.jsonl: no records (empty split)")):
+        read_jsonl(write_lines(tmp_path / "empty.jsonl", ["", " "]))
+    (tmp_path / "broken.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(ConfigError, match="broken.jsonl.gz: cannot read"):
+        read_jsonl(tmp_path / "broken.jsonl.gz")
+
+
+def test_read_jsonl_gz_with_field_mapping(tmp_path):
+    path = tmp_path / "xsum.jsonl.gz"
+    rows = [{"doc_id": 17, "document": "Long text.", "summary": "Short."}, {"document": "More.", "summary": "S."}]
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    records = read_jsonl(path, article_field="document", summary_field="summary", id_field="doc_id")
+    assert records == [{"id": "17", "article": "Long text.", "highlights": "Short."},
+                       {"id": "xsum-2", "article": "More.", "highlights": "S."}]
+    with pytest.raises(ConfigError, match=re.escape("xsum.jsonl.gz:1: record missing 'article'")):
+        read_jsonl(path)
+
+
+def test_validate_records_names_where_and_field():
+    with pytest.raises(ConfigError, match="builtin: no records"):
+        validate_records([], where="builtin")
+    with pytest.raises(ConfigError, match="hub: record 1: 'highlights' must be a non-empty string"):
+        validate_records([{"id": "a", "article": "x", "highlights": "y"}, {"id": "b", "article": "x",
+                                                                           "highlights": " "}], where="hub")
+
+
+@pytest.mark.parametrize("name", ["out.jsonl", "out.jsonl.gz"])
+def test_write_jsonl_atomic_round_trip(tmp_path, name):
+    records = builtin.generate("validation", 5, seed=3)
+    path = tmp_path / "sub" / name
+    write_jsonl_atomic(records, path)
+    first = path.read_bytes()
+    write_jsonl_atomic(records, path)
+    assert path.read_bytes() == first  # same records, same bytes (gzip without a timestamp)
+    assert read_jsonl(path) == records
+    assert sorted(p.name for p in path.parent.iterdir()) == [name]  # no temp file left behind
+
+
+# --- the real CNN/DailyMail sample ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_cnndm_sample(split):
+    path = CNNDM_DIR / f"{split}.jsonl"
+    if not path.is_file():
+        pytest.skip(f"no CNN/DailyMail sample at {path}")
+    records = read_jsonl(path)
+    assert len(records) == CNNDM_COUNTS[split]
+    assert len({r["id"] for r in records}) == len(records)
+    assert all(r["id"].startswith("cnndm-") for r in records)
+    assert all(len(r["article"].split()) > len(r["highlights"].split()) for r in records)
+
+
+# --- the hub -------------------------------------------------------------------------------------------
+
+
+def test_load_hub_offline_is_a_config_error(monkeypatch, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    import huggingface_hub.constants
+
+    # Offline mode is read from the environment when the libraries are imported, so patch both.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    calls = []
+    real_load = datasets.load_dataset
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append(a) or real_load(*a, **k))
+    with pytest.raises(ConfigError, match="cannot reach the Hugging Face hub to download abisee/cnn_dailymail"):
+        load_hub("test", max_samples=2, cache_dir=tmp_path)  # an empty cache, so nothing can be found
+    assert calls == [("abisee/cnn_dailymail", "3.0.0")]
+
+
+def test_load_hub_unreachable_fails_fast(monkeypatch, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match="cannot reach the Hugging Face hub.*data.source: jsonl"):
+        load_hub("validation", cache_dir=tmp_path)
+    assert time.monotonic() - start < 10
+
+
+def test_load_hub_keeps_fields_and_caps_samples(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    from kd.data import sources
+
+    rows = [{"id": str(i), "article": f"Article {i}.", "highlights": f"Summary {i}.", "url": "x"} for i in range(5)]
+    monkeypatch.setattr(sources, "_hub_unreachable", lambda endpoint: None)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.Dataset.from_list(rows))
+    assert load_hub("train", max_samples=2) == [{k: r[k] for k in ("id", "article", "highlights")} for r in rows[:2]]
+    assert len(load_hub("train", max_samples=50)) == 5
+
+
+@pytest.mark.parametrize("kwargs, key", [(dict(split="dev"), "split"),
+                                         (dict(split="test", max_samples=0), "max_samples")])
+def test_load_hub_rejects_bad_arguments(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        load_hub(**kwargs)

@@ -40,8 +40,8 @@ class JsonlData:
 
 @dataclass(frozen=True)
 class HubData:
-    name: str = "abisee/cnn_dailymail"
-    config: str = "3.0.0"
+    name: str = "abisee/cnn_dailymail"  # a hub dataset id, or a local dataset directory
+    config: Optional[str] = "3.0.0"
     cache_dir: Optional[str] = None
 
 

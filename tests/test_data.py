@@ -230,15 +230,15 @@ def test_load_hub_unreachable_fails_fast(monkeypatch, tmp_path):
     assert time.monotonic() - start < 10
 
 
-def test_load_hub_keeps_fields_and_caps_samples(monkeypatch):
-    datasets = pytest.importorskip("datasets")
-    from kd.data import sources
-
+def test_load_hub_keeps_fields_and_caps_samples(tmp_path):
+    """The real datasets.load_dataset path, on a local dataset directory instead of the hub."""
+    pytest.importorskip("datasets")
     rows = [{"id": str(i), "article": f"Article {i}.", "highlights": f"Summary {i}.", "url": "x"} for i in range(5)]
-    monkeypatch.setattr(sources, "_hub_unreachable", lambda endpoint: None)
-    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.Dataset.from_list(rows))
-    assert load_hub("train", max_samples=2) == [{k: r[k] for k in ("id", "article", "highlights")} for r in rows[:2]]
-    assert len(load_hub("train", max_samples=50)) == 5
+    for split in ("train", "validation", "test"):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = load_hub("train", name=str(tmp_path), config=None, max_samples=2, cache_dir=tmp_path / "cache")
+    assert got == [{k: r[k] for k in ("id", "article", "highlights")} for r in rows[:2]]
+    assert len(load_hub("test", name=str(tmp_path), config=None, max_samples=50, cache_dir=tmp_path / "cache")) == 5
 
 
 @pytest.mark.parametrize("kwargs, key", [(dict(split="dev"), "split"),

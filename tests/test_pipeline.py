@@ -16,7 +16,7 @@ from conftest import ROOT
 
 DVC = [sys.executable, "-m", "dvc"]
 COPY = ("kd", "stages", "dvc.yaml", ".dvcignore")
-STUDENTS = ("baseline", "vanilla")
+STUDENTS = ("baseline", "vanilla", "feature", "attention")
 
 
 def sh(cmd, cwd, check=True):

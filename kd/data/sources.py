@@ -87,9 +87,13 @@ def validate_records(records, *, where: str) -> list[dict]:
     return records
 
 
-def load_hub(split: str, *, name: str = "abisee/cnn_dailymail", config: str = "3.0.0",
+def load_hub(split: str, *, name: str = "abisee/cnn_dailymail", config: str | None = "3.0.0",
              max_samples: int | None = None, cache_dir=None) -> list[dict]:
-    """Loads one split of a Hugging Face dataset with article/highlights/id columns, like CNN/DailyMail."""
+    """Loads one split of a Hugging Face dataset with article/highlights/id columns, like CNN/DailyMail.
+
+    `name` is a hub dataset id or, through the same `datasets.load_dataset` call, a local dataset
+    directory (e.g. one with train/validation/test JSON lines files; then `config` is null).
+    """
     if split not in SPLITS:
         raise ConfigError(f"split: expected one of {SPLITS}, got {split!r}")
     if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
@@ -103,7 +107,9 @@ def load_hub(split: str, *, name: str = "abisee/cnn_dailymail", config: str = "3
                    "; use data.source: jsonl with local files, or run where the hub is reachable"
                    " (with the dataset already in the datasets cache, set HF_HUB_OFFLINE=1 to use it)")
     # Offline, datasets retries for about 25 s (longer where connections hang) before it gives up.
-    if not datasets.config.HF_HUB_OFFLINE and (reason := _hub_unreachable(datasets.config.HF_ENDPOINT)):
+    is_local = Path(name).exists()
+    if not is_local and not datasets.config.HF_HUB_OFFLINE and (
+            reason := _hub_unreachable(datasets.config.HF_ENDPOINT)):
         raise ConfigError(f"{unreachable} [{reason}]")
     try:
         dataset = datasets.load_dataset(name, config, split=split, cache_dir=cache_dir)

@@ -107,9 +107,9 @@ def distill_student(*, name: str, spec: ModelParams, train: TrainParams, kd: KDP
                     on_step: Optional[Callable[[int], None]] = None) -> FitResult:
     """Train student `name` with the losses params give it (none: the label-only baseline)."""
     losses = kd.losses_of(name)
+    needs = needs_of(losses)  # validates loss names before anything is loaded
     tokenized = load_tokenized(tokenized_dir)
     teacher_path = Path(teacher_dir)
-    needs = needs_of(losses)  # validates loss names before any model is built
     if losses and not (teacher_path / "config.json").is_file():
         raise ConfigError(f"{teacher_path}: no trained teacher here; run the train_teacher stage first")
     # The teacher's tokenizer: the tokenize stage trained it, or copied a pretrained teacher's.

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
 
 from kd.errors import ConfigError
 
@@ -26,6 +26,7 @@ class BuiltinData:
     validation_size: int = 200
     test_size: int = 200
     n_distractors: int = 3
+    entity_pool: Optional[int] = None  # names per entity list (None: all); see kd/data/builtin.py
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class DataParams:
     def __post_init__(self):
         for key in ("max_train_samples", "max_validation_samples", "max_test_samples"):
             _check(getattr(self, key) is None or getattr(self, key) > 0, f"data.{key}", "must be > 0 or null")
+        _check(self.builtin.entity_pool is None or self.builtin.entity_pool >= 4,
+               "data.builtin.entity_pool", "must be >= 4 or null")
         for key in ("train_size", "validation_size", "test_size"):
             _check(getattr(self.builtin, key) > 0, f"data.builtin.{key}", "must be > 0 (empty split)")
 
@@ -228,8 +231,9 @@ def read_params_file(path: str | Path = "params.yaml") -> dict[str, Any]:
         raise ConfigError(f"{path}: params file not found")
     try:
         with path.open() as f:
-            raw = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
+            # YAML 1.2, as DVC reads and rewrites this file (`dvc exp run -S`): `no` stays a string.
+            raw = YAML(typ="safe", pure=True).load(f) or {}
+    except YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")

@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -154,7 +155,9 @@ def fit(
 
     val_loader = epoch_loader(val_ds, batch_size=params.batch_size, collate=collate,
                               seed=params.seed, epoch=0, shuffle=False)
-    bar = tqdm(total=total_steps, initial=state["step"], desc=desc, dynamic_ncols=True)
+    # Redraw often on a terminal, rarely into a log file (DVC, nohup) so logs stay readable.
+    bar = tqdm(total=total_steps, initial=state["step"], desc=desc, dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 30.0)
     for epoch in range(state["epoch"], epochs):
         loader = epoch_loader(train_ds, batch_size=params.batch_size, collate=collate,
                               seed=params.seed, epoch=epoch)
@@ -182,7 +185,7 @@ def fit(
             state["batch"] = i + 1
             state["epoch"] = epoch
             bar.update(1)
-            bar.set_postfix(loss=f"{running.get('total', 0.0):.3f}")
+            bar.set_postfix(loss=f"{running.get('total', 0.0):.3f}", refresh=False)
             if live is not None:
                 live.step = state["step"]
                 for k, v in running.items():

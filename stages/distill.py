@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script from anywhere
+# The repo root replaces stages/ on the path: run from anywhere, and stages/tokenize.py must not
+# shadow the stdlib module of the same name.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from kd import cli, paths  # noqa: E402
 from kd.params import load_section  # noqa: E402

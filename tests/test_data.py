@@ -234,11 +234,15 @@ def test_load_hub_keeps_fields_and_caps_samples(tmp_path):
     """The real datasets.load_dataset path, on a local dataset directory instead of the hub."""
     pytest.importorskip("datasets")
     rows = [{"id": str(i), "article": f"Article {i}.", "highlights": f"Summary {i}.", "url": "x"} for i in range(5)]
+    # The cache must not sit inside the dataset directory: datasets would take its arrow files
+    # ("<name>-train.arrow", ...) for data files too.
+    local, cache = tmp_path / "local", tmp_path / "cache"
+    local.mkdir()
     for split in ("train", "validation", "test"):
-        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    got = load_hub("train", name=str(tmp_path), config=None, max_samples=2, cache_dir=tmp_path / "cache")
+        (local / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = load_hub("train", name=str(local), config=None, max_samples=2, cache_dir=cache)
     assert got == [{k: r[k] for k in ("id", "article", "highlights")} for r in rows[:2]]
-    assert len(load_hub("test", name=str(tmp_path), config=None, max_samples=50, cache_dir=tmp_path / "cache")) == 5
+    assert len(load_hub("test", name=str(local), config=None, max_samples=50, cache_dir=cache)) == 5
 
 
 @pytest.mark.parametrize("kwargs, key", [(dict(split="dev"), "split"),

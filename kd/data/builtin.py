@@ -110,26 +110,31 @@ class EventKind:
 class _Draw:
     """Draws the entities and numbers of one article, never reusing a name, so distractors name OTHER ones."""
 
-    def __init__(self, rng: random.Random):
+    def __init__(self, rng: random.Random, entity_pool: int | None = None):
         self.rng = rng
         self.used: set[str] = set()
+        self.entity_pool = entity_pool
 
     def _fresh(self, pool) -> str:
         value = self.rng.choice([item for item in pool if item not in self.used] or pool)
         self.used.add(value)
         return value
 
+    def _name(self, pool) -> str:
+        """A fresh name from the first `entity_pool` names of `pool`."""
+        return self._fresh(pool[: self.entity_pool])
+
     def person(self) -> str:
-        return f"{self._fresh(FIRST_NAMES)} {self._fresh(LAST_NAMES)}"
+        return f"{self._name(FIRST_NAMES)} {self._name(LAST_NAMES)}"
 
     def company(self) -> str:
-        return self._fresh(COMPANIES)
+        return self._name(COMPANIES)
 
     def city(self) -> str:
-        return self._fresh(CITIES)
+        return self._name(CITIES)
 
     def first_name(self) -> str:
-        return self._fresh(FIRST_NAMES)
+        return self._name(FIRST_NAMES)
 
     def day(self) -> str:
         return self._fresh(DAYS)
@@ -475,8 +480,8 @@ def _with_capitals(slots: dict) -> dict:
     return {**slots, **{k[0].upper() + k[1:]: v[0].upper() + v[1:] for k, v in slots.items()}}
 
 
-def _record(rng: random.Random, n_distractors: int) -> tuple[str, str]:
-    d = _Draw(rng)
+def _record(rng: random.Random, n_distractors: int, entity_pool: int | None) -> tuple[str, str]:
+    d = _Draw(rng, entity_pool)
     kind = rng.choice(EVENT_KINDS)
     slots = _with_capitals(kind.slots(d))
     facts = [_fill(rng.choice(paraphrases), slots) for paraphrases in kind.facts]
@@ -505,23 +510,30 @@ def _record(rng: random.Random, n_distractors: int) -> tuple[str, str]:
     return " ".join(body), highlights
 
 
-def generate(split: str, n: int, seed: int, *, n_distractors: int = 3) -> list[dict]:
+def generate(split: str, n: int, seed: int, *, n_distractors: int = 3,
+             entity_pool: int | None = None) -> list[dict]:
     """Returns `n` generated records {"id", "article", "highlights"} for `split`, the same for the same arguments.
 
     `n_distractors` is the typical number of distractor sentences per article: each article draws from one
-    fewer to two more, so article lengths vary.
+    fewer to two more, so article lengths vary. `entity_pool` caps how many first names, last names,
+    companies and cities are drawn from (None: all of them). Fewer names means each name token is seen
+    more often, so a small model learns to copy names from the article within a CPU budget; with the
+    full lists (60 names each) a 2M-parameter T5 trained for 1,500 steps learned the summary
+    templates but filled the names in by guessing.
     """
     if not isinstance(split, str) or not split:
         raise ConfigError(f"split: expected a non-empty string, got {split!r}")
     for key, value in (("n", n), ("seed", seed), ("n_distractors", n_distractors)):
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if entity_pool is not None and (not isinstance(entity_pool, int) or entity_pool < 4):
+        raise ConfigError(f"entity_pool: expected an integer >= 4 or None, got {entity_pool!r}")
     if n < 0 or n_distractors < 0:
         raise ConfigError(f"n and n_distractors must be >= 0, got n={n}, n_distractors={n_distractors}")
     rng = random.Random(f"{seed}-{split}")
     records = []
     for i in range(n):
-        article, highlights = _record(rng, n_distractors)
+        article, highlights = _record(rng, n_distractors, entity_pool)
         records.append({"id": f"builtin-{split}-{seed}-{i:06d}", "article": article, "highlights": highlights})
     return records
 

@@ -11,7 +11,8 @@ from kd.params import DataParams
 
 def _builtin(split: str, data: DataParams) -> list[dict]:
     size = getattr(data.builtin, f"{split}_size")
-    return builtin.generate(split, size, data.seed, n_distractors=data.builtin.n_distractors)
+    return builtin.generate(split, size, data.seed, n_distractors=data.builtin.n_distractors,
+                            entity_pool=data.builtin.entity_pool)
 
 
 def _jsonl(split: str, data: DataParams) -> list[dict]:

@@ -25,6 +25,16 @@ class Interrupt(Exception):
     pass
 
 
+def crash_at(at: int):
+    """An on_step hook that interrupts training right after optimizer step `at`."""
+
+    def hook(step):
+        if step == at:
+            raise Interrupt
+
+    return hook
+
+
 def _train(tiny_data, tmp_path, name, **kw):
     from kd.distill import train_teacher
 
@@ -50,12 +60,8 @@ def test_same_seed_same_weights(tiny_data, tmp_path):
 def test_interrupted_run_resumes_to_identical_weights(tiny_data, tmp_path):
     full = _train(tiny_data, tmp_path, "full")
 
-    def crash(step):
-        if step == 3:  # after the step-2 checkpoint, mid-epoch
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        _train(tiny_data, tmp_path, "cut", on_step=crash)
+    with pytest.raises(Interrupt):  # step 3: after the step-2 checkpoint, mid-epoch
+        _train(tiny_data, tmp_path, "cut", on_step=crash_at(3))
     assert not (tmp_path / "cut" / "model").exists()  # nothing half-written
     assert (tmp_path / "cut" / "ckpt" / "last" / "state.json").is_file()
     resumed = _train(tiny_data, tmp_path, "cut")
@@ -67,12 +73,8 @@ def test_interrupted_run_resumes_to_identical_weights(tiny_data, tmp_path):
 
 
 def test_checkpoint_of_other_params_is_not_resumed(tiny_data, tmp_path):
-    def crash(step):
-        if step == 3:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
-        _train(tiny_data, tmp_path, "x", on_step=crash)
+        _train(tiny_data, tmp_path, "x", on_step=crash_at(3))
     other = TrainParams(batch_size=4, checkpoint_every=2, seed=4)
     result = _train(tiny_data, tmp_path, "x", train=other)
     assert result.resumed_from_step == 0
@@ -84,12 +86,8 @@ def test_explicit_resume_path_must_be_a_checkpoint(tiny_data, tmp_path):
 
 
 def test_checkpoint_files_load_without_unpickling(tiny_data, tmp_path):
-    def crash(step):
-        if step == 2:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
-        _train(tiny_data, tmp_path, "z", on_step=crash)
+        _train(tiny_data, tmp_path, "z", on_step=crash_at(2))
     last = tmp_path / "z" / "ckpt" / "last"
     for f in ("optimizer.pt", "rng.pt"):
         torch.load(last / f, weights_only=True)  # raises if anything but tensors/containers were saved

@@ -250,3 +250,17 @@ def test_load_hub_keeps_fields_and_caps_samples(tmp_path):
 def test_load_hub_rejects_bad_arguments(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         load_hub(**kwargs)
+
+
+def test_generate_does_not_depend_on_the_hash_seed():
+    """Same data in every process: set iteration order (PYTHONHASHSEED) must not reach the RNG."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import hashlib, json; from kd.data.builtin import generate; "
+            "print(hashlib.sha256(json.dumps(generate('train', 50, 0, entity_pool=15)).encode()).hexdigest())")
+    root = Path(__file__).resolve().parents[1]
+    digests = {subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
+                              env=dict(os.environ, PYTHONHASHSEED=seed)).stdout for seed in ("1", "2", "3")}
+    assert len(digests) == 1 and len(digests.pop().strip()) == 64

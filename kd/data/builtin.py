@@ -467,7 +467,8 @@ def _distractor_slots(d: _Draw, template: str) -> dict:
                 company2=d.company, quote=lambda: d.rng.choice(QUOTES), small=lambda: d.pct(3, 40),
                 big=lambda: d.count(200000, 3000000, 10000),
                 amount=d.money, pct=d.pct, year=d.year, month=d.month, day=d.day)
-    return {name: draw[name]() for name in template_slots(template)}
+    # sorted: set order changes with PYTHONHASHSEED, and the draw order must not
+    return {name: draw[name]() for name in sorted(template_slots(template))}
 
 
 def _fill(template: str, slots: dict) -> str:

@@ -1,20 +1,24 @@
 """Tokenizers and tokenized splits.
 
-Models built from config get a SentencePiece unigram tokenizer trained on the training split and
-wrapped as a transformers `T5Tokenizer` (so `AutoTokenizer.from_pretrained` loads it); pretrained
+Models built from config get a SentencePiece tokenizer (BPE or unigram) trained on the training
+split and wrapped as a transformers `T5Tokenizer` (so `AutoTokenizer.from_pretrained` loads it); pretrained
 models bring their own tokenizer.
 """
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Iterable
 
 import datasets
 import sentencepiece as spm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5Tokenizer
 
+from kd.data.sources import SPLITS, read_jsonl
 from kd.errors import ConfigError
+from kd.io import atomic_dir
+from kd.paths import raw_split
 
 
 def train_sentencepiece(texts: Iterable[str], vocab_size: int, model_type: str = "bpe") -> T5Tokenizer:
@@ -90,12 +94,7 @@ def tokenize_records(
 
 def prepare_tokenized(*, raw_dir, tokenizer_out, tokenized_out, params, pretrained: str | None) -> dict:
     """The tokenize stage's worker: tokenizer (trained or the teacher's) + tokenized splits on disk."""
-    from pathlib import Path
-
-    from kd.data.sources import SPLITS, read_jsonl
-    from kd.io import atomic_dir
-
-    splits = {s: read_jsonl(Path(raw_dir) / f"{s}.jsonl") for s in SPLITS}  # validates every record
+    splits = {s: read_jsonl(raw_split(s, Path(raw_dir))) for s in SPLITS}  # validates every record
     if pretrained:
         tokenizer = load_tokenizer(pretrained)
     else:

@@ -7,6 +7,7 @@ from typing import Callable
 
 from kd.data import builtin, sources
 from kd.params import DataParams
+from kd.paths import raw_split
 
 
 def _builtin(split: str, data: DataParams) -> list[dict]:
@@ -47,4 +48,4 @@ def load_splits(data: DataParams) -> dict[str, list[dict]]:
 
 def write_splits(splits: dict[str, list[dict]], out_dir: Path) -> None:
     for split, records in splits.items():
-        sources.write_jsonl_atomic(records, Path(out_dir) / f"{split}.jsonl")
+        sources.write_jsonl_atomic(records, raw_split(split, Path(out_dir)))

@@ -2,9 +2,12 @@
 
     python -m kd.bench pipeline   # fresh clone of HEAD, `dvc repro`: wall time and peak RSS
     python -m kd.bench tests      # the README's test command: wall time
+    python -m kd.bench gpu-smoke  # every stage on a tiny config with CUDA + bf16, 50 steps: throughput
+    python -m kd.bench speed      # training loop vs Seq2SeqTrainer, cached vs live KD, generation
 
 Each prints a line per measurement, writes JSON (`--out`), and exits 1 when a budget is missed.
-Budgets (2-core CPU, no GPU): pipeline <= 600 s with peak RSS < 4 GiB; tests <= 600 s.
+Budgets: pipeline <= 600 s with peak RSS < 4 GiB and tests <= 600 s (2-core CPU, no GPU);
+gpu-smoke <= 300 s on one H100.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -20,7 +24,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BUDGETS = {"pipeline": {"wall_s": 600.0, "peak_rss_mb": 4096.0}, "tests": {"wall_s": 600.0}}
+BUDGETS = {"pipeline": {"wall_s": 600.0, "peak_rss_mb": 4096.0}, "tests": {"wall_s": 600.0},
+           "gpu-smoke": {"wall_s": 300.0}, "speed": {}}
 
 
 def _timed(cmd: list[str], cwd: Path) -> dict:
@@ -43,19 +48,96 @@ def bench_pipeline() -> dict:
         return _timed([sys.executable, "-m", "dvc", "repro", "--force"], clone)
 
 
-def bench_tests() -> dict:
+def bench_tests(args) -> dict:
     return _timed([sys.executable, "-m", "pytest", "-q"], ROOT)
 
 
-CHECKS = {"pipeline": bench_pipeline, "tests": bench_tests}
+def smoke_params(*, steps: int, device: str, precision: str, batch_size: int = 16) -> dict:
+    """A tiny config whose teacher and students each train `steps` optimizer steps (one epoch)."""
+    model = {"num_heads": 4, "dropout": 0.0, "epochs": 1, "lr": 0.001}
+    return {
+        "data": {"source": "builtin", "builtin": {"train_size": steps * batch_size, "validation_size": 32,
+                                                  "test_size": 64, "n_distractors": 1, "entity_pool": 15}},
+        "tokenizer": {"vocab_size": 2000, "max_source_length": 320, "max_target_length": 64},
+        "teacher": {"d_model": 256, "d_ff": 1024, "d_kv": 64, "num_layers": 4, "num_decoder_layers": 4, **model},
+        "student": {"d_model": 128, "d_ff": 512, "d_kv": 32, "num_layers": 2, "num_decoder_layers": 2, **model},
+        "train": {"batch_size": batch_size, "device": device, "precision": precision, "checkpoint_every": 25},
+        "kd": {"students": {"vanilla": ["logit"], "attention": ["attention"]}},
+        "teacher_outputs": {"device": device},
+        "benchmark": {"device": device, "num_beams": 2, "max_new_tokens": 64, "batch_size": 32},
+    }
+
+
+def bench_gpu_smoke(args) -> dict:
+    """Every stage, as the pipeline runs it, on a tiny config: CUDA, bf16, `--steps` steps per model.
+    The vanilla student reads the cached teacher outputs; the attention student runs the teacher live."""
+    from kd.distill import THROUGHPUT_RE
+
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("gpu-smoke: no CUDA device here (run it on a GPU machine, or pass --device cpu "
+                             "to exercise the same path on the CPU)")
+    import yaml
+
+    precision = "bf16" if args.device == "cuda" else args.precision
+    result: dict = {"device": args.device, "precision": precision, "steps": args.steps}
+    stages = [("download", []), ("tokenize", []), ("train_teacher", []), ("teacher_outputs", []),
+              ("distill", ["--student", "vanilla"]), ("distill", ["--student", "attention"]),
+              ("benchmark", ["--model", "teacher=models/teacher", "--model", "student_vanilla=models/student_vanilla",
+                             "--model", "student_attention=models/student_attention"])]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "params.yaml").write_text(yaml.safe_dump(
+            smoke_params(steps=args.steps, device=args.device, precision=precision)))
+        start = time.perf_counter()
+        for stage, extra in stages:
+            key = stage if not extra or stage != "distill" else f"distill_{extra[1]}"
+            t0 = time.perf_counter()
+            _timed([sys.executable, str(ROOT / "stages" / f"{stage}.py"), *extra], work)
+            result[f"{key}_s"] = round(time.perf_counter() - t0, 1)
+        result["wall_s"] = round(time.perf_counter() - start, 1)
+        logs = "".join(p.read_text() for p in sorted((work / "logs").glob("*.log")))
+        for m in re.finditer(THROUGHPUT_RE, logs):
+            result[f"{m['name']}_steps_per_s"] = float(m["steps_per_s"])
+            result[f"{m['name']}_tokens_per_s"] = float(m["tokens_per_s"])
+        bench = json.loads((work / "benchmark_results" / "benchmark_results.json").read_text())
+        for model, row in bench.items():
+            if "samples_per_s" in row:
+                result[f"{model}_generate_samples_per_s"] = row["samples_per_s"]
+    return result
+
+
+def bench_speed(args) -> dict:
+    from kd import speedbench
+
+    return speedbench.run(args)
+
+
+CHECKS = {"pipeline": lambda args: bench_pipeline(), "tests": bench_tests, "gpu-smoke": bench_gpu_smoke,
+          "speed": bench_speed}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("check", choices=sorted(CHECKS))
-    p.add_argument("--out", type=Path, default=None, help="write the measurements as JSON here")
+    sub = p.add_subparsers(dest="check", required=True)
+    for name in CHECKS:
+        q = sub.add_parser(name)
+        q.add_argument("--out", type=Path, default=None, help="write the measurements as JSON here")
+        if name == "gpu-smoke":
+            q.add_argument("--steps", type=int, default=50, help="optimizer steps per model")
+            q.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                           help="cpu runs the same path without a GPU (a check of the script, not of speed)")
+            q.add_argument("--precision", choices=["no", "bf16"], default="no", help="with --device cpu")
+        if name == "speed":
+            from kd import speedbench
+
+            speedbench.add_arguments(q)
     args = p.parse_args(argv)
-    result = CHECKS[args.check]()
+    result = CHECKS[args.check](args)
+    if args.check == "speed":
+        return 0 if result.get("ok", True) else 1
     budget = BUDGETS[args.check]
     ok = all(result[k] <= limit for k, limit in budget.items())
     for key, value in result.items():

@@ -3,6 +3,10 @@
 Each model is measured in its own spawned process, so its peak memory is its own and not the
 high-water mark of the models loaded before it. Generation uses SDPA attention under
 `torch.inference_mode()`; the first `warmup_batches` batches are generated but not timed.
+
+Launched as several processes (`accelerate launch`), each process summarises every world-th article
+on its own device; predictions are gathered back into test-set order on the main process, throughput
+is the sum over processes and peak memory the largest of them. Only the main process writes.
 """
 
 from __future__ import annotations
@@ -81,10 +85,12 @@ def generate_summaries(model_dir: str, articles: list[str], prefix: str, max_sou
 
 
 def _generate(model, tokenizer, batch, prefix, max_source_length, decoding, device) -> list[str]:
+    from kd.modeling import generate_kwargs
+
     enc = tokenizer([prefix + a for a in batch], max_length=max_source_length, truncation=True,
                     padding=True, return_tensors="pt").to(device)
     out = model.generate(**enc, num_beams=decoding["num_beams"], max_new_tokens=decoding["max_new_tokens"],
-                         do_sample=False)
+                         do_sample=False, **generate_kwargs(model))
     return [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
@@ -110,10 +116,14 @@ def run_benchmark(*, models: dict[str, Path], test_records: list[dict], bench: B
 
     rows, outputs = [], {}
     ctx = mp.get_context("spawn")
+    rank, world, device = _process_shard(device)
     for name, path in models.items():
         log.info("benchmarking %s (%s) on %d samples", name, path, len(articles))
         with ctx.Pool(1) as pool:
-            res = pool.apply(_in_child, ((str(path), articles, prefix, max_source_length, decoding, device),))
+            res = pool.apply(_in_child, ((str(path), articles[rank::world], prefix, max_source_length, decoding,
+                                          device),))
+        if world > 1:
+            res = _gather(res, n=len(articles))
         outputs[name] = res.pop("predictions")
         kind = "teacher" if name == "teacher" else "student"
         rows.append({"model": name, "kind": kind, **summary_scores(outputs[name], references), **res})
@@ -128,6 +138,40 @@ def run_benchmark(*, models: dict[str, Path], test_records: list[dict], bench: B
         for i, r in enumerate(records[: bench.num_examples])
     ]
     return rows, examples
+
+
+def _process_shard(device: str) -> tuple[int, int, str]:
+    """(rank, world size, device) of this process; one process unless started by a distributed launcher."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return 0, 1, device
+    from accelerate import PartialState
+
+    state = PartialState(cpu=device == "cpu")
+    return state.process_index, state.num_processes, str(state.device)
+
+
+def _gather(res: dict, *, n: int) -> dict:
+    """Every process's shard result -> the whole test set's: predictions back in order, throughput
+    summed (the processes generate at the same time), peak memory the largest."""
+    from accelerate.utils import gather_object
+
+    parts = gather_object([res])  # one dict per process, rank order
+    world = len(parts)
+    predictions = [""] * n
+    for rank, part in enumerate(parts):
+        predictions[rank::world] = part["predictions"]
+    samples_per_s = sum(p["samples_per_s"] for p in parts)
+    return {"predictions": predictions, "params": res["params"], "size_mb": res["size_mb"],
+            "samples_per_s": samples_per_s, "ms_per_sample": 1000 / samples_per_s,
+            "peak_mem_mb": max(p["peak_mem_mb"] for p in parts), "processes": world}
+
+
+def is_main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def write_outputs(rows: list[dict], examples: list[dict], bench: BenchmarkParams, out_dir: Path) -> dict:

@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -26,15 +27,21 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def setup_logging(stage: str, log_dir: Path) -> None:
-    log_dir.mkdir(parents=True, exist_ok=True)
+    """INFO to logs/<stage>.log and stderr. Under a distributed launcher (`accelerate launch`) only
+    the main process (RANK 0) writes the log file; the others print warnings and errors only."""
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    file_handler = logging.FileHandler(log_dir / f"{stage}.log", mode="w")
-    file_handler.setFormatter(fmt)
     err = logging.StreamHandler(sys.stderr)
     err.setFormatter(fmt)
     root = logging.getLogger()
-    root.handlers[:] = [file_handler, err]
+    root.handlers[:] = [err]
     root.setLevel(logging.INFO)
+    if int(os.environ.get("RANK", "0")) != 0:
+        root.setLevel(logging.WARNING)
+    else:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_dir / f"{stage}.log", mode="w")
+        file_handler.setFormatter(fmt)
+        root.handlers.append(file_handler)
     for noisy in ("httpx", "urllib3", "filelock", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

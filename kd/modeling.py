@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import logging
+import re
 from pathlib import Path
 
 import torch
@@ -9,6 +12,8 @@ from transformers import AutoModelForSeq2SeqLM, PreTrainedModel, PreTrainedToken
 
 from kd.errors import ConfigError
 from kd.params import ModelParams, TrainParams
+
+log = logging.getLogger(__name__)
 
 
 def config_from_params(spec: ModelParams, tokenizer: PreTrainedTokenizerBase) -> T5Config:
@@ -28,17 +33,67 @@ def config_from_params(spec: ModelParams, tokenizer: PreTrainedTokenizerBase) ->
 
 
 def build_model(spec: ModelParams, tokenizer: PreTrainedTokenizerBase, *, seed: int,
-                attn_implementation: str = "sdpa") -> PreTrainedModel:
-    """A pretrained model when `spec.pretrained` is set, else a fresh T5 initialised from `seed`."""
-    if spec.pretrained:
+                attn_implementation: str = "sdpa", teacher: PreTrainedModel | None = None,
+                section: str = "student") -> PreTrainedModel:
+    """The model `spec.init` asks for: pretrained, fresh from config (seeded), or shrunk from `teacher`."""
+    source = spec.source
+    if source == "pretrained":
         model = load_model(spec.pretrained, attn_implementation=attn_implementation)
+        check_same_tokenizer(spec.pretrained, tokenizer, key=f"{section}.pretrained")
+    elif source == "shrink":
+        if teacher is None:
+            raise ConfigError(f"params: {section}.init 'shrink' needs the trained teacher")
+        model = shrink_model(teacher, spec, attn_implementation=attn_implementation, section=section)
     else:
         torch.manual_seed(seed)
         model = AutoModelForSeq2SeqLM.from_config(
             config_from_params(spec, tokenizer), attn_implementation=attn_implementation
         )
-    check_vocab(model, tokenizer, what=spec.pretrained or "model built from params")
+    check_vocab(model, tokenizer, what=spec.pretrained or f"{section} ({source})")
     return model
+
+
+def spread_layers(n_teacher: int, n_student: int) -> list[int]:
+    """`n_student` of `n_teacher` layers, evenly spread with the first and last kept (12 -> 6:
+    0 2 4 7 9 11, as DistilBART's table); one layer keeps the first."""
+    if n_student == 1:
+        return [0]
+    return [round(i * (n_teacher - 1) / (n_student - 1)) for i in range(n_student)]
+
+
+def shrink_model(teacher: PreTrainedModel, spec: ModelParams, *, attn_implementation: str = "sdpa",
+                 section: str = "student") -> PreTrainedModel:
+    """A shallower copy of `teacher` (DistilBART's `make_student`, Shleifer & Rush 2020): embeddings,
+    final norms and LM head copied, and only the selected encoder/decoder blocks, in order."""
+    chosen = {}
+    for stack, key, count, n_teacher in (
+        ("encoder", "shrink_encoder_layers", spec.num_layers, teacher.config.num_layers),
+        ("decoder", "shrink_decoder_layers", spec.num_decoder_layers, teacher.config.num_decoder_layers),
+    ):
+        layers = list(getattr(spec, key)) or spread_layers(n_teacher, min(count, n_teacher))
+        bad = [i for i in layers if i >= n_teacher]
+        if bad:
+            raise ConfigError(f"params: {section}.{key} has layer(s) {bad}, but the teacher's {stack} has "
+                              f"layers 0..{n_teacher - 1}")
+        chosen[stack] = layers
+    config = copy.deepcopy(teacher.config)
+    config.num_layers, config.num_decoder_layers = len(chosen["encoder"]), len(chosen["decoder"])
+    student = AutoModelForSeq2SeqLM.from_config(config, attn_implementation=attn_implementation)
+    source = teacher.state_dict()
+    state = {}
+    for name in student.state_dict():
+        m = re.fullmatch(r"(encoder|decoder)\.block\.(\d+)\.(.+)", name)
+        if m is None:  # embeddings, final layer norms, lm_head
+            state[name] = source[name]
+            continue
+        stack, i, rest = m.group(1), int(m.group(2)), m.group(3)
+        # T5 keeps the relative position bias in block 0 only; the student's block 0 needs that one
+        # whichever teacher block it copies.
+        src = 0 if "relative_attention_bias" in rest else chosen[stack][i]
+        state[name] = source[f"{stack}.block.{src}.{rest}"]
+    student.load_state_dict(state)
+    log.info("shrunk the teacher: encoder layers %s, decoder layers %s", chosen["encoder"], chosen["decoder"])
+    return student
 
 
 def load_model(path: str | Path, *, attn_implementation: str = "sdpa") -> PreTrainedModel:
@@ -58,6 +113,19 @@ def check_vocab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, w
         )
 
 
+def check_same_tokenizer(model_path: str, tokenizer: PreTrainedTokenizerBase, *, key: str) -> None:
+    """A pretrained model must use the pipeline's tokenizer (the teacher's), token for token."""
+    from kd.tokenization import load_tokenizer
+
+    own = load_tokenizer(model_path)
+    if own.get_vocab() != tokenizer.get_vocab():
+        raise ConfigError(
+            f"vocabulary mismatch: {key} {model_path!r} has a different tokenizer ({len(own)} tokens) from "
+            f"the pipeline's ({len(tokenizer)} tokens, the teacher's); teacher and student must share one "
+            f"vocabulary (e.g. t5-base -> t5-small, or flan-t5-base -> flan-t5-small)"
+        )
+
+
 def check_same_vocab(teacher: PreTrainedModel, student: PreTrainedModel) -> None:
     """Logit distillation compares distributions token by token, so the vocabularies must match."""
     if teacher.config.vocab_size != student.config.vocab_size:
@@ -65,6 +133,18 @@ def check_same_vocab(teacher: PreTrainedModel, student: PreTrainedModel) -> None
             f"vocabulary mismatch: teacher has {teacher.config.vocab_size} tokens, student has "
             f"{student.config.vocab_size}; use the teacher's tokenizer for the student"
         )
+
+
+def generate_kwargs(model: PreTrainedModel) -> dict:
+    """Extra `generate` arguments a model needs. transformers 5.23 sizes T5's KV cache by the encoder
+    depth, so a student with more decoder than encoder layers (e.g. a shrunk 1+2) fails with an
+    IndexError; a cache that grows as layers write to it decodes identically."""
+    cfg = model.config
+    if getattr(cfg, "num_decoder_layers", cfg.num_layers) > cfg.num_layers:
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+        return {"past_key_values": EncoderDecoderCache(DynamicCache(), DynamicCache())}
+    return {}
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -87,3 +167,15 @@ def resolve_device(name: str, key: str = "benchmark.device") -> str:
 
 def pick_device(train: TrainParams) -> torch.device:
     return torch.device(resolve_device(train.device, "train.device"))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> bf16 on CUDA (T5 overflows in fp16), fp32 ('no') elsewhere; fp16 needs CUDA."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("params: train.precision 'fp16' needs a CUDA device; use 'bf16' or 'no' on CPU")
+        log.warning("train.precision fp16: T5 is known to overflow in fp16; using dynamic loss scaling "
+                    "(prefer bf16)")
+    return precision

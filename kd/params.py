@@ -85,8 +85,19 @@ class TokenizerParams:
 
 @dataclass(frozen=True)
 class ModelParams:
-    """A T5 built from the fields below, or loaded from `pretrained` (hub name or local dir)."""
+    """A T5 built from the fields below, loaded from `pretrained` (hub name or local dir), or (students
+    only) shrunk from the trained teacher by copying a subset of its layers.
 
+    init: auto        -> `pretrained` when it is set, else from the fields below (random weights)
+          config      -> from the fields below, random weights
+          pretrained  -> `from_pretrained(pretrained)`
+          shrink      -> the teacher's architecture and weights with only the teacher layers listed in
+                         `shrink_encoder_layers` / `shrink_decoder_layers` (empty: `num_layers` /
+                         `num_decoder_layers` layers spread evenly, first and last kept), as in
+                         DistilBART's `make_student`; d_model/d_ff/d_kv/num_heads come from the teacher.
+    """
+
+    init: Literal["auto", "config", "pretrained", "shrink"] = "auto"
     pretrained: Optional[str] = None
     d_model: int = 128
     d_ff: int = 512
@@ -95,11 +106,28 @@ class ModelParams:
     num_decoder_layers: int = 3
     num_heads: int = 4
     dropout: float = 0.1
+    shrink_encoder_layers: tuple[int, ...] = ()  # teacher layer indices, 0-based (init: shrink)
+    shrink_decoder_layers: tuple[int, ...] = ()
     # How long and how fast to train this model.
     epochs: int = 10
     lr: float = 1e-3
 
+    @property
+    def source(self) -> str:
+        """How the model is made: 'config', 'pretrained' or 'shrink' (resolves 'auto')."""
+        if self.init == "auto":
+            return "pretrained" if self.pretrained else "config"
+        return self.init
+
     def check(self, section: str) -> None:
+        _check(self.source != "pretrained" or bool(self.pretrained), f"{section}.pretrained",
+               "must name a hub model or local dir when init is 'pretrained'")
+        _check(self.source != "shrink" or section == "student", f"{section}.init",
+               "'shrink' copies layers of the teacher, so only the student can use it")
+        for key in ("shrink_encoder_layers", "shrink_decoder_layers"):
+            _check(all(i >= 0 for i in getattr(self, key)), f"{section}.{key}", "must be >= 0")
+            _check(len(set(getattr(self, key))) == len(getattr(self, key)), f"{section}.{key}",
+                   "must not repeat a layer")
         for key in ("d_model", "d_ff", "d_kv", "num_layers", "num_decoder_layers", "num_heads", "epochs"):
             _check(getattr(self, key) > 0, f"{section}.{key}", "must be > 0")
         _check(0.0 <= self.dropout < 1.0, f"{section}.dropout", "must be in [0, 1)")
@@ -113,10 +141,12 @@ class TrainParams:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
-    precision: Literal["no", "bf16", "fp16"] = "no"
-    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    # auto: bf16 on CUDA, fp32 on CPU. fp16 overflows in T5, so it warns and uses loss scaling.
+    precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     checkpoint_every: int = 50  # optimizer steps between resumable checkpoints
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
 
     def __post_init__(self):
         _check(self.batch_size > 0, "train.batch_size", "must be > 0")
@@ -174,8 +204,15 @@ class KDParams:
     )
     feature: FeatureKDParams = field(default_factory=FeatureKDParams)
     attention: AttentionKDParams = field(default_factory=AttentionKDParams)
+    # Where the teacher runs during distillation (e.g. "cuda:1"); null: the student's device.
+    teacher_device: Optional[str] = None
+    # Logit-only KD reads the teacher_outputs stage's top-k cache ("cached") or runs the teacher
+    # on every batch ("live"). Feature and attention KD always run the live teacher.
+    teacher_outputs: Literal["cached", "live"] = "cached"
 
     def __post_init__(self):
+        _check(self.teacher_device is None or self.teacher_device.split(":")[0] in ("cpu", "cuda"),
+               "kd.teacher_device", "must be cpu, cuda or cuda:N (or null)")
         _check(self.temperature > 0, "kd.temperature", "must be > 0")
         _check(0.0 <= self.alpha <= 1.0, "kd.alpha", "must be in [0, 1]")
         _check(len(self.students) > 0, "kd.students", "must name at least one student")
@@ -207,6 +244,30 @@ class BenchmarkParams:
         _check(self.warmup_batches >= 0, "benchmark.warmup_batches", "must be >= 0")
 
 
+@dataclass(frozen=True)
+class TeacherOutputsParams:
+    """The teacher_outputs stage: the teacher's top-k logits per target token, computed once."""
+
+    top_k: int = 64
+    batch_size: int = 32
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self):
+        _check(self.top_k >= 1, "teacher_outputs.top_k", "must be >= 1")
+        _check(self.batch_size >= 1, "teacher_outputs.batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class LaunchParams:
+    """How dvc.yaml starts the training stages (its `cmd` interpolates these); no stage reads them.
+
+    train: "python" for one process; "accelerate launch" (plus its flags, e.g.
+    "accelerate launch --multi_gpu --num_processes 4") for several GPUs or nodes.
+    """
+
+    train: str = "python"
+
+
 SECTIONS: dict[str, type] = {
     "data": DataParams,
     "tokenizer": TokenizerParams,
@@ -214,7 +275,9 @@ SECTIONS: dict[str, type] = {
     "student": ModelParams,
     "train": TrainParams,
     "kd": KDParams,
+    "teacher_outputs": TeacherOutputsParams,
     "benchmark": BenchmarkParams,
+    "launch": LaunchParams,
 }
 
 # ----------------------------------------------------------------------------- loading

@@ -1,10 +1,15 @@
 """The training loop shared by the teacher and every student.
 
-AdamW with linear warmup and decay, gradient accumulation, optional bf16/fp16 autocast, validation
-loss after each epoch with the best weights kept, and resumable checkpoints every
-`train.checkpoint_every` optimizer steps. Resuming restores model, optimizer, scheduler, RNG state
-and the position inside the epoch, so an interrupted run ends with the same weights as an
+AdamW with linear warmup and decay, gradient accumulation, optional bf16/fp16 autocast, gradient
+checkpointing, validation loss after each epoch with the best weights kept, and resumable checkpoints
+every `train.checkpoint_every` optimizer steps. Resuming restores model, optimizer, scheduler, RNG
+state and the position inside the epoch, so an interrupted run ends with the same weights as an
 uninterrupted one.
+
+Several processes (`accelerate launch`, DDP): each process trains on its own shard of every epoch's
+permutation with `train.batch_size` examples per step (global batch = batch_size x processes x
+grad_accum); gradients are averaged by DDP, validation loss is summed over all processes, and only
+the main process writes checkpoints and logs metrics.
 """
 
 from __future__ import annotations
@@ -15,17 +20,19 @@ import math
 import random
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import DataCollatorForSeq2Seq
 
 from kd import checkpoint
 from kd.errors import ConfigError
+from kd.modeling import resolve_precision
 from kd.params import TrainParams
 
 log = logging.getLogger(__name__)
@@ -49,12 +56,67 @@ def make_collator(tokenizer) -> DataCollatorForSeq2Seq:
     return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, return_tensors="pt")
 
 
-def epoch_loader(ds, *, batch_size: int, collate, seed: int, epoch: int, shuffle: bool = True) -> DataLoader:
-    """A loader whose order depends only on (seed, epoch), so a resumed epoch replays the same batches."""
+class Indexed(Dataset):
+    """Rows of `ds` (input_ids, attention_mask, labels) in the order `indices`, each tagged with its
+    position in `ds` as "idx", which the cached-teacher objective uses to find the teacher's outputs."""
+
+    COLUMNS = ["input_ids", "attention_mask", "labels"]
+
+    def __init__(self, ds, indices: list[int]):
+        self.ds = ds.select_columns(self.COLUMNS)
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        j = self.indices[i]
+        return dict(self.ds[j], idx=j)
+
+
+def with_index(collate):
+    """Wraps a collator so the "idx" of each row comes out as a (B,) tensor beside the padded batch."""
+
+    def collate_indexed(rows: list[dict]) -> dict:
+        idx = torch.tensor([r.pop("idx") for r in rows], dtype=torch.long)
+        return dict(collate(rows), idx=idx)
+
+    return collate_indexed
+
+
+def shard_order(n: int, *, seed: int, epoch: int, shuffle: bool, rank: int = 0, world: int = 1,
+                pad: bool = True) -> list[int]:
+    """This process's example indices for one epoch; the order depends only on (seed, epoch), so a
+    resumed epoch replays the same batches. With `world` processes the permutation is dealt out
+    round-robin; `pad` repeats its head so every process gets the same number of batches (DDP steps
+    in lockstep), as torch's DistributedSampler does."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    cols = ["input_ids", "attention_mask", "labels"]
-    return DataLoader(ds.select_columns(cols), batch_size=batch_size, shuffle=shuffle,
-                      generator=gen, collate_fn=collate)
+    order = torch.randperm(n, generator=gen).tolist() if shuffle else list(range(n))
+    if world > 1:
+        if pad and n % world:
+            order += order[: world - n % world]
+        order = order[rank::world]
+    return order
+
+
+def epoch_loader(ds, *, batch_size: int, collate, seed: int, epoch: int, shuffle: bool = True,
+                 rank: int = 0, world: int = 1) -> DataLoader:
+    """Batches of this process's shard of `ds` for one epoch; each batch carries "idx" (B,)."""
+    order = shard_order(len(ds), seed=seed, epoch=epoch, shuffle=shuffle, rank=rank, world=world,
+                        pad=shuffle)
+    # A loader without a generator draws its base seed from the global RNG, which would shift
+    # dropout after a resume; this one never touches it.
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return DataLoader(Indexed(ds, order), batch_size=batch_size, shuffle=False, generator=gen,
+                      collate_fn=with_index(collate))
+
+
+def make_accelerator(device: torch.device):
+    """One Accelerator per process. Launched by `accelerate launch` it knows its rank and GPU;
+    launched by `python` it is a single process on `device`."""
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=device.type == "cpu")
 
 
 def autocast(device: torch.device, precision: str):
@@ -72,22 +134,28 @@ class FitResult:
     steps: int
     history: list[dict]
     resumed_from_step: int
+    # Throughput of this process's training loop (validation excluded): optimizer steps run here
+    # (not counting steps before a resume), tokens (real source + target) and seconds.
+    steps_run: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
 
 
-def evaluate(model, loader, device, precision: str) -> float:
-    """Token-weighted label cross-entropy over the whole loader."""
+def evaluate(model, loader, device, precision: str, accelerator=None) -> float:
+    """Token-weighted label cross-entropy over the whole loader (and over every process's shard)."""
     model.eval()
-    total, tokens = 0.0, 0
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # (loss x tokens, tokens)
     with torch.no_grad():
         for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = {k: v.to(device) for k, v in batch.items() if k != "idx"}
             with autocast(device, precision):
                 out = model(**batch)
-            n = int((batch["labels"] != -100).sum())
-            total += float(out.loss) * n
-            tokens += n
+            n = (batch["labels"] != -100).sum()
+            sums += torch.stack([out.loss.double() * n, n.double()])
+    if accelerator is not None and accelerator.num_processes > 1:
+        sums = accelerator.reduce(sums, reduction="sum")
     model.train()
-    return total / max(tokens, 1)
+    return float(sums[0] / sums[1].clamp(min=1))
 
 
 def fit(
@@ -108,25 +176,36 @@ def fit(
     resume_from: Optional[Path] = None,
     on_step: Optional[Callable[[int], None]] = None,
     desc: str = "train",
+    accelerator=None,
 ) -> FitResult:
     """Train `model` on `objective(model, teacher, batch)`; returns the best weights by validation loss.
 
     Resumes from `resume_from`, or else from `ckpt_dir/last` when that checkpoint belongs to the same
-    run (same fingerprint). `on_step(step)` is called after every optimizer step.
+    run (same fingerprint). `on_step(step)` is called after every optimizer step. `teacher` is
+    whatever the objective reads the teacher's outputs from (a frozen model placed by the caller, a
+    cache, or None). `live` is only given on the main process.
     """
-    if params.precision == "fp16" and device.type != "cuda":
-        raise ConfigError("params: train.precision 'fp16' needs a CUDA device; use 'bf16' or 'no' on CPU")
+    accelerator = accelerator or make_accelerator(device)
+    device = accelerator.device
+    precision = resolve_precision(params.precision, device)
+    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     set_seed(params.seed)
+    if params.gradient_checkpointing:
+        # Non-reentrant checkpointing works with DDP and with inputs that need no grad.
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.to(device).train()
     objective.to(device)
-    if teacher is not None:
-        teacher.to(device).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-
+    if isinstance(teacher, torch.nn.Module):  # placed by the caller (see kd.objective.freeze_teacher)
+        teacher.eval().requires_grad_(False)
     trainable = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
+    loss_params = [p for p in objective.parameters() if p.requires_grad]  # e.g. feature projections
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=params.weight_decay)
-    batches_per_epoch = math.ceil(len(train_ds) / params.batch_size)
+    # DDP wraps the model only; `unwrapped` is what gets saved and evaluated for the best state.
+    ddp_model = accelerator.prepare_model(model) if world > 1 else model
+    unwrapped = model
+
+    n_train = len(shard_order(len(train_ds), seed=params.seed, epoch=0, shuffle=True, rank=rank, world=world))
+    batches_per_epoch = math.ceil(n_train / params.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / params.grad_accum)
     total_steps = steps_per_epoch * epochs
     warmup = int(params.warmup_ratio * total_steps)
@@ -134,11 +213,11 @@ def fit(
         optimizer, lambda s: lr_factor(s, warmup_steps=warmup, total_steps=total_steps)
     )
     # fp16 overflows without loss scaling; bf16 and fp32 do not need it.
-    scaler = torch.amp.GradScaler(enabled=params.precision == "fp16")
+    scaler = torch.amp.GradScaler(enabled=precision == "fp16")
 
     state = {"step": 0, "epoch": 0, "batch": 0, "best_val_loss": math.inf, "best_epoch": -1,
              "history": [], "fingerprint": run_fingerprint}
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    best_state = {k: v.detach().clone() for k, v in unwrapped.state_dict().items()}
     source = Path(resume_from) if resume_from else Path(ckpt_dir) / checkpoint.LAST
     saved = checkpoint.read_state(source) if source.is_dir() else None
     if resume_from and saved is None:
@@ -147,40 +226,55 @@ def fit(
         log.warning("ignoring checkpoint %s: it belongs to different params", source)
         saved = None
     if saved is not None:
-        state, best_state = checkpoint.load(source, model=model, objective=objective,
+        state, best_state = checkpoint.load(source, model=unwrapped, objective=objective,
                                             optimizer=optimizer, scheduler=scheduler)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", source, state["step"],
                  state["epoch"], state["batch"])
     resumed_from_step = state["step"]
 
     val_loader = epoch_loader(val_ds, batch_size=params.batch_size, collate=collate,
-                              seed=params.seed, epoch=0, shuffle=False)
+                              seed=params.seed, epoch=0, shuffle=False, rank=rank, world=world)
     # Redraw often on a terminal, rarely into a log file (DVC, nohup) so logs stay readable.
-    bar = tqdm(total=total_steps, initial=state["step"], desc=desc, dynamic_ncols=True,
+    bar = tqdm(total=total_steps, initial=state["step"], desc=desc, dynamic_ncols=True, disable=not main,
                mininterval=0.5 if sys.stderr.isatty() else 30.0)
+    tokens, train_seconds = 0, 0.0
     for epoch in range(state["epoch"], epochs):
         loader = epoch_loader(train_ds, batch_size=params.batch_size, collate=collate,
-                              seed=params.seed, epoch=epoch)
+                              seed=params.seed, epoch=epoch, rank=rank, world=world)
         skip = state["batch"] if epoch == state["epoch"] else 0
         running: dict[str, float] = {}
         for i, batch in enumerate(loader):
             if i < skip:  # already trained on before the interruption
                 continue
+            tick = time.perf_counter()
             batch = {k: v.to(device) for k, v in batch.items()}
-            with autocast(device, params.precision):
-                loss, parts = objective(model, teacher, batch)
-            scaler.scale(loss / params.grad_accum).backward()
+            tokens += int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
+            last_batch = i + 1 == batches_per_epoch
+            step_now = (i + 1) % params.grad_accum == 0 or last_batch
+            # Accumulating micro-batches skip DDP's gradient all-reduce; the last one syncs.
+            sync = contextlib.nullcontext() if step_now or world == 1 else accelerator.no_sync(ddp_model)
+            with sync:
+                with autocast(device, precision):
+                    loss, parts = objective(ddp_model, teacher, batch)
+                scaler.scale(loss / params.grad_accum).backward()
             for k, v in parts.items():
                 running[k] = running.get(k, 0.0) + v / params.grad_accum
-            last_batch = i + 1 == batches_per_epoch
-            if (i + 1) % params.grad_accum and not last_batch:
+            if not step_now:
+                train_seconds += time.perf_counter() - tick
                 continue
+            if world > 1:  # parameters of the loss itself (projections) live outside DDP
+                for p in loss_params:
+                    if p.grad is not None:
+                        p.grad.copy_(accelerator.reduce(p.grad, reduction="mean"))
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # honest timing: wait for the step's kernels
+            train_seconds += time.perf_counter() - tick
             state["step"] += 1
             state["batch"] = i + 1
             state["epoch"] = epoch
@@ -193,26 +287,31 @@ def fit(
                 live.log_metric("train/lr", scheduler.get_last_lr()[0])
             running = {}
             if last_batch:
-                val_loss = evaluate(model, val_loader, device, params.precision)
+                val_loss = evaluate(unwrapped, val_loader, device, precision, accelerator)
                 state["history"].append({"epoch": epoch, "step": state["step"], "val_loss": val_loss})
-                log.info("epoch %d step %d val_loss %.4f", epoch, state["step"], val_loss)
+                if main:
+                    log.info("epoch %d step %d val_loss %.4f", epoch, state["step"], val_loss)
                 if live is not None:
                     live.log_metric("val/loss", val_loss)
                 if val_loss < state["best_val_loss"]:
                     state["best_val_loss"], state["best_epoch"] = val_loss, epoch
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    best_state = {k: v.detach().clone() for k, v in unwrapped.state_dict().items()}
                 state["epoch"], state["batch"] = epoch + 1, 0
             if live is not None:
                 live.next_step()
-            if state["step"] % params.checkpoint_every == 0 or last_batch:
-                checkpoint.save(ckpt_dir, model=model, objective=objective, optimizer=optimizer,
+            if main and (state["step"] % params.checkpoint_every == 0 or last_batch):
+                checkpoint.save(ckpt_dir, model=unwrapped, objective=objective, optimizer=optimizer,
                                 scheduler=scheduler, best_state=best_state, state=state)
             if on_step is not None:
                 on_step(state["step"])
     bar.close()
+    if params.gradient_checkpointing:
+        unwrapped.activation_checkpointing_disable()
+    accelerator.wait_for_everyone()
     return FitResult(best_state=best_state, best_val_loss=state["best_val_loss"],
                      best_epoch=state["best_epoch"], steps=state["step"], history=state["history"],
-                     resumed_from_step=resumed_from_step)
+                     resumed_from_step=resumed_from_step, steps_run=state["step"] - resumed_from_step,
+                     tokens=tokens, seconds=train_seconds)
 
 
 def finish(ckpt_dir: Path) -> None:

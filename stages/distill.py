@@ -19,6 +19,8 @@ def main(argv=None) -> None:
     p.add_argument("--teacher", type=Path, default=paths.TEACHER_DIR)
     p.add_argument("--tokenizer", type=Path, default=paths.TOKENIZER_DIR)
     p.add_argument("--tokenized", type=Path, default=paths.TOKENIZED_DIR)
+    p.add_argument("--teacher-outputs", type=Path, default=paths.TEACHER_OUTPUTS_DIR,
+                   help="the teacher_outputs stage's cache (read when kd.teacher_outputs is cached)")
     p.add_argument("--out", type=Path, default=None, help="default: models/student_<name>")
     p.add_argument("--checkpoints", type=Path, default=None, help="default: checkpoints/student_<name>")
     p.add_argument("--live-dir", type=Path, default=None, help="default: dvclive/student_<name>")
@@ -34,7 +36,7 @@ def main(argv=None) -> None:
     from kd.distill import distill_student  # heavy imports only after argv and params are valid
 
     distill_student(name=args.student, spec=spec, train=train, kd=kd, teacher_dir=args.teacher,
-                    tokenizer_dir=args.tokenizer,
+                    tokenizer_dir=args.tokenizer, teacher_outputs_dir=args.teacher_outputs,
                     tokenized_dir=args.tokenized, out_dir=args.out or paths.student_dir(args.student),
                     ckpt_dir=args.checkpoints or paths.CHECKPOINTS_DIR / run_name,
                     live_dir=args.live_dir or paths.DVCLIVE_DIR / run_name,

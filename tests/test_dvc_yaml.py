@@ -7,6 +7,7 @@ import yaml
 from conftest import ROOT
 
 from kd import paths
+from kd.distill import uses_cache
 from kd.losses import distiller_class
 from kd.params import load_section
 
@@ -22,10 +23,28 @@ def test_every_student_in_params_has_a_distill_stage_declaring_its_loss_params()
     for name, losses in kd.students.items():
         item = stage["foreach"][name]
         # unused slots repeat the student's own recipe key, which the stage declares anyway
-        declared = {item["p1"], item["p2"]} - {f"kd.students.{name}"}
+        declared = {item["p1"], item["p2"], item["p3"]} - {f"kd.students.{name}"}
         needed = {k for loss in losses for k in distiller_class(loss).param_keys}
         assert declared == needed, name
-        assert item["teacher"] == (str(paths.TEACHER_DIR) if losses else str(paths.TOKENIZER_DIR))
+        # the teacher-side input the student really reads: the cache for logit-only KD
+        cached = uses_cache(kd, losses)
+        assert item["teacher"] == str(paths.TEACHER_OUTPUTS_DIR if cached else paths.TEACHER_DIR), name
+    assert str(paths.TEACHER_DIR) in stage["do"]["deps"]  # student.init: shrink reads the teacher
+    assert f"--teacher-outputs {paths.TEACHER_OUTPUTS_DIR}" in stage["do"]["cmd"]
+
+
+def test_teacher_outputs_depends_on_teacher_and_data_only():
+    stage = dvc_yaml()["stages"]["teacher_outputs"]
+    assert stage["params"] == ["teacher_outputs"]  # no student or kd key can rerun it
+    assert {str(paths.TEACHER_DIR), str(paths.TOKENIZED_DIR), str(paths.TOKENIZER_DIR)} <= set(stage["deps"])
+    assert f"--out {paths.TEACHER_OUTPUTS_DIR}" in stage["cmd"]
+    assert [str(paths.TEACHER_OUTPUTS_DIR)] == stage["outs"]
+
+
+def test_training_stages_start_through_the_launch_param():
+    stages = dvc_yaml()["stages"]
+    assert stages["train_teacher"]["cmd"].startswith("${launch.train} stages/train_teacher.py")
+    assert stages["distill"]["do"]["cmd"].startswith("${launch.train} stages/distill.py")
 
 
 def test_benchmark_covers_every_student():

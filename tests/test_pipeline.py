@@ -76,7 +76,7 @@ def repo(tmp_path_factory):
 
 def test_repro_runs_every_stage_and_writes_the_outputs(repo):
     path, output = repo
-    assert ran(output) == {"download", "tokenize", "train_teacher", "benchmark",
+    assert ran(output) == {"download", "tokenize", "train_teacher", "teacher_outputs", "benchmark",
                            *(f"distill@{s}" for s in STUDENTS)}
     for split in ("train", "validation", "test"):
         assert (path / "data" / "raw" / f"{split}.jsonl").is_file()
@@ -95,6 +95,11 @@ def test_repro_runs_every_stage_and_writes_the_outputs(repo):
         assert (path / "benchmark_results" / f).stat().st_size > 0
     assert (path / "dvclive" / "student_vanilla" / "plots" / "metrics" / "train" / "logit.tsv").is_file()
     assert (path / "logs" / "train_teacher.log").is_file()
+    # the vanilla student learned from the cached teacher outputs, the others from the live teacher
+    assert "logit KD from cached teacher outputs" in (path / "logs" / "distill_vanilla.log").read_text()
+    assert "cached teacher outputs" not in (path / "logs" / "distill_feature.log").read_text()
+    manifest = json.loads((path / "data" / "teacher_outputs" / "manifest.json").read_text())
+    assert manifest["k"] == 64 and manifest["n_examples"] == 32
     lock = yaml.safe_load((path / "dvc.lock").read_text())
     assert "kd.temperature" not in json.dumps(lock["stages"]["distill@baseline"]["params"])
     assert "kd.temperature" in json.dumps(lock["stages"]["distill@vanilla"]["params"])

@@ -1,0 +1,35 @@
+"""Stage teacher_outputs: run the trained teacher once over the training split and cache its top-k
+logits per target token, so logit distillation does not run the teacher on every step."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# The repo root replaces stages/ on the path: run from anywhere, and stages/tokenize.py must not
+# shadow the stdlib module of the same name.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from kd import cli, paths  # noqa: E402
+from kd.params import load_section  # noqa: E402
+
+
+def main(argv=None) -> None:
+    p = cli.parser(__doc__)
+    p.add_argument("--teacher", type=Path, default=paths.TEACHER_DIR)
+    p.add_argument("--tokenizer", type=Path, default=paths.TOKENIZER_DIR)
+    p.add_argument("--tokenized", type=Path, default=paths.TOKENIZED_DIR)
+    p.add_argument("--out", type=Path, default=paths.TEACHER_OUTPUTS_DIR)
+    args = p.parse_args(argv)
+    cli.setup_logging("teacher_outputs", args.log_dir)
+    params = load_section("teacher_outputs", args.params)
+    cli.log_config(teacher_outputs=params)
+
+    from kd.distill import write_teacher_outputs  # heavy imports only after argv and params are valid
+
+    write_teacher_outputs(params=params, teacher_dir=args.teacher, tokenizer_dir=args.tokenizer,
+                          tokenized_dir=args.tokenized, out_dir=args.out)
+
+
+if __name__ == "__main__":
+    cli.run("teacher_outputs", main)

@@ -4,6 +4,7 @@
     python -m kd.bench tests      # the README's test command: wall time
     python -m kd.bench gpu-smoke  # every stage on a tiny config with CUDA + bf16, 50 steps: throughput
     python -m kd.bench speed      # training loop vs Seq2SeqTrainer, cached vs live KD, generation
+    python -m kd.bench distill-memory  # the vanilla distill stage, cached vs live teacher: peak RSS, time
 
 Each prints a line per measurement, writes JSON (`--out`), and exits 1 when a budget is missed.
 Budgets: pipeline <= 600 s with peak RSS < 4 GiB and tests <= 600 s (2-core CPU, no GPU);
@@ -25,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGETS = {"pipeline": {"wall_s": 600.0, "peak_rss_mb": 4096.0}, "tests": {"wall_s": 600.0},
-           "gpu-smoke": {"wall_s": 300.0}, "speed": {}}
+           "gpu-smoke": {"wall_s": 300.0}, "speed": {}, "distill-memory": {}}
 
 
 def _timed(cmd: list[str], cwd: Path) -> dict:
@@ -109,6 +110,49 @@ def bench_gpu_smoke(args) -> dict:
     return result
 
 
+def _run_measured(cmd: list[str], cwd: Path) -> dict:
+    """Wall time and peak RSS of this one child process (os.wait4: not the high-water mark of all)."""
+    env = dict(os.environ, TQDM_DISABLE="1")
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.stderr.write(proc.stderr.read()[-4000:])
+        raise SystemExit(f"{' '.join(cmd)} failed")
+    return {"wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def bench_distill_memory(args) -> dict:
+    """Runs the distill stage for a logit-KD student twice on the workspace's data, teacher and
+    teacher-outputs cache (`dvc repro` or `dvc pull` first), once per kd.teacher_outputs mode, into
+    temporary outputs; reports each run's peak RSS, wall time and training throughput."""
+    import yaml
+
+    from kd.distill import THROUGHPUT_RE
+
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    result: dict = {"student": args.student}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("cached", "live"):
+            work = Path(tmp) / mode
+            work.mkdir()
+            base["kd"]["teacher_outputs"] = mode
+            (work / "params.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
+            cmd = [sys.executable, str(ROOT / "stages" / "distill.py"), "--student", args.student,
+                   "--params", str(work / "params.yaml"), "--out", str(work / "model"),
+                   "--checkpoints", str(work / "ckpt"), "--live-dir", str(work / "live"),
+                   "--log-dir", str(work / "logs")]
+            measured = _run_measured(cmd, ROOT)
+            log = (work / "logs" / f"distill_{args.student}.log").read_text()
+            m = re.search(THROUGHPUT_RE, log)
+            result |= {f"{mode}_{k}": v for k, v in measured.items()}
+            result[f"{mode}_steps_per_s"] = float(m["steps_per_s"]) if m else None
+    result["cached_over_live_peak_rss"] = round(result["cached_peak_rss_mb"] / result["live_peak_rss_mb"], 3)
+    result["cached_over_live_wall"] = round(result["cached_wall_s"] / result["live_wall_s"], 3)
+    return result
+
+
 def bench_speed(args) -> dict:
     from kd import speedbench
 
@@ -116,7 +160,7 @@ def bench_speed(args) -> dict:
 
 
 CHECKS = {"pipeline": lambda args: bench_pipeline(), "tests": bench_tests, "gpu-smoke": bench_gpu_smoke,
-          "speed": bench_speed}
+          "speed": bench_speed, "distill-memory": bench_distill_memory}
 
 
 def main(argv=None) -> int:
@@ -124,12 +168,15 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="check", required=True)
     for name in CHECKS:
         q = sub.add_parser(name)
-        q.add_argument("--out", type=Path, default=None, help="write the measurements as JSON here")
+        if name != "speed":  # speedbench brings its own options, --out included
+            q.add_argument("--out", type=Path, default=None, help="write the measurements as JSON here")
         if name == "gpu-smoke":
             q.add_argument("--steps", type=int, default=50, help="optimizer steps per model")
             q.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                            help="cpu runs the same path without a GPU (a check of the script, not of speed)")
             q.add_argument("--precision", choices=["no", "bf16"], default="no", help="with --device cpu")
+        if name == "distill-memory":
+            q.add_argument("--student", default="vanilla", help="a logit-KD student under kd.students")
         if name == "speed":
             from kd import speedbench
 

@@ -263,9 +263,11 @@ class LaunchParams:
 
     train: "python" for one process; "accelerate launch" (plus its flags, e.g.
     "accelerate launch --multi_gpu --num_processes 4") for several GPUs or nodes.
+    benchmark: the same for the benchmark stage (each process decodes a shard of the test set).
     """
 
     train: str = "python"
+    benchmark: str = "python"
 
 
 SECTIONS: dict[str, type] = {
@@ -308,7 +310,11 @@ def read_params_file(path: str | Path = "params.yaml") -> dict[str, Any]:
 
 def load_section(name: str, path: str | Path = "params.yaml"):
     """Parse and validate one section of the params file (missing keys take their defaults)."""
-    raw = read_params_file(path)
+    return section_from(read_params_file(path), name)
+
+
+def section_from(raw: dict[str, Any], name: str):
+    """Parse and validate section `name` of an already-read params mapping."""
     section = parse(SECTIONS[name], raw.get(name) or {}, name)
     if isinstance(section, ModelParams):
         section.check(name)

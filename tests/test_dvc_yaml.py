@@ -45,6 +45,7 @@ def test_training_stages_start_through_the_launch_param():
     stages = dvc_yaml()["stages"]
     assert stages["train_teacher"]["cmd"].startswith("${launch.train} stages/train_teacher.py")
     assert stages["distill"]["do"]["cmd"].startswith("${launch.train} stages/distill.py")
+    assert stages["benchmark"]["cmd"].startswith("${launch.benchmark} stages/benchmark.py")
 
 
 def test_benchmark_covers_every_student():

@@ -1,0 +1,84 @@
+"""Apply a shipped params profile: its keys overwrite those in params.yaml, everything else (and
+every comment) stays. `dvc repro` then reruns exactly the stages whose params changed.
+
+    python -m kd.profile --list
+    python -m kd.profile cnndm-t5-base-small [--params params.yaml]
+
+Profiles live in kd/profiles/<name>.yaml and name only keys params.yaml already has; the result is
+validated section by section before params.yaml is replaced (atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from kd import paths
+from kd.errors import ConfigError
+from kd.io import atomic_write_text
+
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def merge(base, override, where: str = "") -> None:
+    """Overwrite `base`'s keys with `override`'s, recursing into mappings (in place)."""
+    for key, value in override.items():
+        dotted = f"{where}{key}"
+        if key not in base:
+            raise ConfigError(f"profile: {dotted} is not a key of params.yaml")
+        if isinstance(value, dict) and isinstance(base[key], dict):
+            merge(base[key], value, f"{dotted}.")
+        else:
+            base[key] = value
+
+
+def apply(name: str, params_path: Path = paths.PARAMS_FILE) -> None:
+    from kd.params import SECTIONS, section_from
+
+    profile = PROFILES_DIR / f"{name}.yaml"
+    if not profile.is_file():
+        raise ConfigError(f"profile {name!r} not found; available: {available()}")
+    yaml = YAML()  # round trip: comments and key order survive
+    yaml.version = (1, 2)
+    yaml.representer.add_representer(  # write null as `null`, as params.yaml does, not as nothing
+        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    base = yaml.load(Path(params_path).read_text())
+    merge(base, yaml.load(profile.read_text()))
+    buffer = io.StringIO()
+    yaml.dump(base, buffer)
+    text = buffer.getvalue().removeprefix("%YAML 1.2\n---\n")
+    # Validate the merged params, read back as the stages will read them, before anything is replaced.
+    merged = YAML(typ="safe", pure=True).load(text)
+    for section in SECTIONS:
+        section_from(merged, section)
+    atomic_write_text(params_path, text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", nargs="?", help="a profile in kd/profiles/")
+    p.add_argument("--params", type=Path, default=paths.PARAMS_FILE)
+    p.add_argument("--list", action="store_true", help="list the shipped profiles")
+    args = p.parse_args(argv)
+    if args.list or not args.name:
+        print("\n".join(available()))
+        return 0
+    try:
+        apply(args.name, args.params)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"applied profile {args.name} to {args.params}; run `dvc repro` (or `dvc exp run`)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

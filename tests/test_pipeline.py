@@ -139,3 +139,11 @@ def test_experiment_run_show_metrics_diff_and_plots(repo):
     assert {"student_vanilla.rouge1", "teacher.rougeLsum", "lead3.rouge2"} <= set(bench)
     sh(DVC + ["plots", "show", "-o", "plots_out"], path)
     assert (path / "plots_out" / "index.html").is_file()
+
+
+def test_experiment_in_a_temp_dir_reruns_only_what_changed(repo):
+    """`dvc queue` and `dvc exp run --temp` start from a fresh copy of the repo: nothing there (no
+    checkpoints, no logs) may make the teacher look out of date."""
+    path, _ = repo
+    out = sh(DVC + ["exp", "run", "--temp", "-S", "kd.alpha=0.3"], path)
+    assert ran(out.stdout + out.stderr) == {"distill@vanilla", "benchmark"}

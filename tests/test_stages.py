@@ -22,7 +22,7 @@ def params(tmp_path, **sections):
     return path
 
 
-@pytest.mark.parametrize("stage", ["download", "tokenize", "train_teacher", "distill", "benchmark"])
+@pytest.mark.parametrize("stage", ["download", "tokenize", "train_teacher", "teacher_outputs", "distill", "benchmark"])
 def test_help(stage, tmp_path):
     out = run_stage(stage, ["--help"], tmp_path)
     assert out.returncode == 0 and "--params" in out.stdout

@@ -147,3 +147,14 @@ def test_experiment_in_a_temp_dir_reruns_only_what_changed(repo):
     path, _ = repo
     out = sh(DVC + ["exp", "run", "--temp", "-S", "kd.alpha=0.3"], path)
     assert ran(out.stdout + out.stderr) == {"distill@vanilla", "benchmark"}
+
+
+def test_training_stages_through_a_distributed_launcher(repo):
+    """The documented multi-GPU switch, `-S launch.train=...`, on CPU: every training stage of the
+    pipeline runs as two DDP processes (torch.distributed.run; on GPUs, `accelerate launch`)."""
+    path, _ = repo
+    launcher = "python -m torch.distributed.run --nproc_per_node 2 --master_port 29536"
+    out = sh(DVC + ["exp", "run", "-S", f"launch.train={launcher}"], path)
+    assert {"train_teacher", "benchmark", *(f"distill@{s}" for s in STUDENTS)} <= ran(out.stdout + out.stderr)
+    for log in ("train_teacher", *(f"distill_{s}" for s in STUDENTS)):
+        assert "(2 processes)" in (path / "logs" / f"{log}.log").read_text(), log

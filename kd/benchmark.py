@@ -168,12 +168,6 @@ def _gather(res: dict, *, n: int) -> dict:
             "peak_mem_mb": max(p["peak_mem_mb"] for p in parts), "processes": world}
 
 
-def is_main_process() -> bool:
-    import os
-
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def write_outputs(rows: list[dict], examples: list[dict], bench: BenchmarkParams, out_dir: Path) -> dict:
     from kd.io import atomic_write_json
     from kd.report import add_relative_columns, plot_quality_vs_speed, plot_scores, write_csv, write_report

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from kd.io import atomic_dir, atomic_write_json
+from kd.io import atomic_dir, atomic_write_json, previous_version
 
 LAST = "last"
 
@@ -54,6 +54,14 @@ def load(path: Path, *, model, objective, optimizer, scheduler) -> tuple[dict, d
     scheduler.load_state_dict(state.pop("scheduler"))
     random.setstate(_py_rng_from_json(state.pop("python_rng")))
     return state, load_file(str(path / "best.safetensors"))
+
+
+def find_last(ckpt_dir: Path) -> Path:
+    """`ckpt_dir/last`, or the previous checkpoint when a crash hit while `last` was being swapped
+    (see kd.io.atomic_dir); the returned path may not exist (no checkpoint yet)."""
+    last = Path(ckpt_dir) / LAST
+    aside = previous_version(last)
+    return aside if not last.is_dir() and (aside / "state.json").is_file() else last
 
 
 def read_state(path: Path) -> dict | None:

@@ -26,6 +26,11 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def is_main_process() -> bool:
+    """True unless a distributed launcher (`accelerate launch`, torchrun) started this as rank > 0."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def setup_logging(stage: str, log_dir: Path) -> None:
     """INFO to logs/<stage>.log and stderr. Under a distributed launcher (`accelerate launch`) only
     the main process (RANK 0) writes the log file; the others print warnings and errors only."""
@@ -35,7 +40,7 @@ def setup_logging(stage: str, log_dir: Path) -> None:
     root = logging.getLogger()
     root.handlers[:] = [err]
     root.setLevel(logging.INFO)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not is_main_process():
         root.setLevel(logging.WARNING)
     else:
         log_dir.mkdir(parents=True, exist_ok=True)

@@ -100,7 +100,7 @@ def _train_and_save(*, name, model, teacher, objective, tokenizer, tokenized, sp
 
 
 def _has_checkpoint(ckpt_dir: Path) -> bool:
-    return (Path(ckpt_dir) / checkpoint.LAST / "state.json").is_file()
+    return (checkpoint.find_last(ckpt_dir) / "state.json").is_file()
 
 
 def _accelerator(train: TrainParams):
@@ -131,10 +131,10 @@ def uses_cache(kd: KDParams, losses: tuple[str, ...]) -> bool:
     return kd.teacher_outputs == "cached" and bool(losses) and needs_of(losses) <= {"logits"}
 
 
-def open_teacher_cache(path: Path, *, teacher_dir: Path, tokenizer, train_ds) -> TeacherCache:
+def open_teacher_cache(path: Path, *, teacher_id: str, tokenizer, train_ds) -> TeacherCache:
     """The cache, checked against the teacher, tokenizer and data this run uses (never silent reuse)."""
     cache = TeacherCache.open(path)
-    cache.check(cache_identity(teacher_dir=teacher_dir, tokenizer=tokenizer, train_ds=train_ds))
+    cache.check(cache_identity(teacher_id=teacher_id, tokenizer=tokenizer, train_ds=train_ds))
     return cache
 
 
@@ -152,7 +152,9 @@ def distill_student(*, name: str, spec: ModelParams, train: TrainParams, kd: KDP
         raise ConfigError(f"{teacher_path}: no trained teacher here; run the train_teacher stage first")
     # The teacher's tokenizer: the tokenize stage trained it, or copied a pretrained teacher's.
     tokenizer = load_tokenizer(str(tokenizer_dir))
-    cache = (open_teacher_cache(teacher_outputs_dir, teacher_dir=teacher_path, tokenizer=tokenizer,
+    # Which teacher this run learns from: part of the checkpoint fingerprint, checked against the cache.
+    teacher_id = file_digest(teacher_path / "model.safetensors") if losses or spec.source == "shrink" else None
+    cache = (open_teacher_cache(teacher_outputs_dir, teacher_id=teacher_id, tokenizer=tokenizer,
                                 train_ds=tokenized["train"]) if uses_cache(kd, losses) else None)
     accelerator = _accelerator(train)
     # Attention weights exist only with eager attention; SDPA stays for everything else.
@@ -176,7 +178,6 @@ def distill_student(*, name: str, spec: ModelParams, train: TrainParams, kd: KDP
         source = None  # the teacher was only needed to shrink from
     del teacher
     used = {k: getattr(kd, k.split(".", 1)[1]) for d in objective.distillers.values() for k in d.param_keys}
-    teacher_id = file_digest(teacher_path / "model.safetensors") if losses or spec.source == "shrink" else None
     return _train_and_save(name=f"student_{name}", model=model, teacher=source, objective=objective,
                            tokenizer=tokenizer, tokenized=tokenized, spec=spec, train=train,
                            accelerator=accelerator, out_dir=out_dir, ckpt_dir=ckpt_dir, live_dir=live_dir,
@@ -187,11 +188,11 @@ def distill_student(*, name: str, spec: ModelParams, train: TrainParams, kd: KDP
                            on_step=on_step)
 
 
-def cache_identity(*, teacher_dir: Path, tokenizer, train_ds, with_size: bool = True) -> dict:
-    """What a teacher-outputs cache must have been made from: this teacher, tokenizer and data
-    (the cache records the number of examples itself; checks compare it too)."""
+def cache_identity(*, teacher_id: str, tokenizer, train_ds, with_size: bool = True) -> dict:
+    """What a teacher-outputs cache must have been made from: this teacher (`file_digest` of its
+    weights), tokenizer and data (the cache records the number of examples itself; checks compare it too)."""
     vocab = json.dumps(sorted(tokenizer.get_vocab().items())).encode()
-    identity = {"teacher": file_digest(Path(teacher_dir) / "model.safetensors"),
+    identity = {"teacher": teacher_id,
                 "tokenizer": hashlib.sha256(vocab).hexdigest()[:16], "data": train_ds._fingerprint}
     return identity | ({"n_examples": len(train_ds)} if with_size else {})
 
@@ -209,7 +210,8 @@ def write_teacher_outputs(*, params: TeacherOutputsParams, teacher_dir: Path, to
     teacher = freeze_teacher(load_model(teacher_path), device)
     manifest = write_cache(out_dir, teacher=teacher, dataset=tokenized["train"], collate=make_collator(tokenizer),
                            batch_size=params.batch_size, k=params.top_k, device=device,
-                           manifest=cache_identity(teacher_dir=teacher_path, tokenizer=tokenizer,
+                           manifest=cache_identity(teacher_id=file_digest(teacher_path / "model.safetensors"),
+                                                   tokenizer=tokenizer,
                                                    train_ds=tokenized["train"], with_size=False))
     log.info("cached top-%d teacher logits for %d tokens of %d examples in %s", manifest["k"],
              manifest["n_tokens"], manifest["n_examples"], out_dir)

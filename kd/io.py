@@ -55,9 +55,11 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temp dir next to `path`; on success it replaces `path`, on error it is removed.
 
-    An existing `path` is left untouched if the body raises. On success the old directory is
-    removed first because `os.replace` cannot overwrite a non-empty directory; the window between
-    the two steps is the only non-atomic moment.
+    An existing `path` is left untouched if the body raises. On success the old directory is first
+    renamed aside (`os.replace` cannot overwrite a non-empty directory), the new one renamed into
+    place, and only then the old one deleted. A crash between the two renames leaves no `path`, but
+    the complete old version survives as `.<name>.old` (`previous_version` finds it); a crash never
+    leaves a half-written `path`.
     """
     target = Path(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=_parent_of(target)))
@@ -66,8 +68,17 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    old = previous_version(target)
     if target.is_dir() and not target.is_symlink():
-        shutil.rmtree(target)
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
     elif target.exists() or target.is_symlink():
         target.unlink()
     os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def previous_version(path: str | os.PathLike) -> Path:
+    """Where `atomic_dir` keeps the old version of `path` while it swaps in the new one."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.old")

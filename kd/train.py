@@ -32,6 +32,7 @@ from transformers import DataCollatorForSeq2Seq
 
 from kd import checkpoint
 from kd.errors import ConfigError
+from kd.io import previous_version
 from kd.modeling import resolve_precision
 from kd.params import TrainParams
 
@@ -220,7 +221,7 @@ def fit(
     state = {"step": 0, "epoch": 0, "batch": 0, "best_val_loss": math.inf, "best_epoch": -1,
              "history": [], "fingerprint": run_fingerprint}
     best_state = {k: v.detach().clone() for k, v in unwrapped.state_dict().items()}
-    source = Path(resume_from) if resume_from else Path(ckpt_dir) / checkpoint.LAST
+    source = Path(resume_from) if resume_from else checkpoint.find_last(ckpt_dir)
     saved = checkpoint.read_state(source) if source.is_dir() else None
     if resume_from and saved is None:
         raise ConfigError(f"--resume-from-checkpoint: {resume_from} is not a checkpoint (no state.json)")
@@ -320,5 +321,7 @@ def finish(ckpt_dir: Path) -> None:
     """Training completed: drop the resumable state so a later rerun starts fresh.
 
     The directory itself stays (DVC declares it as a persistent output)."""
-    shutil.rmtree(Path(ckpt_dir) / checkpoint.LAST, ignore_errors=True)
+    last = Path(ckpt_dir) / checkpoint.LAST
+    for path in (last, previous_version(last)):
+        shutil.rmtree(path, ignore_errors=True)
     Path(ckpt_dir).mkdir(parents=True, exist_ok=True)

@@ -38,14 +38,14 @@ def main(argv=None) -> None:
         models = {"teacher": paths.TEACHER_DIR} | {
             d.name: d for d in sorted(paths.MODELS_DIR.glob("student_*")) if (d / "config.json").is_file()}
 
-    from kd.benchmark import is_main_process, run_benchmark, write_outputs
+    from kd.benchmark import run_benchmark, write_outputs
     from kd.data.sources import read_jsonl
     from kd.modeling import resolve_device
 
     rows, examples = run_benchmark(models=models, test_records=read_jsonl(args.test), bench=bench,
                                    prefix=tok.prefix, max_source_length=tok.max_source_length,
                                    device=resolve_device(bench.device))
-    if is_main_process():  # under `accelerate launch`, every process measured its shard; one writes
+    if cli.is_main_process():  # under `accelerate launch`, every process measured its shard; one writes
         write_outputs(rows, examples, bench, args.out)
         cli.log.info("wrote %s", args.out)
 

@@ -259,3 +259,34 @@ def test_atomic_dir_replaces_on_success(tmp_path):
     with atomic_dir(tmp_path / "fresh" / "out") as tmp:
         (tmp / "f").write_text("x", encoding="utf-8")
     assert (tmp_path / "fresh" / "out" / "f").read_text(encoding="utf-8") == "x"
+
+
+def test_atomic_dir_crash_between_renames_keeps_the_old_version(tmp_path, monkeypatch):
+    """A kill after the old dir is renamed aside and before the new one lands: nothing is lost."""
+    import os
+
+    from kd import io
+    from kd.checkpoint import LAST, find_last
+
+    last = tmp_path / LAST
+    last.mkdir()
+    (last / "state.json").write_text('{"step": 1}')
+    assert find_last(tmp_path) == last
+    real_replace, calls = os.replace, []
+
+    def replace_then_die(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the new version's rename
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", replace_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        with io.atomic_dir(last) as tmp:
+            (tmp / "state.json").write_text('{"step": 2}')
+    monkeypatch.undo()
+    assert not last.exists()
+    assert (find_last(tmp_path) / "state.json").read_text() == '{"step": 1}'
+    with io.atomic_dir(last) as tmp:  # the next save replaces both
+        (tmp / "state.json").write_text('{"step": 3}')
+    assert find_last(tmp_path) == last and not io.previous_version(last).exists()

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,16 +29,20 @@ BUDGETS = {"pipeline": {"wall_s": 600.0, "peak_rss_mb": 4096.0}, "tests": {"wall
 
 
 def _timed(cmd: list[str], cwd: Path) -> dict:
+    """Wall time and peak RSS of `cmd` and the descendants it waited for (os.wait4 reports this one
+    child's tree, not the high-water mark of everything this process ever ran)."""
     env = dict(os.environ, TQDM_DISABLE="1")
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-        raise SystemExit(f"{' '.join(cmd)} failed with exit status {proc.returncode}")
-    # Largest resident set of any finished descendant (the stages run as DVC's children).
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"wall_s": round(wall, 1), "peak_rss_mb": round(peak_mb, 1)}
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            out.seek(0)
+            sys.stderr.write(out.read()[-8000:])
+            raise SystemExit(f"{' '.join(cmd)} failed with exit status {os.waitstatus_to_exitcode(status)}")
+    # ru_maxrss is KiB on Linux.
+    return {"wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
 def bench_pipeline() -> dict:
@@ -110,19 +113,6 @@ def bench_gpu_smoke(args) -> dict:
     return result
 
 
-def _run_measured(cmd: list[str], cwd: Path) -> dict:
-    """Wall time and peak RSS of this one child process (os.wait4: not the high-water mark of all)."""
-    env = dict(os.environ, TQDM_DISABLE="1")
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.stderr.write(proc.stderr.read()[-4000:])
-        raise SystemExit(f"{' '.join(cmd)} failed")
-    return {"wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
-
-
 def bench_distill_memory(args) -> dict:
     """Runs the distill stage for a logit-KD student twice on the workspace's data, teacher and
     teacher-outputs cache (`dvc repro` or `dvc pull` first), once per kd.teacher_outputs mode, into
@@ -143,7 +133,7 @@ def bench_distill_memory(args) -> dict:
                    "--params", str(work / "params.yaml"), "--out", str(work / "model"),
                    "--checkpoints", str(work / "ckpt"), "--live-dir", str(work / "live"),
                    "--log-dir", str(work / "logs")]
-            measured = _run_measured(cmd, ROOT)
+            measured = _timed(cmd, ROOT)
             log = (work / "logs" / f"distill_{args.student}.log").read_text()
             m = re.search(THROUGHPUT_RE, log)
             result |= {f"{mode}_{k}": v for k, v in measured.items()}

@@ -103,19 +103,12 @@ def _has_checkpoint(ckpt_dir: Path) -> bool:
     return (checkpoint.find_last(ckpt_dir) / "state.json").is_file()
 
 
-def _accelerator(train: TrainParams):
-    accelerator = make_accelerator(pick_device(train))
-    if not accelerator.is_main_process:  # one log and one progress bar per run, not per process
-        logging.getLogger().setLevel(logging.WARNING)
-    return accelerator
-
-
 def train_teacher(*, spec: ModelParams, train: TrainParams, tokenizer_dir: Path, tokenized_dir: Path,
                   out_dir: Path, ckpt_dir: Path, live_dir: Path, resume_from: Optional[Path] = None,
                   on_step: Optional[Callable[[int], None]] = None) -> FitResult:
     tokenizer = load_tokenizer(str(tokenizer_dir))
     tokenized = load_tokenized(tokenized_dir)
-    accelerator = _accelerator(train)
+    accelerator = make_accelerator(pick_device(train))
     model = build_model(spec, tokenizer, seed=train.seed, section="teacher")
     objective = Objective({}, alpha=0.0, weights={})
     return _train_and_save(name="teacher", model=model, teacher=None, objective=objective,
@@ -147,7 +140,8 @@ def distill_student(*, name: str, spec: ModelParams, train: TrainParams, kd: KDP
     needs = needs_of(losses)  # validates loss names before anything is loaded
     tokenized = load_tokenized(tokenized_dir)
     teacher_path = Path(teacher_dir)
-    needs_teacher_model = (losses and not uses_cache(kd, losses)) or spec.source == "shrink"
+    cached = uses_cache(kd, losses)
+    needs_teacher_model = (losses and not cached) or spec.source == "shrink"
     if (losses or needs_teacher_model) and not (teacher_path / "config.json").is_file():
         raise ConfigError(f"{teacher_path}: no trained teacher here; run the train_teacher stage first")
     # The teacher's tokenizer: the tokenize stage trained it, or copied a pretrained teacher's.
@@ -155,8 +149,8 @@ def distill_student(*, name: str, spec: ModelParams, train: TrainParams, kd: KDP
     # Which teacher this run learns from: part of the checkpoint fingerprint, checked against the cache.
     teacher_id = file_digest(teacher_path / "model.safetensors") if losses or spec.source == "shrink" else None
     cache = (open_teacher_cache(teacher_outputs_dir, teacher_id=teacher_id, tokenizer=tokenizer,
-                                train_ds=tokenized["train"]) if uses_cache(kd, losses) else None)
-    accelerator = _accelerator(train)
+                                train_ds=tokenized["train"]) if cached else None)
+    accelerator = make_accelerator(pick_device(train))
     # Attention weights exist only with eager attention; SDPA stays for everything else.
     attn = "eager" if "attentions" in needs else "sdpa"
     teacher = load_model(teacher_path, attn_implementation=attn) if needs_teacher_model else None

@@ -91,8 +91,7 @@ def shard_order(n: int, *, seed: int, epoch: int, shuffle: bool, rank: int = 0, 
     resumed epoch replays the same batches. With `world` processes the permutation is dealt out
     round-robin; `pad` repeats its head so every process gets the same number of batches (DDP steps
     in lockstep), as torch's DistributedSampler does."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(n, generator=gen).tolist() if shuffle else list(range(n))
+    order = torch.randperm(n, generator=_epoch_generator(seed, epoch)).tolist() if shuffle else list(range(n))
     if world > 1:
         if pad and n % world:
             order += order[: world - n % world]
@@ -107,9 +106,12 @@ def epoch_loader(ds, *, batch_size: int, collate, seed: int, epoch: int, shuffle
                         pad=shuffle)
     # A loader without a generator draws its base seed from the global RNG, which would shift
     # dropout after a resume; this one never touches it.
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return DataLoader(Indexed(ds, order), batch_size=batch_size, shuffle=False, generator=gen,
-                      collate_fn=with_index(collate))
+    return DataLoader(Indexed(ds, order), batch_size=batch_size, shuffle=False,
+                      generator=_epoch_generator(seed, epoch), collate_fn=with_index(collate))
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
 def make_accelerator(device: torch.device):
@@ -203,11 +205,10 @@ def fit(
     # The fused kernel (CPU and CUDA) does the whole update in one pass: ~15% faster steps on CPU.
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=params.weight_decay,
                                   fused=device.type in ("cpu", "cuda"))
-    # DDP wraps the model only; `unwrapped` is what gets saved and evaluated for the best state.
+    # DDP wraps the model for the training step only; `model` itself is saved and evaluated.
     ddp_model = accelerator.prepare_model(model) if world > 1 else model
-    unwrapped = model
 
-    n_train = len(shard_order(len(train_ds), seed=params.seed, epoch=0, shuffle=True, rank=rank, world=world))
+    n_train = math.ceil(len(train_ds) / world)  # this process's share, padded (see shard_order)
     batches_per_epoch = math.ceil(n_train / params.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / params.grad_accum)
     total_steps = steps_per_epoch * epochs
@@ -220,7 +221,7 @@ def fit(
 
     state = {"step": 0, "epoch": 0, "batch": 0, "best_val_loss": math.inf, "best_epoch": -1,
              "history": [], "fingerprint": run_fingerprint}
-    best_state = {k: v.detach().clone() for k, v in unwrapped.state_dict().items()}
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     source = Path(resume_from) if resume_from else checkpoint.find_last(ckpt_dir)
     saved = checkpoint.read_state(source) if source.is_dir() else None
     if resume_from and saved is None:
@@ -229,7 +230,7 @@ def fit(
         log.warning("ignoring checkpoint %s: it belongs to different params", source)
         saved = None
     if saved is not None:
-        state, best_state = checkpoint.load(source, model=unwrapped, objective=objective,
+        state, best_state = checkpoint.load(source, model=model, objective=objective,
                                             optimizer=optimizer, scheduler=scheduler)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", source, state["step"],
                  state["epoch"], state["batch"])
@@ -250,8 +251,9 @@ def fit(
             if i < skip:  # already trained on before the interruption
                 continue
             tick = time.perf_counter()
-            batch = {k: v.to(device) for k, v in batch.items()}
+            # counted on the host copy: no device sync
             tokens += int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
+            batch = {k: v.to(device) for k, v in batch.items()}
             last_batch = i + 1 == batches_per_epoch
             step_now = (i + 1) % params.grad_accum == 0 or last_batch
             # Accumulating micro-batches skip DDP's gradient all-reduce; the last one syncs.
@@ -290,7 +292,7 @@ def fit(
                 live.log_metric("train/lr", scheduler.get_last_lr()[0])
             running = {}
             if last_batch:
-                val_loss = evaluate(unwrapped, val_loader, device, precision, accelerator)
+                val_loss = evaluate(model, val_loader, device, precision, accelerator)
                 state["history"].append({"epoch": epoch, "step": state["step"], "val_loss": val_loss})
                 if main:
                     log.info("epoch %d step %d val_loss %.4f", epoch, state["step"], val_loss)
@@ -298,18 +300,18 @@ def fit(
                     live.log_metric("val/loss", val_loss)
                 if val_loss < state["best_val_loss"]:
                     state["best_val_loss"], state["best_epoch"] = val_loss, epoch
-                    best_state = {k: v.detach().clone() for k, v in unwrapped.state_dict().items()}
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 state["epoch"], state["batch"] = epoch + 1, 0
             if live is not None:
                 live.next_step()
             if main and (state["step"] % params.checkpoint_every == 0 or last_batch):
-                checkpoint.save(ckpt_dir, model=unwrapped, objective=objective, optimizer=optimizer,
+                checkpoint.save(ckpt_dir, model=model, objective=objective, optimizer=optimizer,
                                 scheduler=scheduler, best_state=best_state, state=state)
             if on_step is not None:
                 on_step(state["step"])
     bar.close()
     if params.gradient_checkpointing:
-        unwrapped.activation_checkpointing_disable()
+        model.activation_checkpointing_disable()
     accelerator.wait_for_everyone()
     return FitResult(best_state=best_state, best_val_loss=state["best_val_loss"],
                      best_epoch=state["best_epoch"], steps=state["step"], history=state["history"],
@@ -320,7 +322,7 @@ def fit(
 def finish(ckpt_dir: Path) -> None:
     """Training completed: drop the resumable state so a later rerun starts fresh.
 
-    The directory itself stays (DVC declares it as a persistent output)."""
+    Removes `last/` and any copy of it kd.io.atomic_dir left aside; the directory itself stays."""
     last = Path(ckpt_dir) / checkpoint.LAST
     for path in (last, previous_version(last)):
         shutil.rmtree(path, ignore_errors=True)

@@ -1,86 +1,90 @@
-"""The training objective: label cross-entropy mixed with any set of distillation losses.
+"""The training objective: the weighted label loss plus any set of weighted distillation losses.
 
-    total = alpha * logit_kd + (1 - alpha) * label_ce + sum_k weight_k * loss_k
+    total = label_weight * label_ce + sum_k weight_k * loss_k
 
-When a student does not use `logit`, alpha does not apply and the label loss has weight 1.
+Each weight comes from the student's recipe in params.yaml (`kd.students.<name>.label_weight` and
+`kd.students.<name>.losses.<loss>.weight`). This module knows nothing about particular losses and does
+not import the registry: the teacher's stage trains with `Objective.labels_only()`.
 """
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 from torch import nn
 
-from kd.losses import build_distiller
-from kd.losses.base import Distiller
-from kd.teacher_cache import TeacherCache
 
-
-def mix_losses(parts: dict[str, torch.Tensor], *, alpha: float, weights: dict[str, float]) -> torch.Tensor:
-    """Pure mixing rule, shared by training and tests."""
-    label_weight = 1.0 - alpha if "logit" in parts else 1.0
+def mix_losses(parts: Mapping[str, torch.Tensor], *, label_weight: float,
+               weights: Mapping[str, float]) -> torch.Tensor:
+    """Pure mixing rule, shared by training and tests: every part but "ce" needs a weight."""
     total = label_weight * parts["ce"]
     for name, value in parts.items():
-        if name == "logit":
-            total = total + alpha * value
-        elif name != "ce":
-            total = total + weights.get(name, 1.0) * value
+        if name != "ce":
+            total = total + weights[name] * value
     return total
 
 
-class Objective(nn.Module):
-    """Computes every loss term of one student from one batch; the teacher runs once, without grad."""
+class LiveTeacher:
+    """The frozen teacher model as a source of teacher outputs: one forward pass per batch, under
+    inference mode, on the teacher's own device (maybe another GPU, maybe bf16)."""
 
-    def __init__(self, distillers: dict[str, Distiller], *, alpha: float, weights: dict[str, float]):
+    def __init__(self, model):
+        self.model = model
+
+    def outputs(self, batch, *, hidden_states: bool, attentions: bool):
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            out = self.model(**model_inputs(batch, device, hidden_states=hidden_states, attentions=attentions),
+                             use_cache=False)
+        # Inference tensors cannot be saved for backward, and bf16 or another device would leak into
+        # the loss: copy what the losses read, as fp32 on the student's device.
+        student_device = batch["labels"].device
+        return type(out)(**{k: _fp32_copy(v, student_device) for k, v in out.items() if k != "past_key_values"})
+
+
+def model_inputs(batch, device=None, *, hidden_states: bool = False, attentions: bool = False) -> dict:
+    def put(t):
+        return t if device is None else t.to(device, non_blocking=True)
+
+    return dict(input_ids=put(batch["input_ids"]), attention_mask=put(batch["attention_mask"]),
+                labels=put(batch["labels"]), output_hidden_states=hidden_states, output_attentions=attentions)
+
+
+class Objective(nn.Module):
+    """Every loss term of one student from one batch; the teacher's side is computed once per batch.
+
+    `teacher` (passed per call) is a source with `.outputs(batch, hidden_states=, attentions=)`: a
+    `LiveTeacher`, or a `kd.teacher_cache.TeacherCache` for logit-only recipes."""
+
+    def __init__(self, distillers: Mapping[str, nn.Module], *, weights: Mapping[str, float],
+                 label_weight: float = 1.0):
         super().__init__()
-        self.distillers = nn.ModuleDict(distillers)
-        self.alpha = alpha
+        missing = set(distillers) - set(weights)
+        if missing:
+            raise ValueError(f"no weight for loss(es) {sorted(missing)}")
+        self.distillers = nn.ModuleDict(dict(distillers))
         self.weights = dict(weights)
+        self.label_weight = label_weight
         self.needs = frozenset().union(*(d.needs for d in distillers.values()))
 
     @classmethod
-    def from_params(cls, losses: tuple[str, ...], kd, teacher_config=None, student_config=None) -> "Objective":
-        distillers = {n: build_distiller(n, kd, teacher_config, student_config) for n in losses}
-        weights = {n: getattr(getattr(kd, n, None), "weight", 1.0) for n in losses if n != "logit"}
-        return cls(distillers, alpha=kd.alpha, weights=weights)
+    def labels_only(cls) -> "Objective":
+        return cls({}, weights={}, label_weight=1.0)
 
     @property
     def uses_teacher(self) -> bool:
         return len(self.distillers) > 0
 
-    def _kwargs(self, batch, device=None) -> dict:
-        def put(t):
-            return t if device is None else t.to(device, non_blocking=True)
-
-        return dict(
-            input_ids=put(batch["input_ids"]),
-            attention_mask=put(batch["attention_mask"]),
-            labels=put(batch["labels"]),
-            output_hidden_states="hidden_states" in self.needs,
-            output_attentions="attentions" in self.needs,
-        )
-
-    def teacher_outputs(self, teacher, batch):
-        """The teacher's side of every loss: looked up in a cache of its outputs, or a forward pass
-        of the frozen teacher under inference mode on its own device (maybe another GPU, maybe bf16)."""
-        if isinstance(teacher, TeacherCache):
-            mask = batch["labels"] != -100  # (B, T)
-            return teacher.lookup(batch["idx"], mask.sum(dim=1), device=batch["labels"].device)
-        t_device = next(teacher.parameters()).device
-        with torch.inference_mode():
-            out = teacher(**self._kwargs(batch, t_device), use_cache=False)
-        # Inference tensors cannot be saved for backward, and bf16 or another device would leak into
-        # the loss: copy what the losses read, as fp32 on the student's device.
-        device = batch["labels"].device
-        return type(out)(**{k: _fp32_copy(v, device) for k, v in out.items() if k != "past_key_values"})
-
     def forward(self, student, teacher, batch) -> tuple[torch.Tensor, dict[str, float]]:
-        s_out = student(**self._kwargs(batch))
+        hidden, att = "hidden_states" in self.needs, "attentions" in self.needs
+        s_out = student(**model_inputs(batch, hidden_states=hidden, attentions=att))
         parts = {"ce": s_out.loss}
         if self.uses_teacher:
-            t_out = self.teacher_outputs(teacher, batch)
+            t_out = teacher.outputs(batch, hidden_states=hidden, attentions=att)
             for name, distiller in self.distillers.items():
                 parts[name] = distiller(s_out, t_out, batch)
-        total = mix_losses(parts, alpha=self.alpha, weights=self.weights)
+        total = mix_losses(parts, label_weight=self.label_weight, weights=self.weights)
         logged = {k: float(v.detach()) for k, v in parts.items()} | {"total": float(total.detach())}
         return total, logged
 

@@ -235,9 +235,14 @@ class BenchmarkParams:
     warmup_batches: int = 1
     lead_n: int = 3
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # The speed stage: every model timed in one run, interleaved, median of `speed_repeats` rounds
+    # over the first `speed_samples` test articles.
+    speed_repeats: int = 3
+    speed_samples: int = 64
 
     def __post_init__(self):
-        for key in ("num_beams", "max_new_tokens", "batch_size", "lead_n"):
+        _check(self.speed_repeats >= 3, "benchmark.speed_repeats", "must be >= 3 (a median of at least 3)")
+        for key in ("num_beams", "max_new_tokens", "batch_size", "lead_n", "speed_samples"):
             _check(getattr(self, key) > 0, f"benchmark.{key}", "must be > 0")
         _check(self.max_samples is None or self.max_samples > 0, "benchmark.max_samples", "must be > 0 or null")
         _check(self.num_examples >= 0, "benchmark.num_examples", "must be >= 0")

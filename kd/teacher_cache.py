@@ -43,6 +43,7 @@ The loss is the mean over tokens of that KL times T^2, the scaling `kd.losses.lo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -185,6 +186,12 @@ class TeacherCache:
             raise ConfigError(f"{self.path}: teacher output cache was made for another teacher/data/tokenizer "
                               f"({'; '.join(bad)}); {RERUN}")
 
+    def outputs(self, batch, **_) -> TopK:
+        """The teacher's side for a batch (the source interface of kd.objective): its rows, aligned
+        with the student's logits[labels != -100]."""
+        mask = batch["labels"] != -100  # (B, T)
+        return self.lookup(batch["idx"], mask.sum(dim=1), device=batch["labels"].device)
+
     def lookup(self, indices: torch.Tensor, lengths: torch.Tensor, device) -> TopK:
         """Rows of examples `indices` (B,), concatenated in batch order: aligned with logits[labels != -100].
 
@@ -252,3 +259,19 @@ def cached_kl(student_logits: torch.Tensor, top: TopK, temperature: float) -> to
 
     kl = (p * (log_p - log_q)).sum()
     return kl / max(n, 1) * t * t
+
+
+def cache_identity(*, teacher_id: str, tokenizer, train_ds, with_size: bool = True) -> dict:
+    """What a teacher-outputs cache must have been made from: this teacher (`kd.run.file_digest` of its
+    weights), tokenizer and data (the cache records the number of examples itself; checks compare it too)."""
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items())).encode()
+    identity = {"teacher": teacher_id,
+                "tokenizer": hashlib.sha256(vocab).hexdigest()[:16], "data": train_ds._fingerprint}
+    return identity | ({"n_examples": len(train_ds)} if with_size else {})
+
+
+def open_teacher_cache(path: Path, *, teacher_id: str, tokenizer, train_ds) -> TeacherCache:
+    """The cache, checked against the teacher, tokenizer and data this run uses (never silent reuse)."""
+    cache = TeacherCache.open(path)
+    cache.check(cache_identity(teacher_id=teacher_id, tokenizer=tokenizer, train_ds=train_ds))
+    return cache

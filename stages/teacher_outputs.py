@@ -25,7 +25,7 @@ def main(argv=None) -> None:
     params = load_section("teacher_outputs", args.params)
     cli.log_config(teacher_outputs=params)
 
-    from kd.distill import write_teacher_outputs  # heavy imports only after argv and params are valid
+    from kd.teacher_outputs import write_teacher_outputs  # heavy imports only after argv and params are valid
 
     write_teacher_outputs(params=params, teacher_dir=args.teacher, tokenizer_dir=args.tokenizer,
                           tokenized_dir=args.tokenized, out_dir=args.out)

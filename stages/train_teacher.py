@@ -27,7 +27,7 @@ def main(argv=None) -> None:
     spec, train = load_section("teacher", args.params), load_section("train", args.params)
     cli.log_config(teacher=spec, train=train)
 
-    from kd.distill import train_teacher  # heavy imports only after argv and params are valid
+    from kd.teacher import train_teacher  # heavy imports only after argv and params are valid
 
     train_teacher(spec=spec, train=train, tokenizer_dir=args.tokenizer, tokenized_dir=args.tokenized,
                   out_dir=args.out, ckpt_dir=args.checkpoints, live_dir=args.live_dir,

@@ -1,0 +1,32 @@
+"""The train_teacher stage's worker: a T5 trained on the labels alone.
+
+Imports no distillation loss and no teacher cache, so editing those never retrains the teacher.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+from kd.modeling import build_model, pick_device
+from kd.objective import Objective
+from kd.params import ModelParams, TrainParams
+from kd.run import load_tokenized, train_and_save
+from kd.tokenization import load_tokenizer
+from kd.train import FitResult, make_accelerator
+
+
+def train_teacher(*, spec: ModelParams, train: TrainParams, tokenizer_dir: Path, tokenized_dir: Path,
+                  out_dir: Path, ckpt_dir: Path, live_dir: Path, resume_from: Optional[Path] = None,
+                  hooks=()) -> FitResult:
+    tokenizer = load_tokenizer(str(tokenizer_dir))
+    tokenized = load_tokenized(tokenized_dir)
+    accelerator = make_accelerator(pick_device(train))
+    model = build_model(spec, tokenizer, seed=train.seed, section="teacher")
+    return train_and_save(name="teacher", model=model, teacher=None, objective=Objective.labels_only(),
+                          tokenizer=tokenizer, tokenized=tokenized, spec=spec, train=train,
+                          accelerator=accelerator, out_dir=out_dir, ckpt_dir=ckpt_dir, live_dir=live_dir,
+                          resume_from=resume_from,
+                          fingerprint_of={"spec": dataclasses.asdict(spec), "train": dataclasses.asdict(train)},
+                          hooks=hooks)

@@ -1,23 +1,20 @@
-"""The benchmark stage's worker: every model on the test split with identical decoding.
+"""The quality half of the benchmark: one model (or lead-N) on the test split, scored.
 
-Each model is measured in its own spawned process, so its peak memory is its own and not the
-high-water mark of the models loaded before it. Generation uses SDPA attention under
-`torch.inference_mode()`; the first `warmup_batches` batches are generated but not timed.
+One stage run per model (`benchmark@<name>`), so retraining one student rescores only that student.
+Nothing here is timed (kd/speed.py times every model in one interleaved run): the same model and
+test split give the same predictions and byte-identical output files.
 
 Launched as several processes (`accelerate launch`), each process summarises every world-th article
-on its own device; predictions are gathered back into test-set order on the main process, throughput
-is the sum over processes and peak memory the largest of them. Only the main process writes.
+on its own device; the predictions are gathered back into test-set order and only the main process
+writes.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import logging
-import multiprocessing as mp
-import resource
-import sys
-import time
 from pathlib import Path
+from typing import Sequence
 
 from kd.errors import ConfigError
 from kd.metrics import lead_n, summary_scores
@@ -25,119 +22,77 @@ from kd.params import BenchmarkParams
 
 log = logging.getLogger(__name__)
 
-RESULTS_JSON = "benchmark_results.json"
-TABLE_CSV = "comparison_table.csv"
-REPORT_TXT = "benchmark_report.txt"
-SCORES_PNG = "scores.png"
-SPEED_PNG = "quality_vs_speed.png"
+# Floats in the metrics file are rounded, so `dvc metrics diff` shows changes, not float noise.
+DIGITS = 4
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _peak_rss_mb() -> float:
-    # ru_maxrss is KiB on Linux, bytes on macOS.
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
-
-
-def generate_summaries(model_dir: str, articles: list[str], prefix: str, max_source_length: int,
-                       decoding: dict, device: str = "cpu") -> dict:
-    """Load one model and summarise `articles`; returns predictions, timing and memory."""
-    import torch
-
-    from kd.modeling import count_parameters, load_model, size_on_disk_mb
-    from kd.tokenization import load_tokenizer
-
-    torch.manual_seed(0)
-    tokenizer = load_tokenizer(model_dir)
-    base_rss = _rss_mb()
-    model = load_model(model_dir, attn_implementation="sdpa").to(device).eval()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    bs, warmup = decoding["batch_size"], decoding["warmup_batches"]
-    batches = [articles[i:i + bs] for i in range(0, len(articles), bs)]
-    predictions, timed_s, timed_n = [], 0.0, 0
-    with torch.inference_mode():
-        # Warm-up batches are generated again afterwards so every article is still summarised once.
-        for batch in batches[:warmup]:
-            _generate(model, tokenizer, batch, prefix, max_source_length, decoding, device)
-        for batch in batches:
-            start = time.perf_counter()
-            predictions += _generate(model, tokenizer, batch, prefix, max_source_length, decoding, device)
-            timed_s += time.perf_counter() - start
-            timed_n += len(batch)
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
-            else _peak_rss_mb() - base_rss)
-    return {
-        "predictions": predictions,
-        "params": count_parameters(model),
-        "size_mb": size_on_disk_mb(model_dir),
-        "samples_per_s": timed_n / timed_s,
-        "ms_per_sample": 1000 * timed_s / timed_n,
-        "peak_mem_mb": peak,
-    }
-
-
-def _generate(model, tokenizer, batch, prefix, max_source_length, decoding, device) -> list[str]:
-    from kd.modeling import generate_kwargs
-
-    enc = tokenizer([prefix + a for a in batch], max_length=max_source_length, truncation=True,
-                    padding=True, return_tensors="pt").to(device)
-    out = model.generate(**enc, num_beams=decoding["num_beams"], max_new_tokens=decoding["max_new_tokens"],
-                         do_sample=False, **generate_kwargs(model))
-    return [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
-
-
-def _in_child(args) -> dict:
-    return generate_summaries(*args)
-
-
-def run_benchmark(*, models: dict[str, Path], test_records: list[dict], bench: BenchmarkParams,
-                  prefix: str, max_source_length: int, device: str = "cpu") -> tuple[list[dict], list[dict]]:
-    """Returns (rows, examples): one row per model plus lead-N, and a few side-by-side examples."""
-    if "teacher" not in models:
-        raise ConfigError("benchmark: --model teacher=PATH is required (every ratio is relative to it)")
-    for name, path in models.items():
-        if not (Path(path) / "config.json").is_file():
-            raise ConfigError(f"benchmark: model {name!r}: {path} has no config.json; train it first")
-    records = test_records[: bench.max_samples] if bench.max_samples else test_records
-    if not records:
+def scored_records(records: Sequence[dict], max_samples: int | None) -> list[dict]:
+    """The scored part of the test split: its first `max_samples` records (all when None)."""
+    subset = list(records[:max_samples] if max_samples else records)
+    if not subset:
         raise ConfigError("benchmark: the test split is empty")
-    articles = [r["article"] for r in records]
-    references = [r["highlights"] for r in records]
-    decoding = {k: v for k, v in dataclasses.asdict(bench).items()
-                if k in ("num_beams", "max_new_tokens", "batch_size", "warmup_batches")}
+    return subset
 
-    rows, outputs = [], {}
-    ctx = mp.get_context("spawn")
-    rank, world, device = _process_shard(device)
-    for name, path in models.items():
-        log.info("benchmarking %s (%s) on %d samples", name, path, len(articles))
-        with ctx.Pool(1) as pool:
-            res = pool.apply(_in_child, ((str(path), articles[rank::world], prefix, max_source_length, decoding,
-                                          device),))
-        if world > 1:
-            res = _gather(res, n=len(articles))
-        outputs[name] = res.pop("predictions")
-        kind = "teacher" if name == "teacher" else "student"
-        rows.append({"model": name, "kind": kind, **summary_scores(outputs[name], references), **res})
-        log.info("%s: %s", name, {k: round(v, 3) for k, v in rows[-1].items() if isinstance(v, float)})
-    lead_name = f"lead{bench.lead_n}"
-    outputs[lead_name] = [lead_n(a, bench.lead_n) for a in articles]
-    rows.append({"model": lead_name, "kind": "baseline-heuristic",
-                 **summary_scores(outputs[lead_name], references)})
-    examples = [
-        {"id": r["id"], "article": r["article"], "reference": r["highlights"],
-         **{name: preds[i] for name, preds in outputs.items()}}
-        for i, r in enumerate(records[: bench.num_examples])
-    ]
-    return rows, examples
+
+def quality_metrics(predictions: Sequence[str], references: Sequence[str], *, params: int | None = None,
+                    size_mb: float | None = None) -> dict:
+    """The flat metrics file: rouge1, rouge2, rougeL, rougeLsum, bleu1..bleu4 (x100), then params and
+    size_mb for a model (not for lead-N), then n_examples."""
+    metrics = {key: round(value, DIGITS) for key, value in summary_scores(predictions, references).items()}
+    if params is not None:
+        metrics["params"] = int(params)
+    if size_mb is not None:
+        metrics["size_mb"] = round(size_mb, DIGITS)
+    metrics["n_examples"] = len(predictions)
+    return metrics
+
+
+def prediction_lines(ids: Sequence[str], predictions: Sequence[str]) -> str:
+    """The predictions file: one `{"id": ..., "prediction": ...}` JSON line per example, in test order."""
+    if len(ids) != len(predictions):
+        raise ValueError(f"{len(ids)} ids but {len(predictions)} predictions")
+    return "".join(json.dumps({"id": i, "prediction": p}, ensure_ascii=False) + "\n"
+                   for i, p in zip(ids, predictions))
+
+
+def score_lead(*, records: Sequence[dict], n: int) -> tuple[dict, list[str]]:
+    """(metrics, predictions) of the lead-n baseline: the first n sentences of each article."""
+    predictions = [lead_n(r["article"], n) for r in records]
+    return quality_metrics(predictions, [r["highlights"] for r in records]), predictions
+
+
+def score_model(*, model_dir: str | Path, records: Sequence[dict], bench: BenchmarkParams, prefix: str,
+                max_source_length: int) -> tuple[dict, list[str]]:
+    """(metrics, predictions) of one model, decoded with the benchmark's settings on `bench.device`.
+
+    Under a distributed launcher every process decodes its shard; every process returns the whole
+    test set's predictions (the main process writes them)."""
+    from kd.generation import check_model_dir, generate_all, load_summarizer
+
+    check_model_dir(model_dir)  # before torch is imported or any device set up: a missing model fails fast
+    from kd.modeling import count_parameters, resolve_device, size_on_disk_mb
+
+    rank, world, device = _process_shard(resolve_device(bench.device))
+    model, tokenizer = load_summarizer(model_dir, device)
+    articles = [r["article"] for r in records]
+    log.info("summarising %d articles with %s on %s (process %d of %d)", len(articles[rank::world]), model_dir,
+             device, rank + 1, world)
+    predictions = generate_all(model, tokenizer, articles[rank::world], batch_size=bench.batch_size, prefix=prefix,
+                               max_source_length=max_source_length, num_beams=bench.num_beams,
+                               max_new_tokens=bench.max_new_tokens, device=device)
+    if world > 1:
+        predictions = _gather(predictions, n=len(articles))
+    metrics = quality_metrics(predictions, [r["highlights"] for r in records], params=count_parameters(model),
+                              size_mb=size_on_disk_mb(model_dir))
+    return metrics, predictions
+
+
+def write_quality(*, metrics: dict, out: Path, records: Sequence[dict], predictions: Sequence[str],
+                  predictions_out: Path) -> None:
+    from kd.io import atomic_write_json, atomic_write_text
+
+    atomic_write_text(predictions_out, prediction_lines([r["id"] for r in records], predictions))
+    atomic_write_json(out, metrics)
 
 
 def _process_shard(device: str) -> tuple[int, int, str]:
@@ -152,37 +107,14 @@ def _process_shard(device: str) -> tuple[int, int, str]:
     return state.process_index, state.num_processes, str(state.device)
 
 
-def _gather(res: dict, *, n: int) -> dict:
-    """Every process's shard result -> the whole test set's: predictions back in order, throughput
-    summed (the processes generate at the same time), peak memory the largest."""
+def _gather(shard: list[str], *, n: int) -> list[str]:
+    """Every process's shard of predictions (process r holds articles r, r + world, ...) -> all `n`
+    predictions in test-set order, on every process."""
     from accelerate.utils import gather_object
 
-    parts = gather_object([res])  # one dict per process, rank order
+    parts = gather_object([shard])  # one list per process, rank order
     world = len(parts)
     predictions = [""] * n
     for rank, part in enumerate(parts):
-        predictions[rank::world] = part["predictions"]
-    samples_per_s = sum(p["samples_per_s"] for p in parts)
-    return {"predictions": predictions, "params": res["params"], "size_mb": res["size_mb"],
-            "samples_per_s": samples_per_s, "ms_per_sample": 1000 / samples_per_s,
-            "peak_mem_mb": max(p["peak_mem_mb"] for p in parts), "processes": world}
-
-
-def write_outputs(rows: list[dict], examples: list[dict], bench: BenchmarkParams, out_dir: Path) -> dict:
-    from kd.io import atomic_write_json
-    from kd.report import add_relative_columns, plot_quality_vs_speed, plot_scores, write_csv, write_report
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    full = add_relative_columns(rows)
-    # Nested {model: {metric: value}}: `dvc metrics show/diff` flattens it to teacher.rouge1 etc.
-    nested = {r["model"]: {k: round(v, 4) if isinstance(v, float) else v
-                           for k, v in r.items() if k not in ("model", "kind") and v is not None}
-              for r in full}
-    atomic_write_json(out_dir / RESULTS_JSON, nested)
-    write_csv(full, out_dir / TABLE_CSV)
-    write_report(out_dir / REPORT_TXT, full, examples, dataclasses.asdict(bench),
-                 max_examples=bench.num_examples)
-    plot_scores(full, out_dir / SCORES_PNG)
-    plot_quality_vs_speed(full, out_dir / SPEED_PNG)
-    return nested
+        predictions[rank::world] = part
+    return predictions

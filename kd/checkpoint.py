@@ -5,7 +5,8 @@ A checkpoint is a directory written atomically (temp dir, then rename):
   objective.safetensors  trainable loss parameters (e.g. projections), when any
   optimizer.pt           optimizer state: tensors and numbers only, loaded with weights_only=True
   rng.pt                 torch RNG state (a uint8 tensor), weights_only=True
-  state.json             step, epoch, position, scheduler, Python RNG, history, params fingerprint
+  state.json             kd.train.TrainState (step, epoch, position, best validation, history, params
+                         fingerprint), plus scheduler, fp16 loss scaler and Python RNG
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def save(ckpt_dir: Path, *, model, objective, optimizer, scheduler, best_state, state: dict) -> Path:
+def save(ckpt_dir: Path, *, model, objective, optimizer, scheduler, scaler, best_state, state: dict) -> Path:
     target = Path(ckpt_dir) / LAST
     with atomic_dir(target) as tmp:
         save_model(model, str(tmp / "model.safetensors"))
@@ -37,12 +38,13 @@ def save(ckpt_dir: Path, *, model, objective, optimizer, scheduler, best_state, 
             save_model(objective, str(tmp / "objective.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
-        full = dict(state, scheduler=scheduler.state_dict(), python_rng=_py_rng_to_json(random.getstate()))
+        full = dict(state, scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
+                    python_rng=_py_rng_to_json(random.getstate()))
         atomic_write_json(tmp / "state.json", full)
     return target
 
 
-def load(path: Path, *, model, objective, optimizer, scheduler) -> tuple[dict, dict]:
+def load(path: Path, *, model, objective, optimizer, scheduler, scaler) -> tuple[dict, dict]:
     """Restore everything in place; returns (state, best_state_dict)."""
     path = Path(path)
     load_model(model, str(path / "model.safetensors"))
@@ -52,6 +54,10 @@ def load(path: Path, *, model, objective, optimizer, scheduler) -> tuple[dict, d
     torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
     state = json.loads((path / "state.json").read_text())
     scheduler.load_state_dict(state.pop("scheduler"))
+    # {} from a disabled scaler (bf16, fp32); absent from checkpoints that predate saving it.
+    scaler_state = state.pop("scaler", {})
+    if scaler_state:
+        scaler.load_state_dict(scaler_state)
     random.setstate(_py_rng_from_json(state.pop("python_rng")))
     return state, load_file(str(path / "best.safetensors"))
 

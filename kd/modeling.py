@@ -97,10 +97,39 @@ def shrink_model(teacher: PreTrainedModel, spec: ModelParams, *, attn_implementa
 
 
 def load_model(path: str | Path, *, attn_implementation: str = "sdpa") -> PreTrainedModel:
+    """A seq2seq model from a local directory or a hub name. A model that cannot be loaded (no such
+    directory, no weights, a truncated or corrupt weights file) is a one-line ConfigError naming it."""
+    from safetensors import SafetensorError
+
+    where = f"cannot load a seq2seq model from {str(path)!r}"
+    if str(path).startswith(("/", "./", "../")) and not Path(path).exists():
+        # A path, not a hub name: say so instead of transformers' "Repo id must be in the form ...".
+        raise ConfigError(f"{where}: no such directory")
     try:
         return AutoModelForSeq2SeqLM.from_pretrained(str(path), attn_implementation=attn_implementation)
+    except SafetensorError as e:  # e.g. a copy or download that stopped half-way
+        raise ConfigError(f"{where}: {_bad_weights_file(path)} is truncated or corrupt ({_one_line(e)}); "
+                          "copy, download or train it again") from None
     except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot load a seq2seq model from {str(path)!r}: {e}") from None
+        raise ConfigError(f"{where}: {_one_line(e)}") from None
+
+
+def _bad_weights_file(path: str | Path) -> str:
+    """The first local `*.safetensors` file whose header does not read (what from_pretrained does not
+    say), or a generic description for a hub model."""
+    from safetensors import SafetensorError, safe_open
+
+    for file in sorted(Path(path).glob("*.safetensors")) if Path(path).is_dir() else ():
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except SafetensorError:
+            return str(file)
+    return "a weights file"
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 def check_vocab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, what: str) -> None:

@@ -7,6 +7,7 @@ out-of-range values raise `ConfigError` naming the dotted key, before any output
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any, Literal, Optional
 
 from ruamel.yaml import YAML, YAMLError
 
+from kd import paths
 from kd.errors import ConfigError
 
 # ----------------------------------------------------------------------------- sections
@@ -122,7 +124,7 @@ class ModelParams:
     def check(self, section: str) -> None:
         _check(self.source != "pretrained" or bool(self.pretrained), f"{section}.pretrained",
                "must name a hub model or local dir when init is 'pretrained'")
-        _check(self.source != "shrink" or section == "student", f"{section}.init",
+        _check(self.source != "shrink" or section.rsplit(".", 1)[-1] == "student", f"{section}.init",
                "'shrink' copies layers of the teacher, so only the student can use it")
         for key in ("shrink_encoder_layers", "shrink_decoder_layers"):
             _check(all(i >= 0 for i in getattr(self, key)), f"{section}.{key}", "must be >= 0")
@@ -159,65 +161,69 @@ class TrainParams:
 
 LayerPairs = tuple[tuple[int, ...], ...]
 
-
-@dataclass(frozen=True)
-class FeatureKDParams:
-    weight: float = 1.0
-    layer_map: Literal["uniform", "last", "explicit"] = "uniform"
-    encoder_map: LayerPairs = ()  # explicit [[student_layer, teacher_layer], ...], 0-based
-    decoder_map: LayerPairs = ()
-    include_embeddings: bool = True  # also match the embedding outputs (hidden state 0)
-    encoder: bool = True
-    decoder: bool = True
-    loss: Literal["mse", "cosine"] = "mse"
-    normalize: bool = False  # layer-normalise both states before comparing
-
-    def __post_init__(self):
-        _check(self.weight >= 0, "kd.feature.weight", "must be >= 0")
-        _check(self.encoder or self.decoder, "kd.feature", "needs encoder or decoder switched on")
+# A recipe's `teacher_input`: the teacher-side artifact its distill stage depends on (dvc.yaml puts it
+# in the stage's deps, which cannot be computed from the losses). The teacher model (live teacher,
+# and whatever `student.init: shrink` copies) or the teacher_outputs stage's cache (logit-only KD).
+TEACHER_INPUTS = (str(paths.TEACHER_DIR), str(paths.TEACHER_OUTPUTS_DIR))
+# Names the benchmark and report stages use for their own rows and files.
+RESERVED_STUDENT_NAMES = ("teacher", "lead3", "report", "host")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True)
-class AttentionKDParams:
-    weight: float = 1.0
-    layer_map: Literal["uniform", "last", "explicit"] = "uniform"
-    encoder_map: LayerPairs = ()
-    decoder_map: LayerPairs = ()
-    cross_map: LayerPairs = ()
-    encoder: bool = True  # encoder self-attention
-    decoder: bool = True  # decoder self-attention
-    cross: bool = True  # decoder-encoder cross-attention
-    heads: Literal["mean", "group"] = "mean"  # how different head counts are reconciled
-    loss: Literal["kl", "mse"] = "kl"
+class StudentRecipe:
+    """One student: `kd.students.<name>` in params.yaml.
 
-    def __post_init__(self):
-        _check(self.weight >= 0, "kd.attention.weight", "must be >= 0")
+    losses         loss name -> that loss's own settings (typed and validated by its module in
+                   kd/losses/, see kd.recipe); {} trains on the labels alone (the control)
+    label_weight   weight of the label cross-entropy in the total loss
+    teacher_input  models/teacher (live teacher) or data/teacher_outputs (cached top-k logits)
+    student, train overrides of those sections for this student only (e.g. pretrained, init, epochs, lr)
+    """
+
+    teacher_input: str
+    label_weight: float = 1.0
+    losses: dict[str, Any] = field(default_factory=dict)
+    student: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def check(self, where: str) -> None:
+        _check(self.teacher_input in TEACHER_INPUTS, f"{where}.teacher_input",
+               f"must be one of {list(TEACHER_INPUTS)}, got {self.teacher_input!r}")
+        _check(self.label_weight >= 0, f"{where}.label_weight", "must be >= 0")
+        _check(bool(self.losses) or self.label_weight > 0, f"{where}.label_weight",
+               "must be > 0 when the recipe has no losses (nothing would be trained)")
+        for key in ("losses", "student", "train"):
+            for name, value in getattr(self, key).items():
+                _check(value is None or isinstance(value, dict) or key != "losses", f"{where}.losses.{name}",
+                       f"must be a mapping of that loss's settings (or empty), got {type(value).__name__}")
+
+    @property
+    def cached(self) -> bool:
+        """Reads the teacher_outputs stage's cache instead of running the teacher."""
+        return self.teacher_input == str(paths.TEACHER_OUTPUTS_DIR)
 
 
 @dataclass(frozen=True)
 class KDParams:
-    temperature: float = 2.0
-    alpha: float = 0.5
-    # student name -> the distillation losses it adds to the label loss ([] = label loss only)
-    students: dict[str, tuple[str, ...]] = field(
-        default_factory=lambda: {"baseline": (), "vanilla": ("logit",)}
-    )
-    feature: FeatureKDParams = field(default_factory=FeatureKDParams)
-    attention: AttentionKDParams = field(default_factory=AttentionKDParams)
+    # student name -> its recipe; each is one `distill@<name>` and one `benchmark@<name>` stage
+    students: dict[str, StudentRecipe] = field(
+        default_factory=lambda: {"baseline": StudentRecipe(teacher_input=str(paths.TEACHER_DIR))})
     # Where the teacher runs during distillation (e.g. "cuda:1"); null: the student's device.
     teacher_device: Optional[str] = None
-    # Logit-only KD reads the teacher_outputs stage's top-k cache ("cached") or runs the teacher
-    # on every batch ("live"). Feature and attention KD always run the live teacher.
-    teacher_outputs: Literal["cached", "live"] = "cached"
 
     def __post_init__(self):
         _check(self.teacher_device is None or self.teacher_device.split(":")[0] in ("cpu", "cuda"),
                "kd.teacher_device", "must be cpu, cuda or cuda:N (or null)")
-        _check(self.temperature > 0, "kd.temperature", "must be > 0")
-        _check(0.0 <= self.alpha <= 1.0, "kd.alpha", "must be in [0, 1]")
         _check(len(self.students) > 0, "kd.students", "must name at least one student")
+        for name, recipe in self.students.items():
+            _check(name not in RESERVED_STUDENT_NAMES, f"kd.students.{name}",
+                   f"is a reserved name ({', '.join(RESERVED_STUDENT_NAMES)} name the benchmark's own rows)")
+            _check(bool(_NAME.fullmatch(name)), f"kd.students.{name}",
+                   "must be letters, digits, '_' or '-' (it names a stage and a directory)")
+            recipe.check(f"kd.students.{name}")
 
-    def losses_of(self, student: str) -> tuple[str, ...]:
+    def recipe(self, student: str) -> StudentRecipe:
         if student not in self.students:
             raise ConfigError(
                 f"kd.students: unknown student {student!r}; params.yaml defines {sorted(self.students)}"
@@ -290,9 +296,13 @@ SECTIONS: dict[str, type] = {
 # ----------------------------------------------------------------------------- loading
 
 
-def _check(ok: bool, key: str, what: str) -> None:
+def require(ok: bool, key: str, what: str) -> None:
+    """Raise ConfigError naming the dotted `key` unless `ok`; loss settings validate with it too."""
     if not ok:
         raise ConfigError(f"params: {key} {what}")
+
+
+_check = require
 
 
 def read_params_file(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -304,7 +314,11 @@ def read_params_file(path: str | Path = "params.yaml") -> dict[str, Any]:
             # YAML 1.2, as DVC reads and rewrites this file (`dvc exp run -S`): `no` stays a string.
             raw = YAML(typ="safe", pure=True).load(f) or {}
     except YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        # one line: where it broke and what broke, not ruamel's multi-line context
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML: {what}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     unknown = sorted(set(raw) - set(SECTIONS))
@@ -335,12 +349,19 @@ def parse(cls: type, data: Any, where: str):
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"params: unknown key(s) {[f'{where}.{k}' for k in unknown]}; known: {sorted(names)}")
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ConfigError(f"params: {', '.join(f'{where}.{k}' for k in missing)} is required")
     values = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     return cls(**values)
 
 
 def _convert(tp: Any, value: Any, key: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:  # validated later by whoever owns the value (e.g. a loss module's settings)
+        return value
     if dataclasses.is_dataclass(tp):
         return parse(tp, value if value is not None else {}, key)
     if origin in (typing.Union, types.UnionType):
@@ -359,7 +380,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"params: {key} must be a mapping, got {type(value).__name__}")
-        return {str(k): _convert(args[1], v if v is not None else [], f"{key}.{k}") for k, v in value.items()}
+        return {str(k): _convert(args[1], v if v is not None else {}, f"{key}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     # bool is a subclass of int: `epochs: true` must not pass as 1.

@@ -22,6 +22,8 @@ from kd.errors import ConfigError
 from kd.io import atomic_write_text
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+# Mappings a profile replaces whole instead of merging key by key: its own set of student recipes.
+REPLACED = frozenset({"kd.students"})
 
 
 def available() -> list[str]:
@@ -34,7 +36,7 @@ def merge(base, override, where: str = "") -> None:
         dotted = f"{where}{key}"
         if key not in base:
             raise ConfigError(f"profile: {dotted} is not a key of params.yaml")
-        if isinstance(value, dict) and isinstance(base[key], dict):
+        if isinstance(value, dict) and isinstance(base[key], dict) and dotted not in REPLACED:
             merge(base[key], value, f"{dotted}.")
         else:
             base[key] = value
@@ -59,7 +61,18 @@ def apply(name: str, params_path: Path = paths.PARAMS_FILE) -> None:
     merged = YAML(typ="safe", pure=True).load(text)
     for section in SECTIONS:
         section_from(merged, section)
+    _check_recipes(merged)
     atomic_write_text(params_path, text)
+
+
+def _check_recipes(merged: dict) -> None:
+    """Every student recipe of the result resolves (loss names and settings, overrides)."""
+    from kd.params import section_from
+    from kd.recipe import resolve
+
+    kd, student, train = (section_from(merged, s) for s in ("kd", "student", "train"))
+    for name in kd.students:
+        resolve(name, kd, student, train)
 
 
 def main(argv=None) -> int:

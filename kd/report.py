@@ -1,20 +1,24 @@
-"""Tables, a text report and plots for the benchmark stage.
+"""The report stage: every model's quality file, predictions and speed side by side, as tables, a
+text report and plots.
 
 A row is one model's results: `model`, `kind` ("teacher", "student" or "baseline-heuristic"), scores
-(rouge1, rouge2, rougeL, rougeLsum, bleu*) and cost fields (params, size_mb, samples_per_s,
-ms_per_sample, peak_mem_mb), any of which may be None (lead-3 has no parameters and no speed).
+(rouge1, rouge2, rougeL, rougeLsum, bleu*, from benchmark_results/quality/<model>.json) and cost
+fields (params, size_mb from the same file; samples_per_s, ms_per_sample, peak_mem_mb from
+benchmark_results/speed.json), any of which may be None (lead-3 has no parameters and no speed).
 All writes go through `kd.io`, so an interrupted stage leaves no half-written file.
 """
 
 import csv
 import io
+import json
 import math
 import textwrap
 from numbers import Real
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from kd.io import atomic_file, atomic_write_text
+from kd.errors import ConfigError
+from kd.io import atomic_file, atomic_write_json, atomic_write_text
 from kd.metrics import ROUGE_KEYS
 
 Row = Mapping[str, Any]
@@ -27,6 +31,14 @@ REPORT_COLUMNS = (
     "compression", "speedup", "retention_rougeL",
 )
 _EXAMPLE_FIELDS = ("id", "article", "reference")
+# What the report takes from speed.json for each model (the raw rounds stay there).
+SPEED_FIELDS = ("samples_per_s", "ms_per_sample", "peak_mem_mb")
+
+RESULTS_JSON = "benchmark_results.json"
+TABLE_CSV = "comparison_table.csv"
+REPORT_TXT = "benchmark_report.txt"
+SCORES_PNG = "scores.png"
+SPEED_PNG = "quality_vs_speed.png"
 
 
 def _ratio(numerator: Any, denominator: Any) -> float | None:
@@ -179,8 +191,10 @@ def render_report(
     max_examples: int = 3,
     article_chars: int = 400,
     columns: Sequence[str] | None = None,
+    host: Mapping[str, Any] | None = None,
 ) -> str:
-    """The text report: score table, decoding parameters and a few examples, one model per line.
+    """The text report: score table, decoding parameters, where speed was measured (`host`, the
+    speed stage's host block) and a few examples, one model per line.
 
     `columns` defaults to the REPORT_COLUMNS that any row has.
     """
@@ -190,7 +204,8 @@ def render_report(
         "Benchmark report",
         "================",
         "",
-        "Scores: ROUGE F1 and BLEU x100; retention in % of the teacher; speed on the benchmark device.",
+        "Scores: ROUGE F1 and BLEU x100; retention in % of the teacher; speed: the median of interleaved "
+        "rounds (see Speed).",
         "",
         format_table(rows, columns),
         "Decoding",
@@ -198,6 +213,8 @@ def render_report(
         *(f"  {key}: {value}" for key, value in decoding.items()),
         "",
     ]
+    if host is not None:
+        parts += ["Speed", "-----", f"  {host_line(host)}", ""]
     shown = list(examples[:max_examples])
     heading = f"Examples ({len(shown)} of {len(examples)})"
     parts += [heading, "-" * len(heading)]
@@ -227,13 +244,26 @@ def write_report(
     max_examples: int = 3,
     article_chars: int = 400,
     columns: Sequence[str] | None = None,
+    host: Mapping[str, Any] | None = None,
 ) -> None:
     """Write `render_report(...)` to `path` atomically."""
     atomic_write_text(
         path,
         render_report(rows, examples, decoding, max_examples=max_examples,
-                      article_chars=article_chars, columns=columns),
+                      article_chars=article_chars, columns=columns, host=host),
     )
+
+
+def host_line(host: Mapping[str, Any]) -> str:
+    """The speed stage's host block in one line, e.g. `64 samples, median of 3 interleaved rounds; cpu
+    on box (Intel Xeon, 2 cores, 2 torch threads); torch 2.13.0, transformers 5.23.0; <date>`."""
+    def get(key: str) -> Any:
+        return host.get(key, "?")
+
+    where = host.get("gpu") or get("cpu")
+    return (f"{get('n_samples')} samples, median of {get('rounds')} interleaved rounds; {get('device')} on "
+            f"{get('hostname')} ({where}, {get('logical_cores')} cores, {get('torch_threads')} torch threads); "
+            f"torch {get('torch')}, transformers {get('transformers')}; {get('date')}")
 
 
 def _pyplot():
@@ -300,3 +330,113 @@ def plot_quality_vs_speed(rows: Sequence[Row], path: str) -> None:
         _save(fig, path)
     finally:
         plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- the report stage
+
+
+def nested_metrics(rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
+    """`{model: {field: value}}` for the metrics file (`dvc metrics show/diff` flattens it to
+    teacher.rouge1 etc.): numbers only, floats rounded to 4 decimals, None left out."""
+    return {
+        row["model"]: {key: value if isinstance(value, int) else round(float(value), 4)
+                       for key, value in row.items()
+                       if key not in _TEXT_COLUMNS and _is_number(value) and math.isfinite(value)}
+        for row in rows
+    }
+
+
+def benchmark_rows(models: Sequence[tuple[str, str]], quality: Mapping[str, Mapping[str, Any]],
+                   speed: Mapping[str, Mapping[str, Any]], teacher: str = "teacher") -> list[dict[str, Any]]:
+    """One row per (name, kind) in order: the model's quality metrics plus its SPEED_FIELDS (None where
+    `speed` has no entry), with the columns relative to `teacher` (see add_relative_columns)."""
+    rows = []
+    for name, kind in models:
+        timing = speed.get(name, {})
+        rows.append({"model": name, "kind": kind, **quality[name], **{k: timing.get(k) for k in SPEED_FIELDS}})
+    return add_relative_columns(rows, teacher=teacher)
+
+
+def side_by_side(records: Sequence[Mapping[str, Any]], predictions: Mapping[str, Sequence[str]],
+                 n: int) -> list[dict[str, Any]]:
+    """The first `n` test records with every model's summary: {"id", "article", "reference", <model>: ...}."""
+    return [{"id": r["id"], "article": r["article"], "reference": r["highlights"],
+             **{name: preds[i] for name, preds in predictions.items()}}
+            for i, r in enumerate(records[:n])]
+
+
+def _rerun_hint(name: str) -> str:
+    return f"run `dvc repro benchmark@{name}`"
+
+
+def _read_json_file(path: Path, missing: str, hint: str) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: {missing}; {hint}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot read it ({e}); {hint}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}; {hint}")
+    return data
+
+
+def read_quality(quality_dir: Path, name: str) -> dict:
+    """benchmark_results/quality/<name>.json, the benchmark stage's flat metrics for one model."""
+    return _read_json_file(Path(quality_dir) / f"{name}.json", f"no quality results for {name!r}",
+                           _rerun_hint(name))
+
+
+def read_predictions(predictions_dir: Path, name: str, test_ids: Sequence[str]) -> list[str]:
+    """benchmark_results/predictions/<name>.jsonl -> the predictions, checked against the test ids."""
+    path = Path(predictions_dir) / f"{name}.jsonl"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no predictions for {name!r}; {_rerun_hint(name)}")
+    try:
+        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        ids, predictions = [x["id"] for x in lines], [x["prediction"] for x in lines]
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"{path}: not a predictions file ({type(e).__name__}: {e}); {_rerun_hint(name)}") from None
+    if ids != list(test_ids[: len(ids)]) or not ids:
+        raise ConfigError(f"{path}: its ids are not the test split's first {len(ids)}; stale? "
+                          f"{_rerun_hint(name)}")
+    return predictions
+
+
+def gather(*, students: Sequence[str], lead: str, quality_dir: Path, predictions_dir: Path, speed_path: Path,
+           records: Sequence[Mapping[str, Any]], num_examples: int, teacher: str = "teacher"
+           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]:
+    """(rows, examples, host): the teacher, `students` in order and the `lead` baseline, from the
+    benchmark stages' quality and predictions files and the speed stage's speed.json."""
+    models = [(teacher, "teacher"), *((name, "student") for name in students), (lead, "baseline-heuristic")]
+    quality = {name: read_quality(quality_dir, name) for name, _ in models}
+    counts = {name: q.get("n_examples") for name, q in quality.items()}
+    if len(set(counts.values())) != 1:
+        raise ConfigError(f"{quality_dir}: the models were scored on different numbers of examples {counts}; "
+                          f"rerun the stale ones (`dvc repro`)")
+    speed = _read_json_file(Path(speed_path), "no speed results", "run `dvc repro speed`")
+    untimed = [name for name, kind in models if kind != "baseline-heuristic" and name not in speed]
+    if untimed:
+        raise ConfigError(f"{speed_path}: no speed results for {untimed}; run `dvc repro speed`")
+    test_ids = [r["id"] for r in records]
+    predictions = {name: read_predictions(predictions_dir, name, test_ids) for name, _ in models}
+    for name, preds in predictions.items():
+        if len(preds) != counts[name]:
+            raise ConfigError(f"{Path(predictions_dir) / f'{name}.jsonl'}: {len(preds)} predictions, but "
+                              f"{name}.json scored {counts[name]}; {_rerun_hint(name)}")
+    rows = benchmark_rows(models, quality, speed, teacher=teacher)
+    examples = side_by_side(records, predictions, min(num_examples, counts[teacher]))
+    return rows, examples, speed.get("host")
+
+
+def write_benchmark(out_dir: Path, rows: Sequence[Row], examples: Sequence[Row], *, decoding: Mapping[str, Any],
+                    host: Mapping[str, Any] | None, max_examples: int) -> dict:
+    """benchmark_results.json (nested metrics), the CSV table, the text report and both plots."""
+    out_dir = Path(out_dir)
+    nested = nested_metrics(rows)
+    atomic_write_json(out_dir / RESULTS_JSON, nested)
+    write_csv(rows, str(out_dir / TABLE_CSV))
+    write_report(str(out_dir / REPORT_TXT), rows, examples, decoding, max_examples=max_examples, host=host)
+    plot_scores(rows, str(out_dir / SCORES_PNG))
+    plot_quality_vs_speed(rows, str(out_dir / SPEED_PNG))
+    return nested

@@ -1,4 +1,5 @@
-"""One training run, teacher or student: load the tokenized data, fit, save the best weights atomically.
+"""One training run, teacher or student: load the tokenized data, fit with metrics to dvclive, save the
+best weights atomically.
 
 Shared by kd.teacher (the teacher stage) and kd.distill (the students); imports neither the losses nor
 the teacher cache, so the teacher's stage does not depend on them.
@@ -6,20 +7,21 @@ the teacher cache, so the teacher's stage does not depend on them.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 from pathlib import Path
+from typing import Optional, Sequence
 
 import datasets
 from dvclive import Live
+from dvclive.plots import Metric
 from transformers import GenerationConfig
 
 from kd import checkpoint
 from kd.errors import ConfigError
-from kd.io import atomic_dir
+from kd.io import atomic_dir, atomic_write_json, atomic_write_text
 from kd.params import ModelParams, TrainParams
-from kd.train import FitResult, finish, fit, make_collator
+from kd.train import FitResult, Hook, TrainLoop, finish, fit, make_collator
 
 log = logging.getLogger(__name__)
 # One line per training run; kd.bench gpu-smoke reads it back (THROUGHPUT_RE).
@@ -47,8 +49,9 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def save_model_dir(model, tokenizer, out_dir: Path) -> None:
-    """save_pretrained into a temp dir, then rename: a crash never leaves half a model."""
+def save_model_dir(model, tokenizer, out_dir: Path, extra_files: Optional[dict[str, dict]] = None) -> None:
+    """save_pretrained into a temp dir, then rename: a crash never leaves half a model. `extra_files`
+    (name -> JSON object, e.g. a student's recipe.json) go into the same directory, in the same swap."""
     model.generation_config = GenerationConfig(
         decoder_start_token_id=model.config.decoder_start_token_id,
         eos_token_id=model.config.eos_token_id,
@@ -57,29 +60,72 @@ def save_model_dir(model, tokenizer, out_dir: Path) -> None:
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        for file_name, obj in (extra_files or {}).items():
+            atomic_write_json(tmp / file_name, obj)
+
+
+class DvcLiveHook(Hook):
+    """fit's metrics to dvclive in `live_dir` (main process only): train/<loss part> and train/lr at
+    every optimizer step, val/loss at each epoch's last step, and at the end a summary whose `step`
+    is the last step.
+
+    A resumed run continues the files of the run it resumes, after dropping their rows of steps past
+    the checkpoint: the killed run logged those steps, and the resumed one trains and logs them again."""
+
+    def __init__(self, live_dir: Path):
+        self.live_dir, self.live = Path(live_dir), None
+
+    def on_train_start(self, loop: TrainLoop) -> None:
+        resumed = loop.state.step > 0
+        # dvclive: no DVC experiment side effects from inside a stage; DVC owns the experiment.
+        self.live = Live(dir=str(self.live_dir), resume=resumed, save_dvc_exp=False, dvcyaml=None)
+        if resumed:
+            drop_rows_after(Path(self.live.plots_dir) / Metric.subfolder, loop.state.step)
+
+    def on_step_end(self, loop: TrainLoop, logs: dict[str, float]) -> None:
+        self.live.step = loop.state.step
+        for name, value in logs.items():
+            self.live.log_metric(f"train/{name}", value)
+        self.live.next_step()  # writes metrics.json
+
+    def on_validation_end(self, loop: TrainLoop, val_loss: float) -> None:
+        self.live.step = loop.state.step  # the epoch's last step: next_step moved past it
+        self.live.log_metric("val/loss", val_loss)
+        self.live.make_summary()
+
+    def on_train_end(self, loop: TrainLoop) -> None:
+        s = loop.state
+        # With "step" in the summary, end() writes that step rather than the one next_step moved to.
+        self.live.summary = {"best_val_loss": s.best_val_loss, "best_epoch": s.best_epoch, "steps": s.step,
+                             "step": s.step}
+        self.live.end()
+
+
+def drop_rows_after(metrics_dir: Path, step: int) -> None:
+    """Keep only the rows of steps <= `step` in every dvclive metric file (.tsv) under `metrics_dir`."""
+    for path in Path(metrics_dir).rglob("*.tsv"):
+        header, *rows = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        at = header.rstrip("\r\n").split("\t").index("step")
+        kept = [row for row in rows if int(row.split("\t")[at]) <= step]
+        atomic_write_text(path, header + "".join(kept))
 
 
 def train_and_save(*, name, model, teacher, objective, tokenizer, tokenized, spec: ModelParams,
-                    train: TrainParams, accelerator, out_dir, ckpt_dir, live_dir, resume_from,
-                    fingerprint_of: dict, hooks=()) -> FitResult:
-    """Fit, then (main process only) save the best weights atomically and drop the resumable state."""
+                   train: TrainParams, accelerator, out_dir, ckpt_dir, live_dir, resume_from,
+                   fingerprint_of: dict, hooks: Sequence[Hook] = (),
+                   extra_files: Optional[dict[str, dict]] = None) -> FitResult:
+    """Fit (metrics to dvclive in `live_dir`, then the caller's `hooks`), then (main process only) save
+    the best weights atomically and drop the resumable state."""
     fp = checkpoint.fingerprint(fingerprint_of | {"data": tokenized["train"]._fingerprint})
     main = accelerator.is_main_process
-    # dvclive: no DVC experiment side effects from inside a stage; DVC owns the experiment.
-    live = (Live(dir=str(live_dir), resume=bool(resume_from) or _has_checkpoint(ckpt_dir),
-                 save_dvc_exp=False, dvcyaml=None) if main else contextlib.nullcontext())
-    with live:
-        result = fit(model=model, objective=objective, teacher=teacher, train_ds=tokenized["train"],
-                     val_ds=tokenized["validation"], collate=make_collator(tokenizer), epochs=spec.epochs,
-                     lr=spec.lr, params=train, device=accelerator.device, ckpt_dir=ckpt_dir,
-                     run_fingerprint=fp, live=live if main else None, resume_from=resume_from,
-                     hooks=hooks, desc=name, accelerator=accelerator)
-        if main:
-            live.summary = {"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
-                            "steps": result.steps}
+    logging_hooks = [DvcLiveHook(live_dir)] if main else []
+    result = fit(model=model, objective=objective, teacher=teacher, train_ds=tokenized["train"],
+                 val_ds=tokenized["validation"], collate=make_collator(tokenizer), epochs=spec.epochs,
+                 lr=spec.lr, params=train, ckpt_dir=ckpt_dir, run_fingerprint=fp,
+                 hooks=[*logging_hooks, *hooks], resume_from=resume_from, desc=name, accelerator=accelerator)
     if main:
         model.load_state_dict(result.best_state)
-        save_model_dir(model.cpu(), tokenizer, out_dir)
+        save_model_dir(model.cpu(), tokenizer, out_dir, extra_files)
         finish(ckpt_dir)
         log.info("%s: best val loss %.4f at epoch %d; saved %s", name, result.best_val_loss,
                  result.best_epoch, out_dir)
@@ -88,7 +134,3 @@ def train_and_save(*, name, model, teacher, objective, tokenizer, tokenized, spe
                  accelerator.num_processes)
     accelerator.wait_for_everyone()
     return result
-
-
-def _has_checkpoint(ckpt_dir: Path) -> bool:
-    return (checkpoint.find_last(ckpt_dir) / "state.json").is_file()

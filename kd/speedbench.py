@@ -11,20 +11,21 @@ What is measured:
 
 1. train: our loop (`kd.train.fit`, label loss only) against `transformers.Seq2SeqTrainer`.
    Both get a student freshly built from `student` params with the same seed, the same tokenized
-   rows and collator, `train.batch_size`, AdamW with the student's lr and `train.weight_decay`,
-   linear warmup (`train.warmup_ratio`) and decay, `train.max_grad_norm`, the same precision, and
+   rows and collator, `train.batch_size`, AdamW with the student's lr and `train.weight_decay`
+   (none on biases and norm weights), linear warmup (`train.warmup_ratio`) and decay, `train.max_grad_norm`, the same precision, and
    exactly `--steps` optimizer steps: one pass over `steps * batch_size` rows (each side shuffles
    them its own way). No evaluation, no saving, no logging, no progress bar on HF's side (fit keeps
-   its own: it cannot be switched off from outside, and redraws at most every 0.5 s on a terminal).
+   its own: it is built in, and redraws at most every 0.5 s on a terminal).
    Tokens are source + target tokens of the rows a side trains on, padding not counted. Two rates:
-     whole run:    all tokens / wall time of the call: `fit(...)` for ours, `Seq2SeqTrainer(...)` +
-                   `.train()` for HF (both include optimizer and data loader setup; building the
-                   model is outside). Both sides process the same rows, so this is a ratio of times.
+     whole run:    all tokens / wall time from the call to the end of the last optimizer step:
+                   `fit(...)` for ours, `Seq2SeqTrainer(...)` + `.train()` for HF (both include
+                   optimizer and data loader setup; building the model is outside). Both sides
+                   process the same rows, so this is a ratio of times.
      steady steps: tokens of batches 2..steps / time from the end of optimizer step 1 to the end of
-                   the last (fit's `live.step` and HF's `on_step_end`); leaves out setup and
-                   first-step costs. Batches are counted as each side's collator builds them.
-   Left as each side does it: HF's default optimizer implementation (`adamw_torch_fused`), its
-   weight-decay exclusion of biases and norms, and its warmup formula. Target: ours/HF >= 1.0, both.
+                   the last (a fit hook's and HF's `on_step_end`); leaves out setup and first-step
+                   costs. Batches are counted as each side's collator builds them.
+   Left as each side does it: HF's default optimizer implementation (`adamw_torch_fused`) and its
+   warmup formula. Target: ours/HF >= 1.0, both.
 2. kd: seconds per epoch of plain student training, logit KD with a live teacher (built from
    `teacher` params) and logit KD from cached teacher outputs (top-k from `teacher_outputs.top_k`,
    written once before timing; that one-time cost is reported separately). Each is `fit` over
@@ -42,9 +43,10 @@ imports); then every variant runs `--repeats` times, in reverse order every othe
 on a shared machine does not favour whichever goes first, and the best (shortest) time counts.
 Torch uses `--threads` threads throughout (default: torch's own choice, printed).
 
-Why `fit` runs with a stand-in for its dvclive `Live`: fit validates and writes a checkpoint after
-the last batch of every epoch, whatever `checkpoint_every` says. `_StopAfter` ends fit right after
-the last timed optimizer step, before that work, so only training steps are timed.
+How `fit` is timed: with `max_steps=--steps` and a hook (`StepClock.fit_hook`) that reads the clock
+at the end of optimizer steps 1 and `--steps`. The last step ends fit's only epoch, so fit then
+validates and writes a checkpoint, whatever `checkpoint_every` says (set past `--steps`, so no
+checkpoint falls inside the timed steps); that comes after the clock's last reading and is not timed.
 """
 
 from __future__ import annotations
@@ -148,7 +150,6 @@ class SpeedContext:
     student: object  # kd.params.ModelParams
     teacher: object  # kd.params.ModelParams
     train: object  # kd.params.TrainParams, with grad_accum 1 and precision resolved
-    kd: object  # kd.params.KDParams
     bench: object  # kd.params.BenchmarkParams
     tokenizer: object
     collate: Callable
@@ -193,7 +194,7 @@ def build_context(args, tmp: Path) -> SpeedContext:
 
     quick = QUICK if args.quick else {}
     sec = {name: load_section(name, args.params) for name in
-           ("data", "tokenizer", "student", "teacher", "train", "kd", "benchmark", "teacher_outputs")}
+           ("data", "tokenizer", "student", "teacher", "train", "benchmark", "teacher_outputs")}
     tok_p = dataclasses.replace(sec["tokenizer"], **quick.get("tokenizer", {}))
     bench = dataclasses.replace(sec["benchmark"], **quick.get("benchmark", {}))
     device = torch.device(resolve_device(args.device, "--device"))
@@ -223,7 +224,7 @@ def build_context(args, tmp: Path) -> SpeedContext:
     return SpeedContext(
         student=_from_config(sec["student"], quick.get("student", {})),
         teacher=_from_config(sec["teacher"], quick.get("teacher", {})),
-        train=train, kd=sec["kd"], bench=bench, tokenizer=tokenizer, collate=make_collator(tokenizer),
+        train=train, bench=bench, tokenizer=tokenizer, collate=make_collator(tokenizer),
         train_ds=train_ds.select_columns(["input_ids", "attention_mask", "labels"]), articles=articles,
         prefix=tok_p.prefix, max_source_length=tok_p.max_source_length, device=device, steps=steps,
         repeats=args.repeats, steps_per_epoch=math.ceil(train_size / train.batch_size), tmp=tmp,
@@ -269,6 +270,18 @@ class StepClock:
             if step == self.steps:
                 self.last = time.perf_counter()
 
+    def fit_hook(self):
+        """A kd.train hook that ticks this clock after every optimizer step of `fit`."""
+        from kd.train import Hook
+
+        tick = self.tick
+
+        class Tick(Hook):
+            def on_step_end(self, loop, logs):
+                tick(loop.state.step)
+
+        return Tick()
+
     def steady(self, batch_tokens: list[int]) -> dict:
         """Seconds per token over steps 2..steps (batch k is consumed by step k)."""
         if self.steps < 2:
@@ -276,55 +289,22 @@ class StepClock:
         return {"steady_s_per_token": (self.last - self.first) / sum(batch_tokens[1:self.steps])}
 
 
-class _Stop(Exception):
-    pass
-
-
-class _StopAfter:
-    """Stands in for fit's dvclive `Live` and ends fit once `steps` optimizer steps are done.
-
-    fit sets `live.step` right after each optimizer step, before the end-of-epoch validation and
-    checkpoint, so raising there leaves exactly the training steps in the timing."""
-
-    def __init__(self, steps: int, clock: Optional[StepClock] = None):
-        self._steps, self._step, self._clock = steps, 0, clock
-
-    @property
-    def step(self) -> int:
-        return self._step
-
-    @step.setter
-    def step(self, value: int) -> None:
-        self._step = value
-        if self._clock is not None:
-            self._clock.tick(value)
-        if value >= self._steps:
-            raise _Stop
-
-    def __getattr__(self, name):  # log_metric, next_step, ...: nothing to record
-        return lambda *args, **kwargs: None
-
-
 def timed_fit(ctx: SpeedContext, *, model, objective, teacher, rows, collate=None,
               clock: Optional[StepClock] = None) -> float:
-    """Seconds `kd.train.fit` takes for one pass over `rows` (one optimizer step per batch)."""
-    from kd.train import fit
+    """Seconds from calling `kd.train.fit` to the end of its last optimizer step, for one pass over
+    `rows` (one optimizer step per batch); what fit does after that step is not timed."""
+    from kd.train import fit, make_accelerator
 
     steps = math.ceil(len(rows) / ctx.train.batch_size)
+    clock = clock or StepClock(steps, ctx.device)
     with tempfile.TemporaryDirectory(dir=ctx.tmp) as ckpt:
         start = time.perf_counter()
-        try:
-            fit(model=model, objective=objective, teacher=teacher, train_ds=rows, val_ds=rows.select(range(1)),
-                collate=collate or ctx.collate, epochs=1, lr=ctx.student.lr,
-                params=dataclasses.replace(ctx.train, checkpoint_every=steps + 1), device=ctx.device,
-                ckpt_dir=Path(ckpt), run_fingerprint="speedbench", live=_StopAfter(steps, clock),
-                desc="speedbench")
-        except _Stop:
-            pass
-        else:  # fit no longer touches `live` where _StopAfter expects it: the timing is not clean
-            raise RuntimeError("speedbench: fit ran to the end of its epoch; _StopAfter needs updating")
-        _sync(ctx.device)
-        return time.perf_counter() - start
+        fit(model=model, objective=objective, teacher=teacher, train_ds=rows, val_ds=rows.select(range(1)),
+            collate=collate or ctx.collate, epochs=1, lr=ctx.student.lr,
+            params=dataclasses.replace(ctx.train, checkpoint_every=steps + 1), ckpt_dir=Path(ckpt),
+            run_fingerprint="speedbench", hooks=[clock.fit_hook()], max_steps=steps, desc="speedbench",
+            accelerator=make_accelerator(ctx.device))
+    return clock.last - start
 
 
 def time_ours(ctx: SpeedContext, rows) -> dict:
@@ -333,8 +313,8 @@ def time_ours(ctx: SpeedContext, rows) -> dict:
 
     steps = math.ceil(len(rows) / ctx.train.batch_size)
     collate, clock = CountingCollator(ctx.collate), StepClock(steps, ctx.device)
-    s = timed_fit(ctx, model=ctx.build_student(), objective=Objective({}, alpha=0.0, weights={}),
-                  teacher=None, rows=rows, collate=collate, clock=clock)
+    s = timed_fit(ctx, model=ctx.build_student(), objective=Objective.labels_only(), teacher=None, rows=rows,
+                  collate=collate, clock=clock)
     return {"s": s} | clock.steady(collate.tokens)
 
 
@@ -414,7 +394,8 @@ def bench_kd(ctx: SpeedContext) -> dict:
     The cached variant reads a cache written once, before timing, over the same rows (the warm-up
     rows are its first rows); the one-time cost of writing it is reported on its own, per epoch of
     data, since the pipeline pays it once per teacher and every logit-KD student then reuses it."""
-    from kd.objective import Objective, freeze_teacher
+    from kd.losses.logit import LogitKD
+    from kd.objective import LiveTeacher, Objective, freeze_teacher
     from kd.teacher_cache import TeacherCache
 
     # Placed like kd.distill places it (eval, no grads, bf16 on CUDA); untrained, which costs the same.
@@ -424,19 +405,19 @@ def bench_kd(ctx: SpeedContext) -> dict:
     cache = TeacherCache.open(cache_dir)
 
     def plain(rows):
-        return timed_fit(ctx, model=ctx.build_student(), objective=Objective({}, alpha=0.0, weights={}),
-                         teacher=None, rows=rows)
+        return timed_fit(ctx, model=ctx.build_student(), objective=Objective.labels_only(), teacher=None,
+                         rows=rows)
 
     def with_teacher(source):
         def run(rows):
-            student = ctx.build_student()
-            objective = Objective.from_params(("logit",), ctx.kd, teacher.config, student.config)
-            return timed_fit(ctx, model=student, objective=objective, teacher=source, rows=rows)
+            # Label loss plus logit KD; neither the temperature nor the weights change the cost.
+            objective = Objective({"logit": LogitKD(temperature=2.0)}, weights={"logit": 1.0})
+            return timed_fit(ctx, model=ctx.build_student(), objective=objective, teacher=source, rows=rows)
 
         return run
 
-    best = best_of({"plain": plain, "live": with_teacher(teacher), "cached": with_teacher(cache)}, rows,
-                   repeats=ctx.repeats, warmup_work=ctx.rows(min(WARMUP_STEPS, ctx.steps)))
+    runs = {"plain": plain, "live": with_teacher(LiveTeacher(teacher)), "cached": with_teacher(cache)}
+    best = best_of(runs, rows, repeats=ctx.repeats, warmup_work=ctx.rows(min(WARMUP_STEPS, ctx.steps)))
     plain_s, live_s, cached_s = (per_epoch(ctx, best[k]) for k in ("plain", "live", "cached"))
     return {"kd_steps_per_epoch": ctx.steps_per_epoch, "kd_plain_s_per_epoch": plain_s,
             "kd_live_s_per_epoch": live_s, "kd_cached_s_per_epoch": cached_s,

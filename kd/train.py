@@ -1,29 +1,36 @@
 """The training loop shared by the teacher and every student.
 
-AdamW with linear warmup and decay, gradient accumulation, optional bf16/fp16 autocast, gradient
-checkpointing, validation loss after each epoch with the best weights kept, and resumable checkpoints
-every `train.checkpoint_every` optimizer steps. Resuming restores model, optimizer, scheduler, RNG
-state and the position inside the epoch, so an interrupted run ends with the same weights as an
+AdamW (no weight decay on biases and norm weights) with linear warmup and decay, gradient
+accumulation, optional bf16/fp16 autocast, gradient checkpointing, validation loss after each epoch
+with the best weights kept, and resumable checkpoints every `train.checkpoint_every` optimizer steps
+and at the end of each epoch. Resuming restores model, optimizer, scheduler, loss scaler, RNG state
+and the position inside the epoch, so an interrupted run ends with the same weights as an
 uninterrupted one.
+
+The seams: `TrainState` is the progress a checkpoint records; `TrainLoop.train_step` is one optimizer
+step (`backward` per micro-batch, then `optimizer_step`); a `Hook` sees the loop at the start, after
+every optimizer step, after each validation and at the end, and may stop it (`loop.should_stop`).
+Built in: the progress bar and checkpointing; logging is a hook the caller brings (kd.run's dvclive).
 
 Several processes (`accelerate launch`, DDP): each process trains on its own shard of every epoch's
 permutation with `train.batch_size` examples per step (global batch = batch_size x processes x
 grad_accum); gradients are averaged by DDP, validation loss is summed over all processes, and only
-the main process writes checkpoints and logs metrics.
+the main process writes checkpoints (and, in kd.run, logs metrics).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import random
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Iterable, Iterator, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -100,10 +107,11 @@ def shard_order(n: int, *, seed: int, epoch: int, shuffle: bool, rank: int = 0, 
 
 
 def epoch_loader(ds, *, batch_size: int, collate, seed: int, epoch: int, shuffle: bool = True,
-                 rank: int = 0, world: int = 1) -> DataLoader:
-    """Batches of this process's shard of `ds` for one epoch; each batch carries "idx" (B,)."""
+                 rank: int = 0, world: int = 1, start: int = 0) -> DataLoader:
+    """Batches of this process's shard of `ds` for one epoch, from batch `start` on (a resumed epoch
+    does not even load the batches it trained on before); each batch carries "idx" (B,)."""
     order = shard_order(len(ds), seed=seed, epoch=epoch, shuffle=shuffle, rank=rank, world=world,
-                        pad=shuffle)
+                        pad=shuffle)[start * batch_size:]
     # A loader without a generator draws its base seed from the global RNG, which would shift
     # dropout after a resume; this one never touches it.
     return DataLoader(Indexed(ds, order), batch_size=batch_size, shuffle=False,
@@ -114,12 +122,12 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def make_accelerator(device: torch.device):
+def make_accelerator(device: Optional[torch.device] = None):
     """One Accelerator per process. Launched by `accelerate launch` it knows its rank and GPU;
-    launched by `python` it is a single process on `device`."""
+    launched by `python` it is a single process on `device` (None: a GPU when there is one)."""
     from accelerate import Accelerator
 
-    return Accelerator(cpu=device.type == "cpu")
+    return Accelerator(cpu=device is not None and device.type == "cpu")
 
 
 def autocast(device: torch.device, precision: str):
@@ -127,6 +135,24 @@ def autocast(device: torch.device, precision: str):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def param_groups(model, objective, weight_decay: float) -> list[dict]:
+    """AdamW groups of the trainable parameters of `model` and `objective` (its projections): weight
+    decay on weights, none on biases and normalisation weights, as the Hugging Face Trainer does.
+    Decay pulls toward 0: for a norm's gain (T5LayerNorm starts at 1) that scales the whole layer's
+    output down, and biases are offsets with nothing to regularise."""
+    exempt = {id(p) for part in (model, objective) for module in part.modules()
+              for name, p in module.named_parameters(recurse=False) if name == "bias" or _is_norm(module)}
+    trainable = [p for part in (model, objective) for p in part.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) not in exempt], "weight_decay": weight_decay},
+              {"params": [p for p in trainable if id(p) in exempt], "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def _is_norm(module) -> bool:
+    # By class name, as the HF Trainer matches names: LayerNorm, RMSNorm, T5LayerNorm, ...
+    return "norm" in type(module).__name__.lower()
 
 
 @dataclass
@@ -137,8 +163,8 @@ class FitResult:
     steps: int
     history: list[dict]
     resumed_from_step: int
-    # Throughput of this process's training loop (validation excluded): optimizer steps run here
-    # (not counting steps before a resume), tokens (real source + target) and seconds.
+    # Throughput of this process's training loop (validation and hooks excluded): optimizer steps
+    # run here (not counting steps before a resume), tokens (real source + target) and seconds.
     steps_run: int = 0
     tokens: int = 0
     seconds: float = 0.0
@@ -161,6 +187,280 @@ def evaluate(model, loader, device, precision: str, accelerator=None) -> float:
     return float(sums[0] / sums[1].clamp(min=1))
 
 
+# ----------------------------------------------------------------------------- state and hooks
+
+
+@dataclass(kw_only=True)
+class TrainState:
+    """Where training is: what a checkpoint's state.json records, so a resumed run continues exactly here."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # the epoch in progress
+    batch: int = 0  # micro-batches of that epoch trained on (this process's shard)
+    best_val_loss: float = math.inf
+    best_epoch: int = -1
+    history: list[dict] = field(default_factory=list)  # {"epoch", "step", "val_loss"} per epoch
+    fingerprint: str  # of the settings the run belongs to (kd.checkpoint.fingerprint)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "TrainState":
+        return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls)})
+
+
+class Hook:
+    """A seam of the training loop: every method is a no-op; override what you need. A hook ends
+    training after the current step by setting `loop.should_stop = True`. Hooks run on every
+    process, so with several processes every one must stop at the same step (DDP steps in lockstep)."""
+
+    def on_train_start(self, loop: TrainLoop) -> None:
+        """Before the first step, after any resume: `loop.state.step` is where training continues."""
+
+    def on_step_end(self, loop: TrainLoop, logs: dict[str, float]) -> None:
+        """After every optimizer step (`loop.state.step` counts it); `logs` holds the loss parts
+        averaged over its micro-batches ("ce", "total", one per distillation loss) and "lr"."""
+
+    def on_validation_end(self, loop: TrainLoop, val_loss: float) -> None:
+        """After the validation that ends each epoch (right after that epoch's last `on_step_end`);
+        `loop.state` already records it (history, best) and points at the next epoch."""
+
+    def on_train_end(self, loop: TrainLoop) -> None:
+        """After the last step; not called when an exception ends training."""
+
+
+class ProgressBar(Hook):
+    """tqdm over optimizer steps, main process only, advanced on real optimizer steps."""
+
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
+
+    def on_train_start(self, loop: TrainLoop) -> None:
+        # Redraw often on a terminal, rarely into a log file (DVC, nohup) so logs stay readable.
+        self.bar = tqdm(total=loop.last_step, initial=loop.state.step, desc=self.desc, dynamic_ncols=True,
+                        disable=not loop.is_main, mininterval=0.5 if sys.stderr.isatty() else 30.0)
+
+    def on_step_end(self, loop: TrainLoop, logs: dict[str, float]) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{logs.get('total', 0.0):.3f}", refresh=False)
+
+    def on_train_end(self, loop: TrainLoop) -> None:
+        self.bar.close()
+
+
+class Checkpointer(Hook):
+    """Writes the resumable checkpoint `ckpt_dir/last` every `every` optimizer steps and after each
+    epoch's validation. fit runs it on the main process only and after every other hook, so no
+    checkpoint counts a step that a hook (dvclive) has not logged yet."""
+
+    def __init__(self, ckpt_dir: Path, every: int):
+        self.ckpt_dir, self.every = Path(ckpt_dir), every
+
+    def on_step_end(self, loop: TrainLoop, logs: dict[str, float]) -> None:
+        # An epoch's last step is saved after its validation: a resume must not skip the validation.
+        if loop.state.step % self.every == 0 and not loop.validation_due:
+            self.save(loop)
+
+    def on_validation_end(self, loop: TrainLoop, val_loss: float) -> None:
+        self.save(loop)
+
+    def save(self, loop: TrainLoop) -> None:
+        checkpoint.save(self.ckpt_dir, model=loop.model, objective=loop.objective, optimizer=loop.optimizer,
+                        scheduler=loop.scheduler, scaler=loop.scaler, best_state=loop.best_state,
+                        state=loop.state.to_dict())
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class TrainLoop:
+    """One fit's moving parts, as hooks see them.
+
+    model        the weights being trained, saved and evaluated; `ddp_model` wraps it for the
+                 training step when several processes train (it is `model` otherwise)
+    objective    loss(model, teacher, batch); its own parameters (projections) train too
+    optimizer, scheduler, scaler   AdamW (see param_groups), LR warmup and decay, fp16 loss scaling
+    state        TrainState: the progress a checkpoint records
+    best_state   the weights of the best validation so far
+    last_step    where training ends: the last step of `epochs`, or `max_steps` when that comes first
+    should_stop  a hook sets it to end training after the current step
+    """
+
+    def __init__(self, *, model, objective, teacher, epochs: int, lr: float, n_train: int, params: TrainParams,
+                 accelerator, run_fingerprint: str, max_steps: Optional[int]):
+        self.teacher, self.epochs, self.params, self.accelerator = teacher, epochs, params, accelerator
+        self.device = accelerator.device
+        self.precision = resolve_precision(params.precision, self.device)
+        self.world = accelerator.num_processes
+        set_seed(params.seed)
+        if params.gradient_checkpointing:
+            # Non-reentrant checkpointing works with DDP and with inputs that need no grad.
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        self.model = model.to(self.device).train()
+        self.objective = objective.to(self.device)
+        groups = param_groups(model, objective, params.weight_decay)
+        self.trainable = [p for g in groups for p in g["params"]]
+        self.loss_params = [p for p in objective.parameters() if p.requires_grad]  # e.g. feature projections
+        # The fused kernel (CPU and CUDA) does the whole update in one pass: ~15% faster steps on CPU.
+        self.optimizer = torch.optim.AdamW(groups, lr=lr, fused=self.device.type in ("cpu", "cuda"))
+        # DDP wraps the model for the training step only; `model` itself is saved and evaluated.
+        self.ddp_model = accelerator.prepare_model(model) if self.world > 1 else model
+
+        per_process = math.ceil(n_train / self.world)  # this process's share, padded (see shard_order)
+        self.batches_per_epoch = math.ceil(per_process / params.batch_size)
+        self.total_steps = math.ceil(self.batches_per_epoch / params.grad_accum) * epochs
+        self.last_step = min(self.total_steps, max_steps or self.total_steps)
+        warmup = int(params.warmup_ratio * self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, warmup_steps=warmup, total_steps=self.total_steps))
+        # fp16 overflows without loss scaling; bf16 and fp32 do not need it.
+        self.scaler = torch.amp.GradScaler(enabled=self.precision == "fp16")
+
+        self.state = TrainState(fingerprint=run_fingerprint)
+        self.best_state = _weights(model)
+        self.hooks: list[Hook] = []
+        self.should_stop = False
+        self.tokens, self.seconds = 0, 0.0  # throughput of this process (FitResult)
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def validation_due(self) -> bool:
+        """The step just taken was its epoch's last: validation comes next."""
+        return self.state.batch == self.batches_per_epoch
+
+    def resume(self, source: Path) -> None:
+        """Restore weights, optimizer, scheduler, scaler, RNG and state from checkpoint `source`."""
+        saved, self.best_state = checkpoint.load(source, model=self.model, objective=self.objective,
+                                                 optimizer=self.optimizer, scheduler=self.scheduler,
+                                                 scaler=self.scaler)
+        # Checkpoints written from here on belong to this run, even when `source` was another's.
+        self.state = dataclasses.replace(TrainState.from_dict(saved), fingerprint=self.state.fingerprint)
+
+    def run(self, train_ds, val_ds, collate) -> None:
+        """Train from `state` to `last_step`, or until a hook stops it, validating after each epoch."""
+        p = self.params
+        val_loader = epoch_loader(val_ds, batch_size=p.batch_size, collate=collate, seed=p.seed, epoch=0,
+                                  shuffle=False, rank=self.accelerator.process_index, world=self.world)
+        self._call("on_train_start")
+        while self.state.epoch < self.epochs and not self._stopping():
+            self._train_epoch(train_ds, collate, val_loader)
+        self._call("on_train_end")
+
+    def _train_epoch(self, train_ds, collate, val_loader) -> None:
+        """The rest of epoch `state.epoch`, then its validation; returns early when stopping."""
+        p, s = self.params, self.state
+        loader = epoch_loader(train_ds, batch_size=p.batch_size, collate=collate, seed=p.seed, epoch=s.epoch,
+                              rank=self.accelerator.process_index, world=self.world, start=s.batch)
+        # A resumed epoch starts on a step boundary, so the groups are those of an uninterrupted run.
+        for micro_batches in _groups(loader, p.grad_accum):
+            logs = self.train_step(micro_batches)
+            s.step += 1
+            s.batch += len(micro_batches)
+            self._call("on_step_end", logs)
+            if self.validation_due:
+                self.validate(val_loader)
+            if self._stopping():
+                return
+
+    def train_step(self, micro_batches: list[dict]) -> dict[str, float]:
+        """One optimizer step over `micro_batches` (host tensors): forward and backward of each, then
+        the update. Returns the loss parts averaged over the step's micro-batches, and the LR."""
+        tick = time.perf_counter()
+        logs: dict[str, float] = {}
+        for k, batch in enumerate(micro_batches):
+            # counted on the host copy: no device sync
+            self.tokens += int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
+            parts = self.backward({n: v.to(self.device) for n, v in batch.items()},
+                                  sync=k == len(micro_batches) - 1)
+            for name, value in parts.items():
+                logs[name] = logs.get(name, 0.0) + value / self.params.grad_accum
+        self.optimizer_step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # honest timing: wait for the step's kernels
+        self.seconds += time.perf_counter() - tick
+        return logs | {"lr": self.scheduler.get_last_lr()[0]}
+
+    def backward(self, batch: dict, *, sync: bool) -> dict[str, float]:
+        """Forward and backward of one micro-batch; its gradient adds to the step's. Only the step's
+        last micro-batch (`sync`) pays for DDP's gradient all-reduce."""
+        accumulating = self.world > 1 and not sync
+        with self.accelerator.no_sync(self.ddp_model) if accumulating else contextlib.nullcontext():
+            with autocast(self.device, self.precision):
+                loss, parts = self.objective(self.ddp_model, self.teacher, batch)
+            self.scaler.scale(loss / self.params.grad_accum).backward()
+        return parts
+
+    def optimizer_step(self) -> None:
+        """Average the loss's own gradients over processes, unscale, clip, update, advance the LR."""
+        if self.world > 1:  # parameters of the loss itself (projections) live outside DDP
+            for p in self.loss_params:
+                if p.grad is not None:
+                    p.grad.copy_(self.accelerator.reduce(p.grad, reduction="mean"))
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.trainable, self.params.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def validate(self, val_loader) -> None:
+        """Validation loss at the end of epoch `state.epoch`: keep the best weights, move to the next epoch."""
+        s = self.state
+        val_loss = evaluate(self.model, val_loader, self.device, self.precision, self.accelerator)
+        s.history.append({"epoch": s.epoch, "step": s.step, "val_loss": val_loss})
+        if self.is_main:
+            log.info("epoch %d step %d val_loss %.4f", s.epoch, s.step, val_loss)
+        if val_loss < s.best_val_loss:
+            s.best_val_loss, s.best_epoch = val_loss, s.epoch
+            self.best_state = _weights(self.model)
+        s.epoch, s.batch = s.epoch + 1, 0
+        self._call("on_validation_end", val_loss)
+
+    def _stopping(self) -> bool:
+        return self.should_stop or self.state.step >= self.last_step
+
+    def _call(self, event: str, *args) -> None:
+        for hook in self.hooks:
+            getattr(hook, event)(self, *args)
+
+
+def _groups(batches: Iterable[dict], n: int) -> Iterator[list[dict]]:
+    """Consecutive groups of `n` micro-batches (the last may be shorter): one optimizer step each."""
+    group: list[dict] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == n:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def checkpoint_to_resume(ckpt_dir: Path, resume_from: Optional[Path], run_fingerprint: str) -> Optional[Path]:
+    """`resume_from` (which must be a checkpoint), else `ckpt_dir/last` when it belongs to this run
+    (same fingerprint), else None."""
+    if resume_from:
+        if checkpoint.read_state(resume_from) is None:
+            raise ConfigError(f"--resume-from-checkpoint: {resume_from} is not a checkpoint (no state.json)")
+        return Path(resume_from)
+    last = checkpoint.find_last(ckpt_dir)
+    saved = checkpoint.read_state(last)
+    if saved is None:
+        return None
+    if saved.get("fingerprint") != run_fingerprint:
+        log.warning("ignoring checkpoint %s: it belongs to different params", last)
+        return None
+    return last
+
+
 def fit(
     *,
     model,
@@ -172,151 +472,45 @@ def fit(
     epochs: int,
     lr: float,
     params: TrainParams,
-    device: torch.device,
     ckpt_dir: Path,
     run_fingerprint: str,
-    live=None,
-    resume_from: Optional[Path] = None,
-    on_step: Optional[Callable[[int], None]] = None,
+    hooks: Sequence[Hook] = (),
+    max_steps: int | None = None,
+    resume_from: Path | None = None,
     desc: str = "train",
     accelerator=None,
 ) -> FitResult:
     """Train `model` on `objective(model, teacher, batch)`; returns the best weights by validation loss.
 
     Resumes from `resume_from`, or else from `ckpt_dir/last` when that checkpoint belongs to the same
-    run (same fingerprint). `on_step(step)` is called after every optimizer step. `teacher` is
-    whatever the objective reads the teacher's outputs from (a frozen model placed by the caller, a
-    cache, or None). `live` is only given on the main process.
+    run (same fingerprint). `teacher` goes to the objective untouched (None, a live teacher or a
+    cache of its outputs). `hooks` run in order after the progress bar and before the checkpointer,
+    so no checkpoint counts a step a hook has not seen. `max_steps` ends training after that many
+    optimizer steps in all (resumed ones included); the LR schedule still spans `epochs`, so such a
+    run is the start of the full one. The accelerator decides the device (default: make_accelerator()).
     """
-    accelerator = accelerator or make_accelerator(device)
-    device = accelerator.device
-    precision = resolve_precision(params.precision, device)
-    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
-    set_seed(params.seed)
-    if params.gradient_checkpointing:
-        # Non-reentrant checkpointing works with DDP and with inputs that need no grad.
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    model.to(device).train()
-    objective.to(device)
-    if isinstance(teacher, torch.nn.Module):  # placed by the caller (see kd.objective.freeze_teacher)
-        teacher.eval().requires_grad_(False)
-    trainable = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
-    loss_params = [p for p in objective.parameters() if p.requires_grad]  # e.g. feature projections
-    # The fused kernel (CPU and CUDA) does the whole update in one pass: ~15% faster steps on CPU.
-    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=params.weight_decay,
-                                  fused=device.type in ("cpu", "cuda"))
-    # DDP wraps the model for the training step only; `model` itself is saved and evaluated.
-    ddp_model = accelerator.prepare_model(model) if world > 1 else model
-
-    n_train = math.ceil(len(train_ds) / world)  # this process's share, padded (see shard_order)
-    batches_per_epoch = math.ceil(n_train / params.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / params.grad_accum)
-    total_steps = steps_per_epoch * epochs
-    warmup = int(params.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, warmup_steps=warmup, total_steps=total_steps)
-    )
-    # fp16 overflows without loss scaling; bf16 and fp32 do not need it.
-    scaler = torch.amp.GradScaler(enabled=precision == "fp16")
-
-    state = {"step": 0, "epoch": 0, "batch": 0, "best_val_loss": math.inf, "best_epoch": -1,
-             "history": [], "fingerprint": run_fingerprint}
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    source = Path(resume_from) if resume_from else checkpoint.find_last(ckpt_dir)
-    saved = checkpoint.read_state(source) if source.is_dir() else None
-    if resume_from and saved is None:
-        raise ConfigError(f"--resume-from-checkpoint: {resume_from} is not a checkpoint (no state.json)")
-    if saved is not None and saved.get("fingerprint") != run_fingerprint and not resume_from:
-        log.warning("ignoring checkpoint %s: it belongs to different params", source)
-        saved = None
-    if saved is not None:
-        state, best_state = checkpoint.load(source, model=model, objective=objective,
-                                            optimizer=optimizer, scheduler=scheduler)
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", source, state["step"],
-                 state["epoch"], state["batch"])
-    resumed_from_step = state["step"]
-
-    val_loader = epoch_loader(val_ds, batch_size=params.batch_size, collate=collate,
-                              seed=params.seed, epoch=0, shuffle=False, rank=rank, world=world)
-    # Redraw often on a terminal, rarely into a log file (DVC, nohup) so logs stay readable.
-    bar = tqdm(total=total_steps, initial=state["step"], desc=desc, dynamic_ncols=True, disable=not main,
-               mininterval=0.5 if sys.stderr.isatty() else 30.0)
-    tokens, train_seconds = 0, 0.0
-    for epoch in range(state["epoch"], epochs):
-        loader = epoch_loader(train_ds, batch_size=params.batch_size, collate=collate,
-                              seed=params.seed, epoch=epoch, rank=rank, world=world)
-        skip = state["batch"] if epoch == state["epoch"] else 0
-        running: dict[str, float] = {}
-        for i, batch in enumerate(loader):
-            if i < skip:  # already trained on before the interruption
-                continue
-            tick = time.perf_counter()
-            # counted on the host copy: no device sync
-            tokens += int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
-            batch = {k: v.to(device) for k, v in batch.items()}
-            last_batch = i + 1 == batches_per_epoch
-            step_now = (i + 1) % params.grad_accum == 0 or last_batch
-            # Accumulating micro-batches skip DDP's gradient all-reduce; the last one syncs.
-            sync = contextlib.nullcontext() if step_now or world == 1 else accelerator.no_sync(ddp_model)
-            with sync:
-                with autocast(device, precision):
-                    loss, parts = objective(ddp_model, teacher, batch)
-                scaler.scale(loss / params.grad_accum).backward()
-            for k, v in parts.items():
-                running[k] = running.get(k, 0.0) + v / params.grad_accum
-            if not step_now:
-                train_seconds += time.perf_counter() - tick
-                continue
-            if world > 1:  # parameters of the loss itself (projections) live outside DDP
-                for p in loss_params:
-                    if p.grad is not None:
-                        p.grad.copy_(accelerator.reduce(p.grad, reduction="mean"))
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)  # honest timing: wait for the step's kernels
-            train_seconds += time.perf_counter() - tick
-            state["step"] += 1
-            state["batch"] = i + 1
-            state["epoch"] = epoch
-            bar.update(1)
-            bar.set_postfix(loss=f"{running.get('total', 0.0):.3f}", refresh=False)
-            if live is not None:
-                live.step = state["step"]
-                for k, v in running.items():
-                    live.log_metric(f"train/{k}", v)
-                live.log_metric("train/lr", scheduler.get_last_lr()[0])
-            running = {}
-            if last_batch:
-                val_loss = evaluate(model, val_loader, device, precision, accelerator)
-                state["history"].append({"epoch": epoch, "step": state["step"], "val_loss": val_loss})
-                if main:
-                    log.info("epoch %d step %d val_loss %.4f", epoch, state["step"], val_loss)
-                if live is not None:
-                    live.log_metric("val/loss", val_loss)
-                if val_loss < state["best_val_loss"]:
-                    state["best_val_loss"], state["best_epoch"] = val_loss, epoch
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                state["epoch"], state["batch"] = epoch + 1, 0
-            if live is not None:
-                live.next_step()
-            if main and (state["step"] % params.checkpoint_every == 0 or last_batch):
-                checkpoint.save(ckpt_dir, model=model, objective=objective, optimizer=optimizer,
-                                scheduler=scheduler, best_state=best_state, state=state)
-            if on_step is not None:
-                on_step(state["step"])
-    bar.close()
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"fit: max_steps must be >= 1, got {max_steps}")
+    accelerator = accelerator or make_accelerator()
+    loop = TrainLoop(model=model, objective=objective, teacher=teacher, epochs=epochs, lr=lr,
+                     n_train=len(train_ds), params=params, accelerator=accelerator,
+                     run_fingerprint=run_fingerprint, max_steps=max_steps)
+    source = checkpoint_to_resume(ckpt_dir, resume_from, run_fingerprint)
+    if source is not None:
+        loop.resume(source)
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", source, loop.state.step, loop.state.epoch,
+                 loop.state.batch)
+    resumed_from_step = loop.state.step
+    checkpointer = [Checkpointer(ckpt_dir, params.checkpoint_every)] if loop.is_main else []
+    loop.hooks = [ProgressBar(desc), *hooks, *checkpointer]
+    loop.run(train_ds, val_ds, collate)
     if params.gradient_checkpointing:
         model.activation_checkpointing_disable()
     accelerator.wait_for_everyone()
-    return FitResult(best_state=best_state, best_val_loss=state["best_val_loss"],
-                     best_epoch=state["best_epoch"], steps=state["step"], history=state["history"],
-                     resumed_from_step=resumed_from_step, steps_run=state["step"] - resumed_from_step,
-                     tokens=tokens, seconds=train_seconds)
+    s = loop.state
+    return FitResult(best_state=loop.best_state, best_val_loss=s.best_val_loss, best_epoch=s.best_epoch,
+                     steps=s.step, history=s.history, resumed_from_step=resumed_from_step,
+                     steps_run=s.step - resumed_from_step, tokens=loop.tokens, seconds=loop.seconds)
 
 
 def finish(ckpt_dir: Path) -> None:

@@ -1,4 +1,8 @@
-"""Stage benchmark: score the teacher, every student and lead-3 on the test split, side by side."""
+"""Stage benchmark@<name>: one model (--model DIR) or the lead-N baseline (--lead) on the test split:
+ROUGE/BLEU as a flat metrics file (--out) and its predictions (--predictions). No timing here
+(stages/speed.py times every model side by side), so an unchanged model rewrites the same bytes.
+Under `accelerate launch` each process decodes a shard; the main process writes.
+"""
 
 from __future__ import annotations
 
@@ -10,44 +14,36 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from kd import cli, paths  # noqa: E402
-from kd.errors import ConfigError  # noqa: E402
 from kd.params import load_section  # noqa: E402
-
-
-def parse_model(spec: str) -> tuple[str, Path]:
-    name, sep, path = spec.partition("=")
-    if not sep or not name or not path:
-        raise ConfigError(f"--model {spec!r}: expected NAME=PATH, e.g. teacher=models/teacher")
-    return name, Path(path)
 
 
 def main(argv=None) -> None:
     p = cli.parser(__doc__)
-    p.add_argument("--model", action="append", default=None, metavar="NAME=PATH",
-                   help="a model to benchmark (repeat); must include teacher=... "
-                        "(default: the teacher and models/student_* that exist)")
+    p.add_argument("--name", required=True, help="the model's row name (teacher, a student name, lead3)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", type=Path, help="the model directory (model + tokenizer)")
+    which.add_argument("--lead", action="store_true", help="score the lead-N baseline (benchmark.lead_n)")
     p.add_argument("--test", type=Path, default=paths.raw_split("test"))
-    p.add_argument("--out", type=Path, default=paths.BENCHMARK_DIR)
+    p.add_argument("--out", type=Path, required=True, help="the flat metrics JSON")
+    p.add_argument("--predictions", type=Path, required=True, help="the predictions, one JSON line per example")
     args = p.parse_args(argv)
-    cli.setup_logging("benchmark", args.log_dir)
+    cli.setup_logging(f"benchmark_{args.name}", args.log_dir)
     bench, tok = load_section("benchmark", args.params), load_section("tokenizer", args.params)
     cli.log_config(benchmark=bench, prefix=tok.prefix, max_source_length=tok.max_source_length)
-    if args.model:
-        models = dict(parse_model(m) for m in args.model)
-    else:
-        models = {"teacher": paths.TEACHER_DIR} | {
-            d.name: d for d in sorted(paths.MODELS_DIR.glob("student_*")) if (d / "config.json").is_file()}
 
-    from kd.benchmark import run_benchmark, write_outputs
+    from kd.benchmark import score_lead, score_model, scored_records, write_quality
     from kd.data.sources import read_jsonl
-    from kd.modeling import resolve_device
 
-    rows, examples = run_benchmark(models=models, test_records=read_jsonl(args.test), bench=bench,
-                                   prefix=tok.prefix, max_source_length=tok.max_source_length,
-                                   device=resolve_device(bench.device))
-    if cli.is_main_process():  # under `accelerate launch`, every process measured its shard; one writes
-        write_outputs(rows, examples, bench, args.out)
-        cli.log.info("wrote %s", args.out)
+    records = scored_records(read_jsonl(args.test), bench.max_samples)
+    if args.lead:
+        metrics, predictions = score_lead(records=records, n=bench.lead_n)
+    else:
+        metrics, predictions = score_model(model_dir=args.model, records=records, bench=bench, prefix=tok.prefix,
+                                           max_source_length=tok.max_source_length)
+    if cli.is_main_process():  # under `accelerate launch` every process holds all predictions; one writes
+        write_quality(metrics=metrics, out=args.out, records=records, predictions=predictions,
+                      predictions_out=args.predictions)
+        cli.log.info("%s: %s; wrote %s and %s", args.name, metrics, args.out, args.predictions)
 
 
 if __name__ == "__main__":

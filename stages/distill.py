@@ -1,4 +1,4 @@
-"""Stage distill: train one student, with the distillation losses params.yaml gives it."""
+"""Stage distill: train one student with the recipe params.yaml gives it (kd.students.<name>)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def main(argv=None) -> None:
     p.add_argument("--tokenizer", type=Path, default=paths.TOKENIZER_DIR)
     p.add_argument("--tokenized", type=Path, default=paths.TOKENIZED_DIR)
     p.add_argument("--teacher-outputs", type=Path, default=paths.TEACHER_OUTPUTS_DIR,
-                   help="the teacher_outputs stage's cache (read when kd.teacher_outputs is cached)")
+                   help="the teacher_outputs stage's cache (read when the recipe's teacher_input names it)")
     p.add_argument("--out", type=Path, default=None, help="default: models/student_<name>")
     p.add_argument("--checkpoints", type=Path, default=None, help="default: checkpoints/student_<name>")
     p.add_argument("--live-dir", type=Path, default=None, help="default: dvclive/student_<name>")
@@ -29,13 +29,16 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     cli.setup_logging(f"distill_{args.student}", args.log_dir)
     spec, train, kd = (load_section(s, args.params) for s in ("student", "train", "kd"))
-    losses = kd.losses_of(args.student)
-    cli.log_config(student=spec, train=train, losses=list(losses), kd=kd)
+
+    from kd.recipe import resolve  # imports the loss modules the recipe names
+
+    recipe = resolve(args.student, kd, spec, train)  # every setting validated before anything is loaded
+    cli.log_config(recipe=recipe.to_json(), teacher_device=kd.teacher_device)
     run_name = f"student_{args.student}"
 
     from kd.distill import distill_student  # heavy imports only after argv and params are valid
 
-    distill_student(name=args.student, spec=spec, train=train, kd=kd, teacher_dir=args.teacher,
+    distill_student(recipe=recipe, teacher_device=kd.teacher_device, teacher_dir=args.teacher,
                     tokenizer_dir=args.tokenizer, teacher_outputs_dir=args.teacher_outputs,
                     tokenized_dir=args.tokenized, out_dir=args.out or paths.student_dir(args.student),
                     ckpt_dir=args.checkpoints or paths.CHECKPOINTS_DIR / run_name,

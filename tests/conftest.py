@@ -60,3 +60,19 @@ def tiny_data(tmp_path_factory):
                                                    max_target_length=16) for s, r in splits.items()})
     ds.save_to_disk(str(root / "tokenized"))
     return root
+
+
+def make_objective(losses: dict, teacher=None, student=None, label_weight: float = 1.0):
+    """The training objective of {loss name: settings mapping}, built as a recipe's is (kd.recipe)."""
+    from kd.recipe import make_objective as build, parse_losses
+
+    return build(parse_losses(losses, "test"), label_weight=label_weight,
+                 teacher_config=teacher.config if teacher is not None else None,
+                 student_config=student.config if student is not None else None, where="test")
+
+
+def live(teacher):
+    """A teacher model as the objective's source of teacher outputs."""
+    from kd.objective import LiveTeacher
+
+    return LiveTeacher(teacher)

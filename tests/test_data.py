@@ -153,6 +153,34 @@ def test_read_jsonl_missing_and_empty_files(tmp_path):
         read_jsonl(tmp_path / "broken.jsonl.gz")
 
 
+@pytest.mark.parametrize("rows, message", [
+    ([GOOD, json.dumps({"id": "b", "article": "x", "highlights": "y"}), GOOD],
+     "dup.jsonl:3: duplicate id 'a' (first on line 1)"),
+    # ids are strings: 7 and "7" are the same id
+    (['{"id": 7, "article": "x", "highlights": "y"}', "", '{"id": "7", "article": "x", "highlights": "y"}'],
+     "dup.jsonl:3: duplicate id '7' (first on line 1)"),
+    # a default id ("<stem>-<line>") taken by another record's own id
+    ([json.dumps({"article": "x", "highlights": "y"}), json.dumps({"id": "dup-1", "article": "x", "highlights": "y"})],
+     "dup.jsonl:2: duplicate id 'dup-1' (first on line 1)"),
+])
+def test_read_jsonl_refuses_duplicate_ids_naming_both_lines(tmp_path, rows, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        read_jsonl(write_lines(tmp_path / "dup.jsonl", rows))
+
+
+def test_read_jsonl_names_the_line_with_bytes_that_are_not_utf8(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes((GOOD + "\n").encode() + '{"id": "b", "article": "Café", "highlights": "y"}\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=re.escape("latin1.jsonl:2: not UTF-8 text (byte 0xe9 at column 28)")):
+        read_jsonl(path)
+
+
+def test_read_jsonl_skips_a_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (GOOD + "\r\n").encode())
+    assert read_jsonl(path) == [{"id": "a", "article": "Some text.", "highlights": "A summary."}]
+
+
 def test_read_jsonl_gz_with_field_mapping(tmp_path):
     path = tmp_path / "xsum.jsonl.gz"
     rows = [{"doc_id": 17, "document": "Long text.", "summary": "Short."}, {"document": "More.", "summary": "S."}]
@@ -171,6 +199,31 @@ def test_validate_records_names_where_and_field():
     with pytest.raises(ConfigError, match="hub: record 1: 'highlights' must be a non-empty string"):
         validate_records([{"id": "a", "article": "x", "highlights": "y"}, {"id": "b", "article": "x",
                                                                            "highlights": " "}], where="hub")
+
+
+def test_validate_records_refuses_duplicate_ids():
+    records = [{"id": i, "article": "x", "highlights": "y"} for i in ("a", "b", "a")]
+    with pytest.raises(ConfigError, match=re.escape("hub: record 2: duplicate id 'a' (first as record 0)")):
+        validate_records(records, where="hub")
+
+
+def test_every_source_passes_the_duplicate_id_check(monkeypatch):
+    """load_splits validates what any loader returns, so a source cannot hand over an id twice."""
+    from kd.data import prepare
+    from kd.params import DataParams
+
+    twice = [{"id": "x", "article": "An article.", "highlights": "A summary."}] * 2
+    monkeypatch.setitem(prepare.LOADERS, "builtin", lambda split, data: twice)
+    with pytest.raises(ConfigError, match=re.escape("data.source=builtin split 'train': record 1: duplicate id 'x'")):
+        prepare.load_splits(DataParams())
+
+
+def test_builtin_splits_pass_load_splits():
+    from kd.data.prepare import load_splits
+    from kd.params import BuiltinData, DataParams
+
+    splits = load_splits(DataParams(builtin=BuiltinData(train_size=40, validation_size=5, test_size=5)))
+    assert {s: len(r) for s, r in splits.items()} == {"train": 40, "validation": 5, "test": 5}
 
 
 @pytest.mark.parametrize("name", ["out.jsonl", "out.jsonl.gz"])
@@ -243,6 +296,17 @@ def test_load_hub_keeps_fields_and_caps_samples(tmp_path):
     got = load_hub("train", name=str(local), config=None, max_samples=2, cache_dir=cache)
     assert got == [{k: r[k] for k in ("id", "article", "highlights")} for r in rows[:2]]
     assert len(load_hub("test", name=str(local), config=None, max_samples=50, cache_dir=cache)) == 5
+
+
+def test_load_hub_refuses_duplicate_ids(tmp_path):
+    pytest.importorskip("datasets")
+    local, cache = tmp_path / "local", tmp_path / "cache"
+    local.mkdir()
+    rows = [{"id": i, "article": "An article.", "highlights": "A summary."} for i in ("a", "b", "b")]
+    for split in ("train", "validation", "test"):
+        (local / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ConfigError, match=re.escape("split 'test': record 2: duplicate id 'b' (first as record 1)")):
+        load_hub("test", name=str(local), config=None, cache_dir=cache)
 
 
 @pytest.mark.parametrize("kwargs, key", [(dict(split="dev"), "split"),

@@ -1,36 +1,128 @@
-"""dvc.yaml agrees with the code: each distill stage declares the params its losses read, and the
-paths on each `cmd` are the scripts' defaults."""
+"""dvc.yaml agrees with the code: each stage's deps cover its script's import closure inside kd/, each
+student's teacher-side dep is the one its recipe reads, and the paths on each `cmd` are the scripts'
+defaults."""
 
 from __future__ import annotations
 
+import ast
+import re
+from pathlib import Path
+
+import pytest
 import yaml
 from conftest import ROOT
 
 from kd import paths
-from kd.distill import uses_cache
-from kd.losses import distiller_class
-from kd.params import load_section
+from kd.losses import loss_class
+from kd.params import TEACHER_INPUTS, load_section
 
 
 def dvc_yaml():
     return yaml.safe_load((ROOT / "dvc.yaml").read_text())
 
 
-def test_every_student_in_params_has_a_distill_stage_declaring_its_loss_params():
+# ----------------------------------------------------------------------------- import closure
+
+
+def _module_file(name: str) -> Path | None:
+    p = ROOT / Path(*name.split("."))
+    if (p / "__init__.py").is_file():
+        return p / "__init__.py"
+    return p.with_suffix(".py") if p.with_suffix(".py").is_file() else None
+
+
+def _kd_imports(path: Path) -> set[str]:
+    """kd modules `path` imports anywhere in its body (function-level imports included)."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            found |= {base} | {f"{base}.{a.name}" for a in node.names}
+    return {m for m in found if m == "kd" or m.startswith("kd.")}
+
+
+def import_closure(script: Path) -> set[Path]:
+    """Every file of kd/ that `script` imports, directly or not (parent packages' __init__ included)."""
+    seen, todo = set(), [script]
+    while todo:
+        f = todo.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        for module in _kd_imports(f):
+            parts = module.split(".")
+            for i in range(1, len(parts) + 1):
+                g = _module_file(".".join(parts[:i]))
+                if g is not None and g not in seen:
+                    todo.append(g)
+    return {f for f in seen if f != script}
+
+
+def _stages():
+    """(stage name, script, deps) for every stage that runs a script in stages/."""
+    for name, stage in dvc_yaml()["stages"].items():
+        body = stage.get("do", stage)
+        m = re.search(r"stages/(\w+)\.py", body["cmd"])
+        if m:
+            yield name, ROOT / "stages" / f"{m[1]}.py", body.get("deps", [])
+
+
+@pytest.mark.parametrize("name,script,deps", list(_stages()), ids=lambda v: v if isinstance(v, str) else "")
+def test_stage_deps_cover_the_scripts_import_closure(name, script, deps):
+    declared = [ROOT / d for d in deps if "${" not in d]
+    assert script in declared, f"{name}: its script {script.relative_to(ROOT)} is not a dep"
+
+    def covered(f: Path) -> bool:
+        return any(f == d or d in f.parents for d in declared)
+
+    missing = sorted(str(f.relative_to(ROOT)) for f in import_closure(script) if not covered(f))
+    assert not missing, f"{name}: dvc.yaml deps miss {missing}"
+
+
+def test_the_teachers_stages_do_not_import_the_losses_or_the_cache():
+    for script in ("train_teacher", "teacher_outputs"):
+        closure = {str(f.relative_to(ROOT)) for f in import_closure(ROOT / "stages" / f"{script}.py")}
+        assert not {f for f in closure if f.startswith("kd/losses")}, script
+        assert "kd/distill.py" not in closure and "kd/recipe.py" not in closure, script
+    closure = {str(f.relative_to(ROOT)) for f in import_closure(ROOT / "stages" / "train_teacher.py")}
+    assert "kd/teacher_cache.py" not in closure
+
+
+def test_import_closure_sees_function_level_imports():
+    closure = {str(f.relative_to(ROOT)) for f in import_closure(ROOT / "stages" / "distill.py")}
+    assert {"kd/distill.py", "kd/recipe.py", "kd/losses/__init__.py", "kd/train.py"} <= closure
+
+
+# ----------------------------------------------------------------------------- students
+
+
+def test_every_student_is_a_stage_whose_teacher_dep_is_what_its_recipe_reads():
+    from kd.recipe import resolve
+
     kd = load_section("kd", ROOT / "params.yaml")
-    stage = dvc_yaml()["stages"]["distill"]
-    assert set(stage["foreach"]) == set(kd.students)
-    for name, losses in kd.students.items():
-        item = stage["foreach"][name]
-        # unused slots repeat the student's own recipe key, which the stage declares anyway
-        declared = {item["p1"], item["p2"], item["p3"]} - {f"kd.students.{name}"}
-        needed = {k for loss in losses for k in distiller_class(loss).param_keys}
-        assert declared == needed, name
-        # the teacher-side input the student really reads: the cache for logit-only KD
-        cached = uses_cache(kd, losses)
-        assert item["teacher"] == str(paths.TEACHER_OUTPUTS_DIR if cached else paths.TEACHER_DIR), name
-    assert str(paths.TEACHER_DIR) in stage["do"]["deps"]  # student.init: shrink reads the teacher
-    assert f"--teacher-outputs {paths.TEACHER_OUTPUTS_DIR}" in stage["do"]["cmd"]
+    spec, train = load_section("student", ROOT / "params.yaml"), load_section("train", ROOT / "params.yaml")
+    stages = dvc_yaml()["stages"]
+    assert stages["distill"]["foreach"] == "${kd.students}"
+    do = stages["distill"]["do"]
+    assert "${item.teacher_input}" in do["deps"] and str(paths.TEACHER_DIR) in do["deps"]
+    assert set(do["params"]) >= {"student", "train", "kd.students.${key}", "kd.teacher_device"}
+    for name in kd.students:
+        recipe = resolve(name, kd, spec, train)  # also validates every recipe in the shipped params
+        assert recipe.teacher_input in TEACHER_INPUTS
+        if recipe.cached:  # only a recipe whose losses can all read the cache may depend on it
+            assert recipe.losses and all(loss_class(n).reads_cache for n in recipe.losses), name
+        else:
+            assert recipe.teacher_input == str(paths.TEACHER_DIR), name
+    # loss modules are imported by name (no import statement names them): the whole package is a dep
+    assert "kd/losses" in do["deps"]
+    assert f"--teacher-outputs {paths.TEACHER_OUTPUTS_DIR}" in do["cmd"]
+    assert stages["benchmark"]["foreach"] == "${kd.students}"
 
 
 def test_teacher_outputs_depends_on_teacher_and_data_only():
@@ -45,15 +137,8 @@ def test_training_stages_start_through_the_launch_param():
     stages = dvc_yaml()["stages"]
     assert stages["train_teacher"]["cmd"].startswith("${launch.train} stages/train_teacher.py")
     assert stages["distill"]["do"]["cmd"].startswith("${launch.train} stages/distill.py")
-    assert stages["benchmark"]["cmd"].startswith("${launch.benchmark} stages/benchmark.py")
-
-
-def test_benchmark_covers_every_student():
-    kd = load_section("kd", ROOT / "params.yaml")
-    stage = dvc_yaml()["stages"]["benchmark"]
-    for name in kd.students:
-        assert f"student_{name}={paths.student_dir(name)}" in stage["cmd"]
-        assert str(paths.student_dir(name)) in stage["deps"]
+    assert stages["benchmark"]["do"]["cmd"].startswith("${launch.benchmark} stages/benchmark.py")
+    assert stages["benchmark_teacher"]["cmd"].startswith("${launch.benchmark} stages/benchmark.py")
 
 
 def test_cmd_paths_are_the_script_defaults():
@@ -61,4 +146,4 @@ def test_cmd_paths_are_the_script_defaults():
     assert f"--out {paths.RAW_DIR}" in stages["download"]["cmd"]
     assert f"--tokenized-out {paths.TOKENIZED_DIR}" in stages["tokenize"]["cmd"]
     assert f"--out {paths.TEACHER_DIR}" in stages["train_teacher"]["cmd"]
-    assert f"--out {paths.BENCHMARK_DIR}" in stages["benchmark"]["cmd"]
+    assert f"--out {paths.student_dir('${key}')}" in stages["distill"]["do"]["cmd"]

@@ -6,13 +6,12 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_batch, tiny_t5
+from conftest import live, make_objective, tiny_batch, tiny_t5
 
 from kd.errors import ConfigError
-from kd.losses import REGISTRY, build_distiller, needs_of
+from kd.losses import REGISTRY, available, loss_class
 from kd.losses.logit import LogitKD
 from kd.objective import Objective, mix_losses
-from kd.params import KDParams
 
 
 class Out:  # the part of Seq2SeqLMOutput a logit loss reads
@@ -52,8 +51,8 @@ def test_logit_kd_ignores_masked_positions():
 def test_logit_kd_gradients_reach_only_the_student():
     student, teacher = tiny_t5(seed=0), tiny_t5(seed=1)
     teacher.requires_grad_(True)  # even a teacher left trainable must receive no gradient
-    objective = Objective.from_params(("logit",), KDParams())
-    loss, parts = objective(student, teacher, tiny_batch())
+    objective = make_objective({"logit": {}}, teacher, student)
+    loss, parts = objective(student, live(teacher), tiny_batch())
     loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
@@ -63,33 +62,49 @@ def test_logit_kd_gradients_reach_only_the_student():
 def test_student_copy_of_teacher_has_zero_logit_kd():
     teacher = tiny_t5(seed=0)
     student = tiny_t5(seed=0)
-    _, parts = Objective.from_params(("logit",), KDParams())(student, teacher, tiny_batch())
+    _, parts = make_objective({"logit": {}}, teacher, student)(student, live(teacher), tiny_batch())
     assert parts["logit"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_mix_losses_rule():
-    parts = {"ce": torch.tensor(2.0), "logit": torch.tensor(4.0)}
-    assert mix_losses(parts, alpha=0.25, weights={}).item() == pytest.approx(0.75 * 2 + 0.25 * 4)
-    # without logit KD alpha does not apply: the label loss keeps weight 1
-    assert mix_losses({"ce": torch.tensor(2.0), "x": torch.tensor(1.0)}, alpha=0.9,
-                      weights={"x": 3.0}).item() == pytest.approx(2 + 3)
+    parts = {"ce": torch.tensor(2.0), "logit": torch.tensor(4.0), "x": torch.tensor(1.0)}
+    got = mix_losses(parts, label_weight=0.25, weights={"logit": 0.75, "x": 3.0})
+    assert got.item() == pytest.approx(0.25 * 2 + 0.75 * 4 + 3 * 1)
+    with pytest.raises(KeyError):  # every loss needs a weight: none is implied by another loss
+        mix_losses(parts, label_weight=1.0, weights={"logit": 1.0})
+
+
+def test_objective_weights_come_from_the_recipe():
+    student, teacher = tiny_t5(seed=0), tiny_t5(seed=1)
+    objective = make_objective({"logit": {"weight": 0.7, "temperature": 2.0}}, teacher, student, label_weight=0.2)
+    assert objective.weights == {"logit": 0.7} and objective.label_weight == 0.2
+    assert objective.distillers["logit"].temperature == 2.0
+    total, parts = objective(student, live(teacher), tiny_batch())
+    assert total.item() == pytest.approx(0.2 * parts["ce"] + 0.7 * parts["logit"], rel=1e-5)
 
 
 def test_baseline_objective_uses_no_teacher():
-    objective = Objective.from_params((), KDParams())
+    objective = Objective.labels_only()
     assert not objective.uses_teacher
     loss, parts = objective(tiny_t5(), None, tiny_batch())
     assert set(parts) == {"ce", "total"} and math.isfinite(loss.item())
 
 
 def test_unknown_loss_name_is_a_clear_error():
-    with pytest.raises(ConfigError, match="unknown loss 'nope'"):
-        needs_of(("nope",))
-    with pytest.raises(ConfigError, match="kd.students"):
-        build_distiller("nope", KDParams(), None, None)
+    with pytest.raises(ConfigError, match=r"kd.students.x.losses.nope: unknown loss 'nope'"):
+        loss_class("nope", where="kd.students.x.losses.nope")
+    with pytest.raises(ConfigError, match="unknown loss 'layermap'"):  # a helper module is not a loss
+        loss_class("layermap")
+    with pytest.raises(ConfigError, match=r"test.logit.temprature"):
+        make_objective({"logit": {"temprature": 2.0}})
+    with pytest.raises(ConfigError, match=r"test.logit.temperature must be > 0"):
+        make_objective({"logit": {"temperature": 0}})
 
 
-def test_every_registered_loss_declares_what_it_needs():
-    for name, cls in REGISTRY.items():
-        assert cls.name == name
+def test_losses_are_found_by_module_name():
+    assert {"logit", "feature", "attention"} <= set(available())
+    for name in available():
+        cls = loss_class(name)
+        assert cls.name == name and REGISTRY[name] is cls
         assert cls.needs and cls.needs <= {"logits", "hidden_states", "attentions"}
+        cls.Settings()  # every setting has a default

@@ -15,14 +15,21 @@ from kd.metrics import (
     summary_scores,
     word_tokenize,
 )
+from kd.errors import ConfigError
 from kd.report import (
     add_relative_columns,
+    benchmark_rows,
     flat_metrics,
     format_table,
+    gather,
+    host_line,
     markdown_table,
+    nested_metrics,
     plot_quality_vs_speed,
     plot_scores,
+    read_predictions,
     render_report,
+    side_by_side,
     write_csv,
     write_report,
 )
@@ -118,7 +125,7 @@ def _rows():
         {"model": "teacher", "kind": "teacher", "rouge1": 40.0, "rouge2": 20.0, "rougeL": 30.0,
          "rougeLsum": 36.0, "bleu1": 30.0, "bleu4": 10.0, "params": 240_000_000, "size_mb": 900.0,
          "samples_per_s": 5.0, "ms_per_sample": 200.0, "peak_mem_mb": 2000.0},
-        {"model": "student_vanilla", "kind": "student", "rouge1": 36.0, "rouge2": 15.0,
+        {"model": "vanilla", "kind": "student", "rouge1": 36.0, "rouge2": 15.0,
          "rougeL": 27.0, "rougeLsum": 32.4, "bleu1": 28.0, "bleu4": 8.0, "params": 60_000_000,
          "size_mb": 230.0, "samples_per_s": 20.0, "ms_per_sample": 50.0, "peak_mem_mb": 600.0},
         {"model": "lead3", "kind": "baseline-heuristic", "rouge1": 20.0, "rouge2": 10.0,
@@ -151,9 +158,9 @@ def test_add_relative_columns_needs_teacher():
 def test_flat_metrics():
     metrics = flat_metrics(add_relative_columns(_rows()))
     assert metrics["teacher.rouge1"] == 40.0
-    assert metrics["student_vanilla.rougeL"] == 27.0
+    assert metrics["vanilla.rougeL"] == 27.0
     assert metrics["lead3.rouge1"] == 20.0
-    assert metrics["student_vanilla.retention_rouge2"] == 75.0
+    assert metrics["vanilla.retention_rouge2"] == 75.0
     assert metrics["teacher.params"] == 240_000_000
     assert "lead3.params" not in metrics and "lead3.speedup" not in metrics
     assert not any(key.endswith((".model", ".kind")) for key in metrics)
@@ -167,7 +174,7 @@ def test_csv_round_trip(tmp_path):
     write_csv(rows, str(path))
     with open(path, newline="", encoding="utf-8") as handle:
         read = list(csv.DictReader(handle))
-    assert [row["model"] for row in read] == ["teacher", "student_vanilla", "lead3"]
+    assert [row["model"] for row in read] == ["teacher", "vanilla", "lead3"]
     assert list(read[0]) == list(rows[0])
     assert float(read[1]["rouge1"]) == 36.0 and int(read[0]["params"]) == 240_000_000
     assert read[2]["params"] == "" and read[2]["speedup"] == ""
@@ -189,7 +196,7 @@ def test_tables():
 def test_report(tmp_path):
     rows = add_relative_columns(_rows())
     examples = [{"id": f"ex{i}", "article": "word " * 200, "reference": "The reference.",
-                 "teacher": "Teacher summary.", "student_vanilla": "Student summary.",
+                 "teacher": "Teacher summary.", "vanilla": "Student summary.",
                  "lead3": "Lead sentence."} for i in range(5)]
     text = render_report(rows, examples, {"num_beams": 4, "max_new_tokens": 64})
     assert "num_beams: 4" in text and "Examples (3 of 5)" in text
@@ -210,6 +217,99 @@ def test_plots(tmp_path):
     plot_quality_vs_speed([rows[2]], str(tmp_path / "no_speed.png"))
     assert (tmp_path / "no_speed.png").stat().st_size > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["no_speed.png", "scores.png", "speed.png"]
+
+
+def _quality_and_speed():
+    """The rows of _rows() as the report stage reads them: quality files and speed.json."""
+    quality = {row["model"]: {k: v for k, v in row.items() if v is not None and k not in ("model", "kind")
+                              and k not in ("samples_per_s", "ms_per_sample", "peak_mem_mb")} for row in _rows()}
+    speed = {"host": {"n_samples": 64}, **{row["model"]: {"samples_per_s": row["samples_per_s"],
+                                                          "ms_per_sample": row["ms_per_sample"],
+                                                          "peak_mem_mb": row["peak_mem_mb"], "round_s": [1.0]}
+                                           for row in _rows() if row["samples_per_s"]}}
+    return quality, speed
+
+
+def test_benchmark_rows_join_quality_and_speed():
+    quality, speed = _quality_and_speed()
+    models = [("teacher", "teacher"), ("vanilla", "student"), ("lead3", "baseline-heuristic")]
+    rows = benchmark_rows(models, quality, speed)
+    expected = add_relative_columns(_rows())
+    assert [row["model"] for row in rows] == ["teacher", "vanilla", "lead3"]
+    for row, want in zip(rows, expected):
+        assert {k: v for k, v in row.items() if v is not None} == {k: v for k, v in want.items() if v is not None}
+    assert "round_s" not in rows[0], "only the speed summary joins the table"
+
+
+def test_nested_metrics():
+    nested = nested_metrics(add_relative_columns(_rows()) + [{"model": "m", "kind": "student", "rouge1": 1 / 3,
+                                                              "flag": True, "bad": float("nan")}])
+    assert list(nested) == ["teacher", "vanilla", "lead3", "m"]
+    assert nested["vanilla"]["compression"] == 4.0 and nested["vanilla"]["params"] == 60_000_000
+    assert "params" not in nested["lead3"] and "kind" not in nested["teacher"]
+    assert nested["m"] == {"rouge1": 0.3333}
+    json.dumps(nested, allow_nan=False)
+
+
+def test_side_by_side_and_host_line():
+    records = [{"id": f"a{i}", "article": f"Article {i}.", "highlights": f"Ref {i}."} for i in range(3)]
+    examples = side_by_side(records, {"teacher": ["t0", "t1", "t2"], "lead3": ["l0", "l1", "l2"]}, 2)
+    assert examples == [{"id": "a0", "article": "Article 0.", "reference": "Ref 0.", "teacher": "t0", "lead3": "l0"},
+                        {"id": "a1", "article": "Article 1.", "reference": "Ref 1.", "teacher": "t1", "lead3": "l1"}]
+    host = {"hostname": "box", "cpu": "Some CPU", "logical_cores": 2, "torch_threads": 2, "device": "cpu",
+            "torch": "2.13.0", "transformers": "5.23.0", "date": "2025-01-01", "n_samples": 64, "rounds": 3}
+    line = host_line(host)
+    assert line.startswith("64 samples, median of 3 interleaved rounds; cpu on box (Some CPU, 2 cores")
+    assert host_line({**host, "device": "cuda", "gpu": "H100"}).startswith("64 samples, median of 3 "
+                                                                          "interleaved rounds; cuda on box (H100,")
+    text = render_report(add_relative_columns(_rows()), examples, {"num_beams": 2}, host=host)
+    assert "Speed\n-----\n  " + line in text
+    assert "Speed\n-----" not in render_report(_rows(), examples, {"num_beams": 2})
+
+
+def test_read_predictions_checks_the_test_ids(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"id": "a", "prediction": "x"}\n{"id": "b", "prediction": "y"}\n')
+    assert read_predictions(tmp_path, "m", ["a", "b", "c"]) == ["x", "y"]
+    with pytest.raises(ConfigError, match=r"m.jsonl: its ids are not the test split's first 2; stale\? "
+                                          r"run `dvc repro benchmark@m`"):
+        read_predictions(tmp_path, "m", ["b", "a"])
+    with pytest.raises(ConfigError, match=r"nope.jsonl: no predictions for 'nope'; run `dvc repro benchmark@nope`"):
+        read_predictions(tmp_path, "nope", ["a"])
+    (tmp_path / "bad.jsonl").write_text('{"id": "a"}\n')
+    with pytest.raises(ConfigError, match="bad.jsonl: not a predictions file"):
+        read_predictions(tmp_path, "bad", ["a"])
+
+
+def _write_stage_outputs(root, quality, speed, n=2):
+    records = [{"id": f"a{i}", "article": f"Article {i}.", "highlights": f"Ref {i}."} for i in range(n)]
+    for name, metrics in quality.items():
+        atomic_write_json(root / "quality" / f"{name}.json", {**metrics, "n_examples": n})
+        atomic_write_text(root / "predictions" / f"{name}.jsonl",
+                          "".join(json.dumps({"id": r["id"], "prediction": f"{name} {i}"}) + "\n"
+                                  for i, r in enumerate(records)))
+    atomic_write_json(root / "speed.json", speed)
+    return records
+
+
+def test_gather(tmp_path):
+    quality, speed = _quality_and_speed()
+    records = _write_stage_outputs(tmp_path, quality, speed)
+    kwargs = dict(students=["vanilla"], lead="lead3", quality_dir=tmp_path / "quality",
+                  predictions_dir=tmp_path / "predictions", speed_path=tmp_path / "speed.json", records=records)
+    rows, examples, host = gather(num_examples=5, **kwargs)
+    assert [row["model"] for row in rows] == ["teacher", "vanilla", "lead3"]
+    assert rows[1]["speedup"] == 4.0 and rows[1]["compression"] == 4.0 and rows[1]["n_examples"] == 2
+    assert rows[1]["retention_rouge1"] == 90.0 and rows[2]["retention_rougeL"] == 50.0
+    assert rows[2]["speedup"] is None and host == {"n_samples": 64}
+    assert [e["vanilla"] for e in examples] == ["vanilla 0", "vanilla 1"]
+    with pytest.raises(ConfigError, match=r"no quality results for 'other'; run `dvc repro benchmark@other`"):
+        gather(num_examples=1, **{**kwargs, "students": ["vanilla", "other"]})
+    atomic_write_json(tmp_path / "speed.json", {k: v for k, v in speed.items() if k != "vanilla"})
+    with pytest.raises(ConfigError, match=r"speed.json: no speed results for \['vanilla'\]; run `dvc repro speed`"):
+        gather(num_examples=1, **kwargs)
+    atomic_write_json(tmp_path / "quality" / "lead3.json", {**quality["lead3"], "n_examples": 1})
+    with pytest.raises(ConfigError, match="different numbers of examples"):
+        gather(num_examples=1, **kwargs)
 
 
 # --- kd.io ------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -74,10 +75,19 @@ def repo(tmp_path_factory):
     return repo, first.stdout + first.stderr
 
 
+def quality_stages(students=STUDENTS) -> set[str]:
+    return {"benchmark_teacher", "benchmark_lead3", *(f"benchmark@{s}" for s in students)}
+
+
+def commit(path, message):
+    sh(["git", "add", "-A"], path)
+    sh(["git", "commit", "-qm", message], path)
+
+
 def test_repro_runs_every_stage_and_writes_the_outputs(repo):
     path, output = repo
-    assert ran(output) == {"download", "tokenize", "train_teacher", "teacher_outputs", "benchmark",
-                           *(f"distill@{s}" for s in STUDENTS)}
+    assert ran(output) == {"download", "tokenize", "train_teacher", "teacher_outputs", "speed", "report",
+                           *(f"distill@{s}" for s in STUDENTS), *quality_stages()}
     for split in ("train", "validation", "test"):
         assert (path / "data" / "raw" / f"{split}.jsonl").is_file()
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
@@ -85,13 +95,15 @@ def test_repro_runs_every_stage_and_writes_the_outputs(repo):
     for model in ("teacher", *(f"student_{s}" for s in STUDENTS)):
         AutoModelForSeq2SeqLM.from_pretrained(path / "models" / model)
         AutoTokenizer.from_pretrained(path / "models" / model)
+    for s in STUDENTS:  # each student keeps the resolved recipe it was trained with
+        assert json.loads((path / "models" / f"student_{s}" / "recipe.json").read_text())["name"] == s
     results = json.loads((path / "benchmark_results" / "benchmark_results.json").read_text())
-    assert set(results) == {"teacher", "lead3", *(f"student_{s}" for s in STUDENTS)}
+    assert set(results) == {"teacher", "lead3", *STUDENTS}
     assert {"rouge1", "rouge2", "rougeL", "rougeLsum", "bleu4", "samples_per_s", "ms_per_sample", "params",
-            "size_mb", "peak_mem_mb", "compression", "speedup"} <= set(results["student_vanilla"])
+            "size_mb", "peak_mem_mb", "compression", "speedup"} <= set(results["vanilla"])
     if results["teacher"]["rougeL"] > 0:  # a tiny teacher may score 0, and retention is then undefined
-        assert "retention_rougeL" in results["student_vanilla"]
-    for f in ("comparison_table.csv", "benchmark_report.txt", "scores.png", "quality_vs_speed.png"):
+        assert "retention_rougeL" in results["vanilla"]
+    for f in ("comparison_table.csv", "benchmark_report.txt", "scores.png", "quality_vs_speed.png", "speed.json"):
         assert (path / "benchmark_results" / f).stat().st_size > 0
     assert (path / "dvclive" / "student_vanilla" / "plots" / "metrics" / "train" / "logit.tsv").is_file()
     assert (path / "logs" / "train_teacher.log").is_file()
@@ -101,8 +113,8 @@ def test_repro_runs_every_stage_and_writes_the_outputs(repo):
     manifest = json.loads((path / "data" / "teacher_outputs" / "manifest.json").read_text())
     assert manifest["k"] == 64 and manifest["n_examples"] == 32
     lock = yaml.safe_load((path / "dvc.lock").read_text())
-    assert "kd.temperature" not in json.dumps(lock["stages"]["distill@baseline"]["params"])
-    assert "kd.temperature" in json.dumps(lock["stages"]["distill@vanilla"]["params"])
+    assert "data/teacher_outputs" in json.dumps(lock["stages"]["distill@vanilla"]["deps"])
+    assert "data/teacher_outputs" not in json.dumps(lock["stages"]["distill@baseline"]["deps"])
 
 
 def test_second_repro_runs_nothing(repo):
@@ -111,32 +123,103 @@ def test_second_repro_runs_nothing(repo):
     assert ran(out.stdout + out.stderr) == set()
 
 
-def test_temperature_reruns_only_vanilla_and_benchmark(repo):
+def test_one_recipe_change_reruns_its_student_its_benchmark_speed_and_report(repo):
     path, _ = repo
-    set_param(path, "kd.temperature", 3.0)
+    set_param(path, "kd.students.vanilla.losses.logit.temperature", 3.0)
     out = sh(DVC + ["repro"], path)
-    assert ran(out.stdout + out.stderr) == {"distill@vanilla", "benchmark"}
+    assert ran(out.stdout + out.stderr) == {"distill@vanilla", "benchmark@vanilla", "speed", "report"}
 
 
-def test_decoding_param_reruns_only_benchmark(repo):
+def test_decoding_param_reruns_only_the_benchmark_stages(repo):
     path, _ = repo
     set_param(path, "benchmark.max_new_tokens", 6)
     out = sh(DVC + ["repro"], path)
-    assert ran(out.stdout + out.stderr) == {"benchmark"}
-    sh(["git", "add", "-A"], path)
-    sh(["git", "commit", "-qm", "tweaks"], path)
+    assert ran(out.stdout + out.stderr) == quality_stages() | {"speed", "report"}
+    commit(path, "tweaks")
+
+
+def test_a_student_is_one_params_entry(repo):
+    """A copy of a recipe under a new name and a logit + attention combination, added to params.yaml
+    only: each becomes a distill and a benchmark stage, trains, and is benchmarked."""
+    path, _ = repo
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params["kd"]["students"]["vanilla_copy"] = copy.deepcopy(params["kd"]["students"]["vanilla"])
+    params["kd"]["students"]["combo"] = {"teacher_input": "models/teacher", "label_weight": 0.5,
+                                         "losses": {"logit": {"weight": 0.5}, "attention": {"weight": 1.0}}}
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dry = sh(DVC + ["repro", "--dry"], path)
+    new = {"distill@vanilla_copy", "distill@combo", "benchmark@vanilla_copy", "benchmark@combo"}
+    assert ran(dry.stdout + dry.stderr) == new | {"speed", "report"}
+    out = sh(DVC + ["repro"], path)
+    assert ran(out.stdout + out.stderr) == new | {"speed", "report"}
+    results = json.loads((path / "benchmark_results" / "benchmark_results.json").read_text())
+    assert {"vanilla_copy", "combo"} <= set(results) and "samples_per_s" in results["combo"]
+    recipe = json.loads((path / "models" / "student_combo" / "recipe.json").read_text())
+    assert set(recipe["losses"]) == {"logit", "attention"}
+    assert "cached teacher outputs" not in (path / "logs" / "distill_combo.log").read_text()
+    commit(path, "two more students")
+
+
+NEW_LOSS = '''"""A loss added as one module: mean squared error between student and teacher logits."""
+
+from dataclasses import dataclass
+
+from kd.losses import register
+from kd.losses.base import Distiller, LossSettings
+
+
+@dataclass(frozen=True)
+class Settings(LossSettings):
+    scale: float = 1.0
+
+
+@register("logit_mse")
+class LogitMSE(Distiller):
+    Settings = Settings
+    needs = frozenset({"logits"})
+
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = scale
+
+    @classmethod
+    def from_settings(cls, settings, teacher_config, student_config, *, where):
+        return cls(settings.scale)
+
+    def forward(self, student, teacher, batch):
+        mask = batch["labels"] != -100
+        return self.scale * (student.logits[mask] - teacher.logits.detach()[mask]).pow(2).mean()
+'''
+
+
+def test_a_loss_is_one_module_usable_by_name(repo):
+    path, _ = repo
+    (path / "kd" / "losses" / "logit_mse.py").write_text(NEW_LOSS)
+    set_param(path, "kd.students.mse", {"teacher_input": "models/teacher", "label_weight": 1.0,
+                                        "losses": {"logit_mse": {"weight": 0.1, "scale": 2.0}}})
+    out = sh(DVC + ["repro"], path)
+    # a new file in kd/losses changes every student's code dep (see README, Extending)
+    assert {"distill@mse", "benchmark@mse", "speed", "report"} <= ran(out.stdout + out.stderr)
+    assert "train_teacher" not in ran(out.stdout + out.stderr)
+    recipe = json.loads((path / "models" / "student_mse" / "recipe.json").read_text())
+    assert recipe["losses"] == {"logit_mse": {"weight": 0.1, "scale": 2.0}}
+    assert (path / "dvclive" / "student_mse" / "plots" / "metrics" / "train" / "logit_mse.tsv").is_file()
+    commit(path, "a new loss")
 
 
 def test_experiment_run_show_metrics_diff_and_plots(repo):
     path, _ = repo
-    out = sh(DVC + ["exp", "run", "-S", "kd.temperature=4"], path)
-    assert ran(out.stdout + out.stderr) == {"distill@vanilla", "benchmark"}
+    out = sh(DVC + ["exp", "run", "-S", "kd.students.vanilla.losses.logit.temperature=4"], path)
+    assert ran(out.stdout + out.stderr) == {"distill@vanilla", "benchmark@vanilla", "speed", "report"}
     show = json.loads(sh(DVC + ["exp", "show", "--json"], path).stdout)
     text = json.dumps(show)
-    assert "kd" in text and "temperature" in text and "rouge1" in text
+    assert "temperature" in text and "rouge1" in text
     diff = json.loads(sh(DVC + ["metrics", "diff", "HEAD", "--all", "--json"], path).stdout)
-    bench = diff["benchmark_results/benchmark_results.json"]
-    assert {"student_vanilla.rouge1", "teacher.rougeLsum", "lead3.rouge2"} <= set(bench)
+    assert {"rouge1", "rougeLsum"} <= set(diff["benchmark_results/quality/vanilla.json"])
+    # quality of the models that did not change does not move; speed lives in its own file
+    assert "benchmark_results/quality/baseline.json" not in diff or all(
+        v.get("diff") in (0, None) for v in diff["benchmark_results/quality/baseline.json"].values())
+    assert "benchmark_results/speed.json" in diff
     sh(DVC + ["plots", "show", "-o", "plots_out"], path)
     assert (path / "plots_out" / "index.html").is_file()
 
@@ -145,8 +228,8 @@ def test_experiment_in_a_temp_dir_reruns_only_what_changed(repo):
     """`dvc queue` and `dvc exp run --temp` start from a fresh copy of the repo: nothing there (no
     checkpoints, no logs) may make the teacher look out of date."""
     path, _ = repo
-    out = sh(DVC + ["exp", "run", "--temp", "-S", "kd.alpha=0.3"], path)
-    assert ran(out.stdout + out.stderr) == {"distill@vanilla", "benchmark"}
+    out = sh(DVC + ["exp", "run", "--temp", "-S", "kd.students.vanilla.label_weight=0.3"], path)
+    assert ran(out.stdout + out.stderr) == {"distill@vanilla", "benchmark@vanilla", "speed", "report"}
 
 
 def test_training_stages_through_a_distributed_launcher(repo):
@@ -155,6 +238,6 @@ def test_training_stages_through_a_distributed_launcher(repo):
     path, _ = repo
     launcher = "python -m torch.distributed.run --nproc_per_node 2 --master_port 29536"
     out = sh(DVC + ["exp", "run", "-S", f"launch.train={launcher}"], path)
-    assert {"train_teacher", "benchmark", *(f"distill@{s}" for s in STUDENTS)} <= ran(out.stdout + out.stderr)
+    assert {"train_teacher", "report", *(f"distill@{s}" for s in STUDENTS)} <= ran(out.stdout + out.stderr)
     for log in ("train_teacher", *(f"distill_{s}" for s in STUDENTS)):
         assert "(2 processes)" in (path / "logs" / f"{log}.log").read_text(), log

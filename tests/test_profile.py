@@ -29,7 +29,12 @@ def test_real_scale_profile_switches_to_t5_base_to_small_on_cnndm(tmp_path):
     assert load_section("train", params).precision == "auto"
     text = params.read_text()
     assert "# Every stage reads only its own sections" in text  # comments survive
-    assert "kd.students" not in text and "vanilla: [logit]" in text  # untouched keys stay as written
+    assert "speed_repeats: 3           # the speed stage" in text  # untouched keys stay as written
+    # the profile's own student recipes replace the builtin ones: two student kinds from one teacher
+    kd = load_section("kd", params)
+    assert list(kd.students) == ["baseline", "t5_small", "flan_t5_small"]
+    assert kd.students["flan_t5_small"].student == {"init": "pretrained", "pretrained": "google/flan-t5-small"}
+    assert kd.students["t5_small"].cached and "logit" in kd.students["t5_small"].losses
     # applying twice changes nothing
     before = params.read_text()
     profile.apply("cnndm-t5-base-small", params)
@@ -50,4 +55,18 @@ def test_profile_with_an_unknown_key_is_refused_and_params_untouched(tmp_path, m
         profile.apply("invalid", params)
     with pytest.raises(ConfigError, match="not found"):
         profile.apply("nope", params)
+    assert params.read_text() == before
+
+
+def test_profile_recipes_are_validated_before_params_is_replaced(tmp_path, monkeypatch):
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    before = params.read_text()
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "typo.yaml").write_text(
+        "kd:\n  students:\n    s:\n      teacher_input: models/teacher\n      losses:\n"
+        "        logit: {temprature: 2.0}\n")
+    monkeypatch.setattr(profile, "PROFILES_DIR", tmp_path / "profiles")
+    with pytest.raises(ConfigError, match=r"kd\.students\.s\.losses\.logit\.temprature"):
+        profile.apply("typo", params)
     assert params.read_text() == before

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import ROOT, SHARED_CNNDM, tiny_t5
+from conftest import ROOT, SHARED_CNNDM, make_objective, tiny_t5
 
 from kd.errors import ConfigError
 from kd.modeling import build_model, resolve_precision, shrink_model, spread_layers
@@ -157,7 +157,10 @@ def _real_scale_params(tmp_path, data: dict, pretrained_dirs) -> dict:
         "teacher": {"pretrained": str(pretrained_dirs["teacher"]), "epochs": 1, "lr": 0.003},
         "student": {"init": "shrink", "num_layers": 1, "num_decoder_layers": 2, "epochs": 1, "lr": 0.003},
         "train": {"batch_size": 8, "device": "cpu", "checkpoint_every": 100},
-        "kd": {"students": {"baseline": [], "vanilla": ["logit"]}},
+        "kd": {"students": {
+            "baseline": {"teacher_input": "models/teacher", "losses": {}},
+            "vanilla": {"teacher_input": "data/teacher_outputs", "label_weight": 0.5,
+                        "losses": {"logit": {"weight": 0.5}}}}},
         "teacher_outputs": {"top_k": 16, "device": "cpu"},
         "benchmark": {"num_beams": 1, "max_new_tokens": 8, "batch_size": 8, "warmup_batches": 0,
                       "num_examples": 1, "device": "cpu", "max_samples": 6},
@@ -168,9 +171,13 @@ def _run_every_stage(tmp_path, params):
     p = write_params(tmp_path / "params.yaml", **params)
     for stage, extra in (("download", []), ("tokenize", []), ("train_teacher", []), ("teacher_outputs", []),
                          ("distill", ["--student", "baseline"]), ("distill", ["--student", "vanilla"]),
-                         ("benchmark", ["--model", "teacher=models/teacher",
-                                        "--model", "student_baseline=models/student_baseline",
-                                        "--model", "student_vanilla=models/student_vanilla"])):
+                         *(("benchmark", ["--name", n, "--model", m, "--out", f"benchmark_results/quality/{n}.json",
+                                          "--predictions", f"benchmark_results/predictions/{n}.jsonl"])
+                           for n, m in (("teacher", "models/teacher"), ("baseline", "models/student_baseline"),
+                                        ("vanilla", "models/student_vanilla"))),
+                         ("benchmark", ["--name", "lead3", "--lead", "--out", "benchmark_results/quality/lead3.json",
+                                        "--predictions", "benchmark_results/predictions/lead3.jsonl"]),
+                         ("speed", []), ("report", [])):
         ok(run_stage(stage, extra, tmp_path, p))
     return json.loads((tmp_path / "benchmark_results" / "benchmark_results.json").read_text())
 
@@ -182,7 +189,7 @@ def test_pretrained_teacher_and_shrunk_students_through_every_stage(tmp_path, cn
 
     data = {"source": "jsonl", "jsonl": {s: str(cnndm_jsonl / f"{s}.jsonl.gz") for s in ("train", "validation", "test")}}
     results = _run_every_stage(tmp_path, _real_scale_params(tmp_path, data, pretrained_dirs))
-    assert {"teacher", "student_baseline", "student_vanilla", "lead3"} <= set(results)
+    assert {"teacher", "baseline", "vanilla", "lead3"} <= set(results)
     teacher_tok = AutoTokenizer.from_pretrained(pretrained_dirs["teacher"])
     assert AutoTokenizer.from_pretrained(tmp_path / "data" / "tokenizer").get_vocab() == teacher_tok.get_vocab()
     for name in ("student_baseline", "student_vanilla"):
@@ -201,7 +208,7 @@ def test_real_cnndm_sample_through_every_stage(tmp_path, pretrained_dirs):
             "jsonl": {s: str(SHARED_CNNDM / f"{s}.jsonl") for s in ("train", "validation", "test")}}
     results = _run_every_stage(tmp_path, _real_scale_params(tmp_path, data, pretrained_dirs))
     assert results["lead3"]["rouge1"] > 20  # real news: lead-3 is a strong baseline
-    assert {"rouge1", "samples_per_s"} <= set(results["student_vanilla"])
+    assert {"rouge1", "samples_per_s"} <= set(results["vanilla"])
 
 
 def test_download_from_the_hub_offline_fails_with_one_clear_message(tmp_path):
@@ -225,7 +232,7 @@ def test_precision_auto_is_bf16_on_cuda_only():
 
 
 def _train_tiny(tiny_data, tmp_path, name, train):
-    from kd.distill import train_teacher
+    from kd.teacher import train_teacher
 
     spec = ModelParams(d_model=16, d_ff=32, d_kv=8, num_layers=2, num_decoder_layers=2, num_heads=2,
                        dropout=0.0, epochs=1, lr=1e-2)
@@ -255,16 +262,16 @@ def test_grad_accum_trains_like_a_larger_batch(tiny_data, tmp_path):
 
 
 def test_teacher_outputs_are_fp32_copies_that_backprop(batch):
-    from kd.objective import Objective, freeze_teacher
-    from kd.params import KDParams
+    from kd.objective import LiveTeacher, freeze_teacher
 
     teacher = freeze_teacher(tiny_t5(layers=2), "cpu")
     student = tiny_t5(d_model=16, layers=1, seed=3)
     assert not any(p.requires_grad for p in teacher.parameters())
-    objective = Objective.from_params(("logit",), KDParams(temperature=2.0), teacher.config, student.config)
-    t_out = objective.teacher_outputs(teacher, batch)
+    objective = make_objective({"logit": {"temperature": 2.0}}, teacher, student)
+    source = LiveTeacher(teacher)
+    t_out = source.outputs(batch, hidden_states=False, attentions=False)
     assert t_out.logits.dtype == torch.float32 and not t_out.logits.is_inference()
-    loss, parts = objective(student.train(), teacher, batch)
+    loss, parts = objective(student.train(), source, batch)
     loss.backward()  # inference-mode tensors would refuse to be saved for backward
     assert parts["logit"] > 0 and student.lm_head.weight.grad is not None
 
@@ -313,25 +320,22 @@ def test_generation_works_with_more_decoder_than_encoder_layers():
 
 
 def test_benchmark_in_two_processes_gathers_the_same_scores(tmp_path, cnndm_jsonl, pretrained_dirs):
-    """Each process summarises every other article; the main process gathers them back in order."""
+    """Each process summarises every other article; the main process gathers them back in order, so
+    the quality file and the predictions are byte for byte those of one process."""
     p = write_params(tmp_path / "params.yaml", tokenizer={"max_source_length": 48},
-                     benchmark={"num_beams": 1, "max_new_tokens": 8, "batch_size": 2, "warmup_batches": 0,
-                                "num_examples": 2, "device": "cpu"})
-    args = ["--params", str(p), "--test", str(cnndm_jsonl / "test.jsonl.gz"),
-            "--model", f"teacher={pretrained_dirs['teacher']}", "--model", f"student_x={pretrained_dirs['student']}"]
+                     benchmark={"num_beams": 1, "max_new_tokens": 8, "batch_size": 2, "device": "cpu"})
     script = str(ROOT / "stages" / "benchmark.py")
-    one = subprocess.run([sys.executable, script, *args, "--out", str(tmp_path / "one")], cwd=tmp_path,
-                         capture_output=True, text=True)
+
+    def args(run):
+        return ["--params", str(p), "--test", str(cnndm_jsonl / "test.jsonl.gz"), "--name", "student_x",
+                "--model", str(pretrained_dirs["student"]), "--out", str(tmp_path / run / "quality.json"),
+                "--predictions", str(tmp_path / run / "predictions.jsonl"), "--log-dir", str(tmp_path / run)]
+
+    one = subprocess.run([sys.executable, script, *args("one")], cwd=tmp_path, capture_output=True, text=True)
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", "29534", script, *args, "--out", str(tmp_path / "two")],
+                          "--master_port", "29534", script, *args("two")],
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
-    a = json.loads((tmp_path / "one" / "benchmark_results.json").read_text())
-    b = json.loads((tmp_path / "two" / "benchmark_results.json").read_text())
-    assert b["student_x"]["processes"] == 2 and "processes" not in a["student_x"]
-    for model in ("teacher", "student_x", "lead3"):
-        for metric in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
-            assert a[model][metric] == b[model][metric], (model, metric)
-    # the side-by-side examples are the same articles with the same predictions
-    assert (tmp_path / "one" / "benchmark_report.txt").read_text().split("Examples")[-1] == \
-        (tmp_path / "two" / "benchmark_report.txt").read_text().split("Examples")[-1]
+    for f in ("quality.json", "predictions.jsonl"):
+        assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
+    assert len((tmp_path / "one" / "predictions.jsonl").read_text().splitlines()) > 2

@@ -11,6 +11,7 @@ import torch
 import yaml
 from conftest import ROOT
 
+VANILLA = {"teacher_input": "data/teacher_outputs", "label_weight": 0.5, "losses": {"logit": {"weight": 0.5}}}
 STUDENT = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2,
            "epochs": 1, "lr": 0.01}
 
@@ -37,7 +38,7 @@ def setup(tiny_data, tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text(yaml.safe_dump({"student": STUDENT, "train": {"batch_size": 8, "device": "cpu"},
                                  "teacher_outputs": {"top_k": 8, "device": "cpu"},
-                                 "kd": {"students": {"vanilla": ["logit"]}}}))
+                                 "kd": {"students": {"vanilla": VANILLA}}}))
     common = ["--params", str(p), "--tokenizer", str(tiny_data / "tokenizer"),
               "--tokenized", str(tiny_data / "tokenized"), "--log-dir", str(tmp_path / "logs")]
     teacher = save_teacher(tmp_path / "teacher", tiny_data / "tokenizer", seed=0)
@@ -81,10 +82,21 @@ def test_cache_of_another_teacher_is_refused_before_training(setup, tiny_data):
 def test_live_mode_needs_no_cache(setup):
     tmp_path, common = setup
     p = yaml.safe_load(open(common[1]))
-    p["kd"]["teacher_outputs"] = "live"
+    p["kd"]["students"]["vanilla"]["teacher_input"] = "models/teacher"
     (tmp_path / "live.yaml").write_text(yaml.safe_dump(p))
     common = ["--params", str(tmp_path / "live.yaml"), *common[2:]]
     (tmp_path / "cache" / "manifest.json").unlink()  # no usable cache
     out = distill(tmp_path, common, tmp_path / "teacher", "student")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "cached teacher outputs" not in (tmp_path / "logs" / "distill_vanilla.log").read_text()
+
+
+def test_the_student_saves_the_recipe_it_was_trained_with(setup):
+    tmp_path, common = setup
+    out = distill(tmp_path, common, tmp_path / "teacher", "student")
+    assert out.returncode == 0, out.stderr[-2000:]
+    recipe = json.loads((tmp_path / "student" / "recipe.json").read_text())
+    assert recipe["name"] == "vanilla" and recipe["teacher_input"] == "data/teacher_outputs"
+    assert recipe["label_weight"] == 0.5
+    assert recipe["losses"] == {"logit": {"weight": 0.5, "temperature": 1.0}}  # defaults filled in
+    assert recipe["student"]["d_model"] == 16 and recipe["train"]["batch_size"] == 8

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
 from kd.errors import ConfigError
 from kd.params import ModelParams, TrainParams
-from kd.train import lr_factor
+from kd.train import Hook, lr_factor
 
 TINY = ModelParams(d_model=16, d_ff=32, d_kv=8, num_layers=1, num_decoder_layers=1, num_heads=2,
                    dropout=0.1, epochs=2, lr=1e-2)
@@ -25,18 +27,19 @@ class Interrupt(Exception):
     pass
 
 
-def crash_at(at: int):
-    """An on_step hook that interrupts training right after optimizer step `at`."""
+class CrashAt(Hook):
+    """Simulates a crash right after optimizer step `at`, before that step's checkpoint."""
 
-    def hook(step):
-        if step == at:
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_step_end(self, loop, logs):
+        if loop.state.step == self.at:
             raise Interrupt
-
-    return hook
 
 
 def _train(tiny_data, tmp_path, name, **kw):
-    from kd.distill import train_teacher
+    from kd.teacher import train_teacher
 
     return train_teacher(spec=TINY, train=kw.pop("train", TRAIN), tokenizer_dir=tiny_data / "tokenizer",
                          tokenized_dir=tiny_data / "tokenized", out_dir=tmp_path / name / "model",
@@ -61,7 +64,7 @@ def test_interrupted_run_resumes_to_identical_weights(tiny_data, tmp_path):
     full = _train(tiny_data, tmp_path, "full")
 
     with pytest.raises(Interrupt):  # step 3: after the step-2 checkpoint, mid-epoch
-        _train(tiny_data, tmp_path, "cut", on_step=crash_at(3))
+        _train(tiny_data, tmp_path, "cut", hooks=[CrashAt(3)])
     assert not (tmp_path / "cut" / "model").exists()  # nothing half-written
     assert (tmp_path / "cut" / "ckpt" / "last" / "state.json").is_file()
     resumed = _train(tiny_data, tmp_path, "cut")
@@ -72,12 +75,14 @@ def test_interrupted_run_resumes_to_identical_weights(tiny_data, tmp_path):
     assert not (tmp_path / "cut" / "ckpt" / "last").exists()  # finished: a rerun starts fresh
 
 
-def test_checkpoint_of_other_params_is_not_resumed(tiny_data, tmp_path):
+def test_checkpoint_of_other_params_is_not_resumed(tiny_data, tmp_path, caplog):
     with pytest.raises(Interrupt):
-        _train(tiny_data, tmp_path, "x", on_step=crash_at(3))
+        _train(tiny_data, tmp_path, "x", hooks=[CrashAt(3)])
     other = TrainParams(batch_size=4, checkpoint_every=2, seed=4)
-    result = _train(tiny_data, tmp_path, "x", train=other)
+    with caplog.at_level(logging.WARNING, logger="kd.train"):
+        result = _train(tiny_data, tmp_path, "x", train=other)
     assert result.resumed_from_step == 0
+    assert "ignoring checkpoint" in caplog.text
 
 
 def test_explicit_resume_path_must_be_a_checkpoint(tiny_data, tmp_path):
@@ -87,7 +92,7 @@ def test_explicit_resume_path_must_be_a_checkpoint(tiny_data, tmp_path):
 
 def test_checkpoint_files_load_without_unpickling(tiny_data, tmp_path):
     with pytest.raises(Interrupt):
-        _train(tiny_data, tmp_path, "z", on_step=crash_at(2))
+        _train(tiny_data, tmp_path, "z", hooks=[CrashAt(3)])  # after the step-2 checkpoint
     last = tmp_path / "z" / "ckpt" / "last"
     for f in ("optimizer.pt", "rng.pt"):
         torch.load(last / f, weights_only=True)  # raises if anything but tensors/containers were saved

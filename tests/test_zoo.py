@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import pytest
 import torch
-from conftest import tiny_batch, tiny_t5
+from conftest import live, make_objective, tiny_batch, tiny_t5
 
 from kd.errors import ConfigError
 from kd.losses.layermap import layer_pairs, uniform_map
-from kd.objective import Objective
-from kd.params import AttentionKDParams, FeatureKDParams, KDParams
 
 LOSSES = ("logit", "feature", "attention")
 
@@ -25,10 +22,10 @@ def student_model():  # d_model 32, 2 layers, 2 heads
     return tiny_t5(d_model=32, layers=2, heads=2, seed=1)
 
 
-def loss_of(name, student, teacher, batch, kd=KDParams()):
+def loss_of(name, student, teacher, batch, settings=None):
     torch.manual_seed(0)  # the feature projection starts from the same random init every call
-    objective = Objective.from_params((name,), kd, teacher.config, student.config)
-    return objective, objective(student, teacher, batch)
+    objective = make_objective({name: settings or {}}, teacher, student)
+    return objective, objective(student, live(teacher), batch)
 
 
 @pytest.mark.parametrize("name", LOSSES)
@@ -43,7 +40,7 @@ def test_zero_when_student_is_a_copy_of_the_teacher(name):
 def test_positive_and_decreasing_when_trained_on(name):
     teacher, student = teacher_model(), student_model()
     batch = tiny_batch()
-    objective = Objective.from_params((name,), KDParams(), teacher.config, student.config)
+    objective = make_objective({name: {}}, teacher, student)
     opt = torch.optim.Adam(list(student.parameters()) + list(objective.parameters()), lr=1e-2)
     values = []
     for _ in range(8):
@@ -87,10 +84,10 @@ def test_gradients_reach_student_and_projection_never_teacher(name):
 
 def test_feature_projection_maps_student_width_to_teacher_width():
     teacher, student = teacher_model(), student_model()
-    objective = Objective.from_params(("feature",), KDParams(), teacher.config, student.config)
+    objective = make_objective({"feature": {}}, teacher, student)
     proj = objective.distillers["feature"].proj
     assert (proj.in_features, proj.out_features) == (32, 64)
-    same = Objective.from_params(("feature",), KDParams(), teacher.config, teacher.config)
+    same = make_objective({"feature": {}}, teacher, teacher)
     assert list(same.parameters()) == []  # identity when widths match
 
 
@@ -103,47 +100,41 @@ def test_uniform_layer_map_rule():
 
 def test_explicit_layer_map_is_validated_against_real_depths():
     assert layer_pairs("explicit", [[0, 1], [1, 3]], 2, 4, key="k") == [(0, 1), (1, 3)]
-    with pytest.raises(ConfigError, match=r"kd.feature.encoder_map.*\[1, 4\]"):
-        layer_pairs("explicit", [[1, 4]], 2, 4, key="kd.feature.encoder_map")
-    kd = KDParams(feature=FeatureKDParams(layer_map="explicit", encoder_map=((0, 1), (5, 3)),
-                                          decoder_map=((1, 3),)))
-    with pytest.raises(ConfigError, match="kd.feature.encoder_map"):
-        Objective.from_params(("feature",), kd, teacher_model().config, student_model().config)
+    with pytest.raises(ConfigError, match=r"test.feature.encoder_map.*\[1, 4\]"):
+        layer_pairs("explicit", [[1, 4]], 2, 4, key="test.feature.encoder_map")
+    settings = {"layer_map": "explicit", "encoder_map": [[0, 1], [5, 3]], "decoder_map": [[1, 3]]}
+    with pytest.raises(ConfigError, match=r"test\.feature\.encoder_map has pair \[5, 3\]"):
+        make_objective({"feature": settings}, teacher_model(), student_model())
 
 
 def test_group_heads_needs_divisible_head_counts():
     teacher = tiny_t5(d_model=48, layers=2, heads=12 // 4 * 3, seed=0)  # 9 heads
     student = tiny_t5(d_model=32, layers=2, heads=2, seed=1)
-    kd = KDParams(attention=AttentionKDParams(heads="group"))
-    with pytest.raises(ConfigError, match="kd.attention.heads"):
-        Objective.from_params(("attention",), kd, teacher.config, student.config)
-    ok = Objective.from_params(("attention",), dataclasses.replace(kd, attention=AttentionKDParams(heads="mean")),
-                               teacher.config, student.config)
-    assert ok(student, teacher, tiny_batch())[1]["attention"] > 0
+    with pytest.raises(ConfigError, match=r"test\.attention\.heads 'group'"):
+        make_objective({"attention": {"heads": "group"}}, teacher, student)
+    ok = make_objective({"attention": {"heads": "mean"}}, teacher, student)
+    assert ok(student, live(teacher), tiny_batch())[1]["attention"] > 0
 
 
 def test_group_heads_works_when_divisible():
     teacher, student = teacher_model(), student_model()
-    kd = KDParams(attention=AttentionKDParams(heads="group"))
-    _, (_, parts) = loss_of("attention", student, teacher, tiny_batch(), kd)
+    _, (_, parts) = loss_of("attention", student, teacher, tiny_batch(), {"heads": "group"})
     assert parts["attention"] > 0
 
 
 def test_attention_components_switch_and_all_off_is_an_error():
     teacher, student = teacher_model(), student_model()
-    only_cross = KDParams(attention=AttentionKDParams(encoder=False, decoder=False))
-    objective, _ = loss_of("attention", student, teacher, tiny_batch(), only_cross)
+    objective, _ = loss_of("attention", student, teacher, tiny_batch(), {"encoder": False, "decoder": False})
     assert list(objective.distillers["attention"].pairs) == ["cross_attentions"]
-    none = KDParams(attention=AttentionKDParams(encoder=False, decoder=False, cross=False))
-    with pytest.raises(ConfigError, match="kd.attention"):
-        Objective.from_params(("attention",), none, teacher.config, student.config)
+    with pytest.raises(ConfigError, match=r"test\.attention has encoder, decoder and cross all off"):
+        make_objective({"attention": {"encoder": False, "decoder": False, "cross": False}}, teacher, student)
 
 
 def test_any_combination_mixes_with_the_documented_weights():
     teacher, student = teacher_model(), student_model()
-    kd = KDParams(alpha=0.3, feature=FeatureKDParams(weight=2.0), attention=AttentionKDParams(weight=0.5))
-    objective = Objective.from_params(LOSSES, kd, teacher.config, student.config)
-    total, parts = objective(student, teacher, tiny_batch())
+    objective = make_objective({"logit": {"weight": 0.3}, "feature": {"weight": 2.0}, "attention": {"weight": 0.5}},
+                               teacher, student, label_weight=0.7)
+    total, parts = objective(student, live(teacher), tiny_batch())
     expected = 0.3 * parts["logit"] + 0.7 * parts["ce"] + 2.0 * parts["feature"] + 0.5 * parts["attention"]
     assert total.item() == pytest.approx(expected, rel=1e-5)
     assert objective.needs == {"logits", "hidden_states", "attentions"}

@@ -35,7 +35,11 @@ LOADERS: dict[str, Callable[[str, DataParams], list[dict]]] = {
 
 
 def load_splits(data: DataParams) -> dict[str, list[dict]]:
-    """All splits, validated and capped by data.max_<split>_samples; raises before anything is written."""
+    """All splits, validated and capped by data.max_<split>_samples; raises before anything is written.
+
+    Every source passes `validate_records` here: non-empty texts and no id twice within a split (the
+    benchmark's per-example results are keyed on it), whatever the loader already checked.
+    """
     splits = {}
     for split in sources.SPLITS:
         records = LOADERS[data.source](split, data)

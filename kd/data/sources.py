@@ -10,6 +10,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator, Sequence
 
 from kd.errors import ConfigError
 
@@ -33,58 +34,104 @@ def _stem(path: Path) -> str:
     return name
 
 
-def read_jsonl(path, *, article_field: str = "article", summary_field: str = "highlights",
-               id_field: str = "id") -> list[dict]:
-    """Reads a `.jsonl` or `.jsonl.gz` file, mapping the named fields to {"id", "article", "highlights"}.
+def iter_jsonl(path) -> Iterator[tuple[int, dict]]:
+    """(line number, JSON object) for every non-blank line of a `.jsonl` or `.jsonl.gz` file.
 
-    Blank lines are skipped; a record without `id_field` gets the id "<file stem>-<line number>".
+    A missing file, bytes that are not UTF-8, a line that is not JSON or not an object raise ConfigError
+    naming the file (and the line). A UTF-8 byte order mark, as some editors write, is skipped.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: data file not found")
     opener = gzip.open if path.name.endswith(".gz") else open
-    records = []
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
+        with opener(path, "rb") as f:
+            # Bytes, decoded line by line, so an encoding error names its line.
+            for lineno, raw in enumerate(f, start=1):
+                where = f"{path}:{lineno}"
+                try:
+                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    raise ConfigError(f"{where}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
+                                      f"{e.start + 1}); save the file as UTF-8") from None
                 if line.strip():
-                    records.append(_parse_line(line, f"{path}:{lineno}", article_field, summary_field, id_field,
-                                               default_id=f"{_stem(path)}-{lineno}"))
-    except (OSError, EOFError, UnicodeDecodeError) as e:  # a corrupt .gz, or bytes that are not UTF-8
+                    yield lineno, _parse_object(line, where)
+    except (OSError, EOFError) as e:  # a corrupt or truncated .gz
         raise ConfigError(f"{path}: cannot read: {e}") from None
-    if not records:
-        raise ConfigError(f"{path}: no records (empty split)")
-    return records
 
 
-def _parse_line(line: str, where: str, article_field: str, summary_field: str, id_field: str, *,
-                default_id: str) -> dict:
+def read_jsonl(path, *, article_field: str = "article", summary_field: str = "highlights",
+               id_field: str = "id") -> list[dict]:
+    """Reads a `.jsonl` or `.jsonl.gz` file, mapping the named fields to {"id", "article", "highlights"}.
+
+    Blank lines are skipped; a record without `id_field` gets the id "<file stem>-<line number>". An id
+    seen twice is an error naming both lines.
+    """
+    path = Path(path)
+    records, lines = [], []
+    for lineno, obj in iter_jsonl(path):
+        records.append(_record(obj, f"{path}:{lineno}", article_field, summary_field, id_field,
+                               default_id=f"{_stem(path)}-{lineno}"))
+        lines.append(lineno)
+    return validate_records(records, where=str(path), lines=lines)
+
+
+def _parse_object(line: str, where: str) -> dict:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{where}: malformed JSON: {e.msg} at column {e.colno}") from None
     if not isinstance(obj, dict):
         raise ConfigError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _record(obj: dict, where: str, article_field: str, summary_field: str, id_field: str, *,
+            default_id: str) -> dict:
     for field in (article_field, summary_field):
         if problem := _bad_text(obj, field):
             raise ConfigError(f"{where}: {problem}")
-    record_id = obj.get(id_field, default_id)
-    if isinstance(record_id, bool) or not isinstance(record_id, (str, int)) or record_id == "":
-        raise ConfigError(f"{where}: {id_field!r} must be a string or an integer, got {record_id!r:.40}")
-    return {"id": str(record_id), "article": obj[article_field], "highlights": obj[summary_field]}
+    return {"id": record_id(obj, id_field, where, default=default_id), "article": obj[article_field],
+            "highlights": obj[summary_field]}
 
 
-def validate_records(records, *, where: str) -> list[dict]:
-    """Checks records from any source: a non-empty list of dicts with non-empty string id/article/highlights."""
+def record_id(obj: dict, id_field: str, where: str, *, default: str) -> str:
+    """`obj[id_field]` as a string (`default` when absent); anything but a non-empty string or an integer
+    is an error."""
+    value = obj.get(id_field, default)
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        raise ConfigError(f"{where}: {id_field!r} must be a string or an integer, got {value!r:.40}")
+    return str(value)
+
+
+def validate_records(records, *, where: str, lines: Sequence[int] | None = None) -> list[dict]:
+    """Checks records from any source: a non-empty list of dicts with non-empty string id/article/highlights,
+    no id twice (per-example results are keyed on it). Errors name `where` and the record's index, or its
+    line when `lines` (one line number per record) is given."""
     if not isinstance(records, list) or not records:
         raise ConfigError(f"{where}: no records (empty split)")
     for i, record in enumerate(records):
         if not isinstance(record, dict):
-            raise ConfigError(f"{where}: record {i}: expected a dict, got {type(record).__name__}")
+            raise ConfigError(f"{_at(where, i, lines)}: expected a dict, got {type(record).__name__}")
         for field in FIELDS:
             if problem := _bad_text(record, field):
-                raise ConfigError(f"{where}: record {i}: {problem}")
+                raise ConfigError(f"{_at(where, i, lines)}: {problem}")
+    check_unique_ids([r["id"] for r in records], where=where, lines=lines)
     return records
+
+
+def check_unique_ids(ids: Sequence[str], *, where: str, lines: Sequence[int] | None = None) -> None:
+    """An id seen twice is an error naming where it was first seen (`lines`: one line number per id)."""
+    first: dict[str, int] = {}
+    for i, rid in enumerate(ids):
+        j = first.setdefault(rid, i)
+        if j != i:
+            seen = f"on line {lines[j]}" if lines is not None else f"as record {j}"
+            raise ConfigError(f"{_at(where, i, lines)}: duplicate id {rid!r} (first {seen})")
+
+
+def _at(where: str, i: int, lines: Sequence[int] | None) -> str:
+    return f"{where}:{lines[i]}" if lines is not None else f"{where}: record {i}"
 
 
 def load_hub(split: str, *, name: str = "abisee/cnn_dailymail", config: str | None = "3.0.0",

@@ -12,13 +12,34 @@ Needs eager attention: SDPA returns no attention weights.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 
 from kd.errors import ConfigError
 from kd.losses import register
-from kd.losses.base import Distiller
+from kd.losses.base import Distiller, LossSettings
 from kd.losses.feature import masked_token_mean
 from kd.losses.layermap import layer_pairs
+from kd.params import LayerPairs, require
+
+
+@dataclass(frozen=True)
+class AttentionSettings(LossSettings):
+    layer_map: Literal["uniform", "last", "explicit"] = "uniform"
+    encoder_map: LayerPairs = ()  # explicit [[student_layer, teacher_layer], ...], 0-based
+    decoder_map: LayerPairs = ()
+    cross_map: LayerPairs = ()
+    encoder: bool = True  # encoder self-attention
+    decoder: bool = True  # decoder self-attention
+    cross: bool = True  # decoder-encoder cross-attention
+    heads: Literal["mean", "group"] = "mean"  # how different head counts are reconciled
+    loss: Literal["kl", "mse"] = "kl"
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        require(self.encoder or self.decoder or self.cross, where, "has encoder, decoder and cross all off")
 
 # model output attribute -> (params switch, config attribute holding that stack's depth)
 COMPONENTS = {
@@ -36,8 +57,8 @@ def reduce_heads(att: torch.Tensor, groups: int) -> torch.Tensor:
 
 @register("attention")
 class AttentionKD(Distiller):
+    Settings = AttentionSettings
     needs = frozenset({"attentions"})
-    param_keys = ("kd.attention",)
 
     def __init__(self, *, pairs: dict[str, list[tuple[int, int]]], heads: str, student_heads: int,
                  loss: str = "kl"):
@@ -46,19 +67,18 @@ class AttentionKD(Distiller):
         self.groups = 1 if heads == "mean" else student_heads
 
     @classmethod
-    def from_params(cls, kd, teacher_config, student_config) -> "AttentionKD":
-        a = kd.attention
+    def from_settings(cls, a: AttentionSettings, teacher_config, student_config, *, where: str) -> "AttentionKD":
         if a.heads == "group" and teacher_config.num_heads % student_config.num_heads:
             raise ConfigError(
-                f"params: kd.attention.heads 'group' needs teacher heads ({teacher_config.num_heads}) "
+                f"params: {where}.heads 'group' needs teacher heads ({teacher_config.num_heads}) "
                 f"divisible by student heads ({student_config.num_heads}); use 'mean'")
         pairs = {}
         for attr, (switch, depth) in COMPONENTS.items():
             if getattr(a, switch):
                 pairs[attr] = layer_pairs(a.layer_map, getattr(a, f"{switch}_map"), getattr(student_config, depth),
-                                          getattr(teacher_config, depth), key=f"kd.attention.{switch}_map")
+                                          getattr(teacher_config, depth), key=f"{where}.{switch}_map")
         if not pairs:
-            raise ConfigError("params: kd.attention: encoder, decoder and cross are all off")
+            raise ConfigError(f"params: {where}: encoder, decoder and cross are all off")
         return cls(pairs=pairs, heads=a.heads, student_heads=student_config.num_heads, loss=a.loss)
 
     def _per_query(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

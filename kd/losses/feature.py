@@ -8,13 +8,33 @@ Hidden state 0 is the embedding output; state k > 0 is the output of layer k-1.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kd.losses import register
-from kd.losses.base import Distiller
+from kd.losses.base import Distiller, LossSettings
 from kd.losses.layermap import layer_pairs
+from kd.params import LayerPairs, require
+
+
+@dataclass(frozen=True)
+class FeatureSettings(LossSettings):
+    layer_map: Literal["uniform", "last", "explicit"] = "uniform"
+    encoder_map: LayerPairs = ()  # explicit [[student_layer, teacher_layer], ...], 0-based
+    decoder_map: LayerPairs = ()
+    include_embeddings: bool = True  # also match the embedding outputs (hidden state 0)
+    encoder: bool = True
+    decoder: bool = True
+    loss: Literal["mse", "cosine"] = "mse"
+    normalize: bool = False  # layer-normalise both states before comparing
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        require(self.encoder or self.decoder, where, "needs encoder or decoder switched on")
 
 
 def masked_token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -31,8 +51,8 @@ def state_pairs(strategy, explicit, n_student_layers, n_teacher_layers, include_
 
 @register("feature")
 class FeatureKD(Distiller):
+    Settings = FeatureSettings
     needs = frozenset({"hidden_states"})
-    param_keys = ("kd.feature",)
 
     def __init__(self, *, student_width: int, teacher_width: int, encoder_pairs, decoder_pairs,
                  loss: str = "mse", normalize: bool = False):
@@ -43,12 +63,11 @@ class FeatureKD(Distiller):
         self.loss, self.normalize = loss, normalize
 
     @classmethod
-    def from_params(cls, kd, teacher_config, student_config) -> "FeatureKD":
-        f = kd.feature
+    def from_settings(cls, f: FeatureSettings, teacher_config, student_config, *, where: str) -> "FeatureKD":
         enc = state_pairs(f.layer_map, f.encoder_map, student_config.num_layers, teacher_config.num_layers,
-                          f.include_embeddings, "kd.feature.encoder_map")
+                          f.include_embeddings, f"{where}.encoder_map")
         dec = state_pairs(f.layer_map, f.decoder_map, student_config.num_decoder_layers,
-                          teacher_config.num_decoder_layers, f.include_embeddings, "kd.feature.decoder_map")
+                          teacher_config.num_decoder_layers, f.include_embeddings, f"{where}.decoder_map")
         return cls(student_width=student_config.d_model, teacher_width=teacher_config.d_model,
                    encoder_pairs=enc if f.encoder else [], decoder_pairs=dec if f.decoder else [],
                    loss=f.loss, normalize=f.normalize)

@@ -3,33 +3,47 @@
 KL(teacher || student) between temperature-softened token distributions, over real target tokens
 only, scaled by T^2 so its gradient magnitude does not shrink as T grows.
 
-The teacher side is either its full logits (a live forward pass) or its cached top-k logits
-(`kd.teacher_cache.TopK`, from the teacher_outputs stage); the latter uses `cached_kl`, a KL over the
-stored tokens plus one tail bin (see kd/teacher_cache.py for how the tail is handled).
+The teacher side is either its full logits (a live forward pass, `teacher_input: models/teacher`) or
+its cached top-k logits (`kd.teacher_cache.TopK`, from the teacher_outputs stage,
+`teacher_input: data/teacher_outputs`); the latter uses `cached_kl`, a KL over the stored tokens plus
+one tail bin (see kd/teacher_cache.py for how the tail is handled; at T > 1 raise
+`teacher_outputs.top_k`).
 """
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
 from kd.losses import register
-from kd.losses.base import Distiller
+from kd.losses.base import Distiller, LossSettings
+from kd.params import require
 from kd.teacher_cache import TopK, cached_kl
+
+
+@dataclass(frozen=True)
+class LogitSettings(LossSettings):
+    temperature: float = 1.0  # T: softens both distributions; the loss is scaled by T^2
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        require(self.temperature > 0, f"{where}.temperature", "must be > 0")
 
 
 @register("logit")
 class LogitKD(Distiller):
+    Settings = LogitSettings
     needs = frozenset({"logits"})
-    param_keys = ("kd.temperature", "kd.alpha", "kd.teacher_outputs")
+    reads_cache = True
 
     def __init__(self, temperature: float):
         super().__init__()
         self.temperature = temperature
 
     @classmethod
-    def from_params(cls, kd, teacher_config, student_config) -> "LogitKD":
-        return cls(temperature=kd.temperature)
+    def from_settings(cls, settings: LogitSettings, teacher_config, student_config, *, where: str) -> "LogitKD":
+        return cls(temperature=settings.temperature)
 
     def forward(self, student, teacher, batch):
         mask = batch["labels"] != -100  # (B, T): real target tokens

@@ -1,0 +1,252 @@
+"""The benchmark stages end to end on tiny models: quality (one model per run), speed (every model,
+interleaved rounds) and report (side by side); plus their pure helpers and their errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import ROOT, tiny_t5
+
+from kd.benchmark import prediction_lines, quality_metrics, scored_records
+from kd.speed import cpu_model, round_orders, speed_of
+
+N_TEST = 5
+SCORE_KEYS = ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu1", "bleu2", "bleu3", "bleu4"]
+PARAMS = {
+    "tokenizer": {"prefix": "summarize: ", "max_source_length": 48},
+    "benchmark": {"num_beams": 2, "max_new_tokens": 6, "batch_size": 2, "num_examples": 2, "warmup_batches": 1,
+                  "lead_n": 3, "device": "cpu", "speed_repeats": 3, "speed_samples": 4},
+    "kd": {"students": {"small": {"teacher_input": "models/teacher"}}},
+}
+
+
+# One torch thread: tiny models decode several times faster so on a shared 2-core machine, and the
+# speed stage's host block must report what its workers used.
+ENV = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
+
+
+def run_stage(name, args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py"), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300, env=ENV)
+
+
+def ok(out):
+    assert out.returncode == 0, out.stderr[-4000:]
+    return out
+
+
+def assert_fails_in_one_line(out, *needles):
+    assert out.returncode == 2, out.stderr[-4000:]
+    assert "Traceback" not in out.stderr, out.stderr[-4000:]
+    errors = [line for line in out.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, out.stderr[-4000:]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def work(tiny_data, tmp_path_factory):
+    """A workspace: params.yaml, a 5-article test split and two tiny models (teacher, student_small)
+    saved with their tokenizer, as the training stages leave them."""
+    from transformers import AutoTokenizer
+
+    from kd.data.builtin import generate
+
+    root = tmp_path_factory.mktemp("bench")
+    (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    (root / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in generate("test", N_TEST, 0)))
+    tok = AutoTokenizer.from_pretrained(tiny_data / "tokenizer")
+    for name, model in (("teacher", tiny_t5(d_model=32, layers=2, vocab=len(tok), attn="sdpa")),
+                        ("student_small", tiny_t5(d_model=16, layers=1, vocab=len(tok), attn="sdpa", seed=1))):
+        model.save_pretrained(root / "models" / name)
+        tok.save_pretrained(root / "models" / name)
+    return root
+
+
+def quality(work, name, *model_args):
+    return run_stage("benchmark", ["--params", "params.yaml", "--name", name, *model_args, "--test", "test.jsonl",
+                                   "--out", f"results/quality/{name}.json",
+                                   "--predictions", f"results/predictions/{name}.jsonl"], work)
+
+
+# One fixture per stage run, so each test pays for the runs it needs (the report reads them all).
+
+@pytest.fixture(scope="module")
+def teacher_twice(work):
+    """The quality stage on the teacher, run twice: the first run's bytes."""
+    ok(quality(work, "teacher", "--model", "models/teacher"))
+    first = {p: (work / "results" / p).read_bytes() for p in ("quality/teacher.json", "predictions/teacher.jsonl")}
+    ok(quality(work, "teacher", "--model", "models/teacher"))
+    return first
+
+
+@pytest.fixture(scope="module")
+def lead(work):
+    ok(quality(work, "lead3", "--lead"))
+
+
+@pytest.fixture(scope="module")
+def student(work):
+    ok(quality(work, "small", "--model", "models/student_small"))
+
+
+@pytest.fixture(scope="module")
+def speed(work):
+    ok(run_stage("speed", ["--params", "params.yaml", "--test", "test.jsonl", "--out", "results/speed.json",
+                           "--model", "teacher=models/teacher", "--model", "small=models/student_small"], work))
+    return json.loads((work / "results" / "speed.json").read_text())
+
+
+# --- pure helpers -----------------------------------------------------------------------------
+
+def test_round_orders_alternate():
+    assert round_orders(["a", "b", "c"], 4) == [["a", "b", "c"], ["c", "b", "a"], ["a", "b", "c"], ["c", "b", "a"]]
+
+
+def test_speed_of_takes_the_median_round():
+    assert speed_of([2.0, 100.0, 4.0], 8) == {"samples_per_s": 2.0, "ms_per_sample": 500.0}
+
+
+def test_cpu_model(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Some CPU @ 2.00GHz\n\nprocessor\t: 1\nmodel name\t: Some CPU\n")
+    assert cpu_model(info) == "Some CPU @ 2.00GHz"
+    assert cpu_model(tmp_path / "none")  # falls back to platform, never empty
+
+
+def test_quality_metrics_and_prediction_lines():
+    metrics = quality_metrics(["The cat sat."], ["The cat sat."], params=10, size_mb=1 / 3)
+    assert list(metrics) == [*SCORE_KEYS, "params", "size_mb", "n_examples"]
+    assert metrics["rouge1"] == 100.0 and metrics["size_mb"] == 0.3333 and metrics["n_examples"] == 1
+    assert list(quality_metrics(["a b"], ["a c"])) == [*SCORE_KEYS, "n_examples"]
+    assert prediction_lines(["x", "y"], ["é", "b"]) == '{"id": "x", "prediction": "é"}\n{"id": "y", "prediction": "b"}\n'
+    assert [r["id"] for r in scored_records([{"id": i} for i in range(5)], 2)] == [0, 1]
+
+
+# --- quality ----------------------------------------------------------------------------------
+
+def test_quality_writes_flat_metrics_and_predictions_byte_identically(work, teacher_twice):
+    metrics = json.loads((work / "results" / "quality" / "teacher.json").read_text())
+    assert list(metrics) == [*SCORE_KEYS, "params", "size_mb", "n_examples"]
+    assert metrics["n_examples"] == N_TEST and metrics["params"] > 0 and metrics["size_mb"] > 0
+    ids = [json.loads(line)["id"] for line in (work / "test.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (work / "results" / "predictions" / "teacher.jsonl").read_text().splitlines()]
+    assert [x["id"] for x in lines] == ids and all(set(x) == {"id", "prediction"} for x in lines)
+    for path, content in teacher_twice.items():  # the second run rewrote the same bytes
+        assert (work / "results" / path).read_bytes() == content, path
+
+
+def test_lead_needs_no_model(work, lead):
+    from kd.metrics import lead_n
+
+    metrics = json.loads((work / "results" / "quality" / "lead3.json").read_text())
+    assert list(metrics) == [*SCORE_KEYS, "n_examples"]
+    records = [json.loads(line) for line in (work / "test.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (work / "results" / "predictions" / "lead3.jsonl").read_text().splitlines()]
+    assert [x["prediction"] for x in lines] == [lead_n(r["article"], 3) for r in records]
+
+
+def test_quality_missing_or_corrupt_model_fails_in_one_line(work, tmp_path):
+    out = run_stage("benchmark", ["--params", work / "params.yaml", "--name", "x", "--model", tmp_path / "missing",
+                                  "--test", work / "test.jsonl", "--out", tmp_path / "q" / "x.json",
+                                  "--predictions", tmp_path / "p" / "x.jsonl"], tmp_path)
+    assert_fails_in_one_line(out, "missing", "config.json")
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(work / "models" / "student_small", corrupt)
+    weights = corrupt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    out = run_stage("benchmark", ["--params", work / "params.yaml", "--name", "x", "--model", corrupt,
+                                  "--test", work / "test.jsonl", "--out", tmp_path / "q" / "x.json",
+                                  "--predictions", tmp_path / "p" / "x.jsonl"], tmp_path)
+    assert_fails_in_one_line(out, "model.safetensors")
+    assert not (tmp_path / "q").exists() and not (tmp_path / "p").exists()
+
+
+# --- speed ------------------------------------------------------------------------------------
+
+def test_speed_interleaves_rounds_and_records_the_host(speed):
+    assert list(speed) == ["host", "teacher", "small"]
+    host = speed["host"]
+    assert {"hostname", "cpu", "logical_cores", "torch_threads", "device", "torch", "transformers", "date"} <= set(host)
+    assert host["device"] == "cpu" and host["n_samples"] == 4 and host["rounds"] == 3 and host["torch_threads"] == 1
+    # round r runs the models in order, reversed every other round
+    assert speed["teacher"]["round_position"] == [0, 1, 0]
+    assert speed["small"]["round_position"] == [1, 0, 1]
+    for name in ("teacher", "small"):
+        row = speed[name]
+        assert len(row["round_s"]) == 3 and all(s > 0 for s in row["round_s"])
+        median = statistics.median(row["round_s"])
+        assert row["samples_per_s"] == pytest.approx(4 / median, rel=1e-3)
+        assert row["ms_per_sample"] == pytest.approx(1000 * median / 4, rel=1e-3)
+        assert row["peak_mem_mb"] >= 0
+
+
+def test_speed_missing_or_corrupt_model_fails_in_one_line(work, tmp_path):
+    args = ["--params", work / "params.yaml", "--test", work / "test.jsonl", "--out", tmp_path / "s.json"]
+    out = run_stage("speed", [*args, "--model", f"teacher={work / 'models' / 'teacher'}",
+                              "--model", f"x={tmp_path / 'missing'}"], tmp_path)
+    assert_fails_in_one_line(out, "missing", "config.json")
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(work / "models" / "student_small", corrupt)
+    weights = corrupt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    out = run_stage("speed", [*args, "--model", f"x={corrupt}"], tmp_path)  # raised in the worker process
+    assert_fails_in_one_line(out, "x:", "model.safetensors")
+    assert not (tmp_path / "s.json").exists()
+
+
+# --- report -----------------------------------------------------------------------------------
+
+def report(work, out, quality_dir="results/quality"):
+    return run_stage("report", ["--params", "params.yaml", "--quality-dir", quality_dir,
+                                "--predictions-dir", "results/predictions", "--speed", "results/speed.json",
+                                "--test", "test.jsonl", "--out", out], work)
+
+
+def test_report_gathers_every_model_side_by_side(work, teacher_twice, student, lead, speed):
+    ok(report(work, "results/report"))
+    out = work / "results" / "report"
+    results = json.loads((out / "benchmark_results.json").read_text())
+    assert list(results) == ["teacher", "small", "lead3"]
+    q = {name: json.loads((work / "results" / "quality" / f"{name}.json").read_text()) for name in results}
+    for name in results:
+        for key, value in q[name].items():
+            assert results[name][key] == value, (name, key)
+    teacher, small, lead = results["teacher"], results["small"], results["lead3"]
+    assert small["compression"] == round(q["teacher"]["params"] / q["small"]["params"], 4)
+    assert small["speedup"] == round(speed["small"]["samples_per_s"] / speed["teacher"]["samples_per_s"], 4)
+    assert small["samples_per_s"] == speed["small"]["samples_per_s"]
+    assert small["peak_mem_mb"] == speed["small"]["peak_mem_mb"]
+    assert teacher["compression"] == teacher["speedup"] == 1.0
+    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        for name in ("small", "lead3"):
+            # an untrained teacher may score 0: then there is no retention (tests/test_metrics.py has exact ones)
+            if q["teacher"][key]:
+                assert results[name][f"retention_{key}"] == round(100 * q[name][key] / q["teacher"][key], 4)
+            else:
+                assert f"retention_{key}" not in results[name]
+    assert "params" not in lead and "speedup" not in lead and "samples_per_s" not in lead
+    assert (out / "comparison_table.csv").read_text().splitlines()[0].startswith("model,kind,rouge1")
+    text = (out / "benchmark_report.txt").read_text()
+    assert "median of 3 interleaved rounds" in text and "num_beams: 2" in text and "Examples (2 of 2)" in text
+    first = json.loads((work / "results" / "predictions" / "small.jsonl").read_text().splitlines()[0])
+    assert f"[1] id: {first['id']}" in text
+    for png in ("scores.png", "quality_vs_speed.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_names_a_missing_quality_file_and_its_stage(work, teacher_twice, lead, student, speed, tmp_path):
+    partial = tmp_path / "quality"
+    partial.mkdir()
+    for name in ("teacher", "lead3"):
+        shutil.copy(work / "results" / "quality" / f"{name}.json", partial)
+    out = report(work, tmp_path / "out", quality_dir=partial)
+    assert_fails_in_one_line(out, "small.json", "dvc repro benchmark@small")
+    assert not (tmp_path / "out").exists()

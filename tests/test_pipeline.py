@@ -134,7 +134,8 @@ def test_decoding_param_reruns_only_the_benchmark_stages(repo):
     path, _ = repo
     set_param(path, "benchmark.max_new_tokens", 6)
     out = sh(DVC + ["repro"], path)
-    assert ran(out.stdout + out.stderr) == quality_stages() | {"speed", "report"}
+    # lead-3 decodes nothing: it stays
+    assert ran(out.stdout + out.stderr) == quality_stages() - {"benchmark_lead3"} | {"speed", "report"}
     commit(path, "tweaks")
 
 
@@ -147,9 +148,13 @@ def test_a_student_is_one_params_entry(repo):
     params["kd"]["students"]["combo"] = {"teacher_input": "models/teacher", "label_weight": 0.5,
                                          "losses": {"logit": {"weight": 0.5}, "attention": {"weight": 1.0}}}
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    dry = sh(DVC + ["repro", "--dry"], path)
     new = {"distill@vanilla_copy", "distill@combo", "benchmark@vanilla_copy", "benchmark@combo"}
-    assert ran(dry.stdout + dry.stderr) == new | {"speed", "report"}
+    assert new <= set(sh(DVC + ["stage", "list", "--name-only"], path).stdout.split())
+    # DVC 3.67's --dry hashes every dep of a stage and fails on one not built yet (the new student's
+    # model), so the dry run targets the new distill stages; `dvc status` lists everything that will run.
+    dry = sh(DVC + ["repro", "--dry", "distill@vanilla_copy", "distill@combo"], path)
+    assert ran(dry.stdout + dry.stderr) == {"distill@vanilla_copy", "distill@combo"}
+    assert set(json.loads(sh(DVC + ["status", "--json"], path).stdout)) == new | {"speed", "report"}
     out = sh(DVC + ["repro"], path)
     assert ran(out.stdout + out.stderr) == new | {"speed", "report"}
     results = json.loads((path / "benchmark_results" / "benchmark_results.json").read_text())

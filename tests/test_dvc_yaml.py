@@ -147,3 +147,14 @@ def test_cmd_paths_are_the_script_defaults():
     assert f"--tokenized-out {paths.TOKENIZED_DIR}" in stages["tokenize"]["cmd"]
     assert f"--out {paths.TEACHER_DIR}" in stages["train_teacher"]["cmd"]
     assert f"--out {paths.student_dir('${key}')}" in stages["distill"]["do"]["cmd"]
+
+
+def test_training_stages_keep_their_metric_history_for_a_resume():
+    """DVC deletes a stage's outputs before running it; the dvclive history of a training stage must
+    survive, or a run resumed from its checkpoint would lose the steps before it."""
+    stages = dvc_yaml()["stages"]
+    for body in (stages["train_teacher"], stages["distill"]["do"]):
+        for kind in ("metrics", "plots"):
+            for entry in body[kind]:
+                (path, opts), = entry.items()
+                assert path.startswith("dvclive/") and opts.get("persist") is True, path

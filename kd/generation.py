@@ -7,7 +7,7 @@ generates is what was scored and timed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 
 def generate_batch(model, tokenizer, articles: Sequence[str], *, prefix: str, max_source_length: int,
@@ -53,8 +53,10 @@ def load_summarizer(model_dir: str | Path, device: str = "cpu"):
 
 
 def generate_all(model, tokenizer, articles: Sequence[str], *, batch_size: int, prefix: str,
-                 max_source_length: int, num_beams: int, max_new_tokens: int, device: str = "cpu") -> list[str]:
-    """Every article -> its summary, `batch_size` at a time, under inference mode, in input order."""
+                 max_source_length: int, num_beams: int, max_new_tokens: int, device: str = "cpu",
+                 progress: Optional[Callable[[int, int], None]] = None) -> list[str]:
+    """Every article -> its summary, `batch_size` at a time, under inference mode, in input order;
+    `progress(done, total)` after each batch when given."""
     import torch
 
     predictions: list[str] = []
@@ -62,4 +64,6 @@ def generate_all(model, tokenizer, articles: Sequence[str], *, batch_size: int, 
         for batch in batches(articles, batch_size):
             predictions += generate_batch(model, tokenizer, batch, prefix=prefix, max_source_length=max_source_length,
                                           num_beams=num_beams, max_new_tokens=max_new_tokens, device=device)
+            if progress:
+                progress(len(predictions), len(articles))
     return predictions

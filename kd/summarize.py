@@ -84,24 +84,6 @@ def _read_text(path: Path) -> Articles:
     return Articles(texts=lines, ids=None, blank=blank)
 
 
-def summarize(model, tokenizer, articles: Sequence[str], *, batch_size: int, prefix: str, max_source_length: int,
-              num_beams: int, max_new_tokens: int, device: str = "cpu", progress=None) -> list[str]:
-    """Summaries in input order, `batch_size` articles at a time (the benchmark's batching);
-    `progress(done, total)` after each batch."""
-    import torch
-
-    from kd.generation import batches, generate_batch
-
-    summaries: list[str] = []
-    with torch.inference_mode():
-        for batch in batches(articles, batch_size):
-            summaries += generate_batch(model, tokenizer, batch, prefix=prefix, max_source_length=max_source_length,
-                                        num_beams=num_beams, max_new_tokens=max_new_tokens, device=device)
-            if progress:
-                progress(len(summaries), len(articles))
-    return summaries
-
-
 def format_output(articles: Articles, summaries: list[str]) -> str:
     """JSON lines {"id", "summary"} for JSON lines input, else one summary per input line."""
     if articles.ids is not None:
@@ -162,9 +144,11 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"max_new_tokens {max_new_tokens}, batch_size {bench.batch_size}", file=sys.stderr)
     progress = ((lambda done, total: print(f"  {done}/{total}", file=sys.stderr, flush=True))
                 if len(todo) > bench.batch_size else None)
-    generated = summarize(model, tokenizer, [articles.texts[i] for i in todo], batch_size=bench.batch_size,
-                          prefix=tok.prefix, max_source_length=tok.max_source_length, num_beams=num_beams,
-                          max_new_tokens=max_new_tokens, device=device, progress=progress)
+    from kd.generation import generate_all
+
+    generated = generate_all(model, tokenizer, [articles.texts[i] for i in todo], batch_size=bench.batch_size,
+                             prefix=tok.prefix, max_source_length=tok.max_source_length, num_beams=num_beams,
+                             max_new_tokens=max_new_tokens, device=device, progress=progress)
     summaries = [""] * len(articles.texts)
     for i, summary in zip(todo, generated):
         summaries[i] = summary

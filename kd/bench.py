@@ -56,12 +56,14 @@ def bench_tests(args) -> dict:
     return _timed([sys.executable, "-m", "pytest", "-q"], ROOT)
 
 
-def smoke_params(*, steps: int, device: str, precision: str, batch_size: int = 16) -> dict:
-    """A tiny config whose teacher and students each train `steps` optimizer steps (one epoch)."""
+def smoke_params(*, steps: int, device: str, precision: str, batch_size: int = 16, eval_size: int = 64,
+                 max_new_tokens: int = 64) -> dict:
+    """A tiny config whose teacher and students each train `steps` optimizer steps (one epoch); the
+    benchmark decodes `eval_size` validation and test articles up to `max_new_tokens` each."""
     model = {"num_heads": 4, "dropout": 0.0, "epochs": 1, "lr": 0.001}
     return {
-        "data": {"source": "builtin", "builtin": {"train_size": steps * batch_size, "validation_size": 32,
-                                                  "test_size": 64, "n_distractors": 1, "entity_pool": 15}},
+        "data": {"source": "builtin", "builtin": {"train_size": steps * batch_size, "validation_size": eval_size,
+                                                  "test_size": eval_size, "n_distractors": 1, "entity_pool": 15}},
         "tokenizer": {"vocab_size": 2000, "max_source_length": 320, "max_target_length": 64},
         "teacher": {"d_model": 256, "d_ff": 1024, "d_kv": 64, "num_layers": 4, "num_decoder_layers": 4, **model},
         "student": {"d_model": 128, "d_ff": 512, "d_kv": 32, "num_layers": 2, "num_decoder_layers": 2, **model},
@@ -71,7 +73,8 @@ def smoke_params(*, steps: int, device: str, precision: str, batch_size: int = 1
                         "losses": {"logit": {"weight": 0.9}}},
             "attention": {"teacher_input": "models/teacher", "losses": {"attention": {}}}}},
         "teacher_outputs": {"device": device},
-        "benchmark": {"device": device, "num_beams": 2, "max_new_tokens": 64, "batch_size": 32},
+        "benchmark": {"device": device, "num_beams": 2, "max_new_tokens": max_new_tokens, "batch_size": 32,
+                      "speed_samples": min(64, eval_size)},
     }
 
 
@@ -91,18 +94,19 @@ def bench_gpu_smoke(args) -> dict:
     precision = "bf16" if args.device == "cuda" else args.precision
     result: dict = {"device": args.device, "precision": precision, "steps": args.steps}
     quality = [("benchmark", ["--name", n, "--model", m, "--out", f"benchmark_results/quality/{n}.json",
-                              "--predictions", f"benchmark_results/predictions/{n}.jsonl"])
+                              "--examples", f"benchmark_results/examples/{n}.jsonl"])
                for n, m in (("teacher", "models/teacher"), ("vanilla", "models/student_vanilla"),
                             ("attention", "models/student_attention"))]
     stages = [("download", []), ("tokenize", []), ("train_teacher", []), ("teacher_outputs", []),
               ("distill", ["--student", "vanilla"]), ("distill", ["--student", "attention"]), *quality,
               ("benchmark", ["--name", "lead3", "--lead", "--out", "benchmark_results/quality/lead3.json",
-                             "--predictions", "benchmark_results/predictions/lead3.jsonl"]),
+                             "--examples", "benchmark_results/examples/lead3.jsonl"]),
               ("speed", []), ("report", [])]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "params.yaml").write_text(yaml.safe_dump(
-            smoke_params(steps=args.steps, device=args.device, precision=precision)))
+            smoke_params(steps=args.steps, device=args.device, precision=precision, eval_size=args.eval_size,
+                         max_new_tokens=args.max_new_tokens)))
         start = time.perf_counter()
         for stage, extra in stages:
             key = f"{stage}_{extra[1]}" if stage in ("distill", "benchmark") else stage
@@ -174,6 +178,8 @@ def main(argv=None) -> int:
             q.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                            help="cpu runs the same path without a GPU (a check of the script, not of speed)")
             q.add_argument("--precision", choices=["no", "bf16"], default="no", help="with --device cpu")
+            q.add_argument("--eval-size", type=int, default=64, help="validation and test articles")
+            q.add_argument("--max-new-tokens", type=int, default=64, help="the benchmark's decoding length")
         if name == "distill-memory":
             q.add_argument("--student", default="vanilla", help="a logit-KD student under kd.students")
         if name == "speed":

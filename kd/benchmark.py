@@ -1,4 +1,5 @@
-"""The quality half of the benchmark: one model (or lead-N) on the test split, scored.
+"""The quality half of the benchmark: one model (or lead-N) on the validation and test splits, scored
+per example (ROUGE, faithfulness, shape) and summed up with bootstrap intervals.
 
 One stage run per model (`benchmark@<name>`), so retraining one student rescores only that student.
 Nothing here is timed (kd/speed.py times every model in one interleaved run): the same model and
@@ -17,56 +18,102 @@ from pathlib import Path
 from typing import Sequence
 
 from kd.errors import ConfigError
-from kd.metrics import lead_n, summary_scores
+from kd.metrics import ROUGE_KEYS, bleu_scores, lead_n, rouge_per_example
 from kd.params import BenchmarkParams
 
 log = logging.getLogger(__name__)
 
-# Floats in the metrics file are rounded, so `dvc metrics diff` shows changes, not float noise.
+# Floats in the results files are rounded, so `dvc metrics diff` shows changes, not float noise.
 DIGITS = 4
+# Every model is scored on both: validation is what experiments and sweeps compare, test is reported.
+SPLITS = ("validation", "test")
+LEAD = "lead"  # the decoding name of the lead-N rows
 
 
-def scored_records(records: Sequence[dict], max_samples: int | None) -> list[dict]:
-    """The scored part of the test split: its first `max_samples` records (all when None)."""
+def decodings(num_beams: int) -> dict[str, int]:
+    """Decoding name -> beams: beam search with the benchmark's beams, and greedy (small students are
+    deployed greedy, and sequence-level KD is said to make beam search unnecessary). Only greedy when
+    `num_beams` is 1."""
+    return {"beam": num_beams, "greedy": 1} if num_beams > 1 else {"greedy": 1}
+
+
+def scored_records(records: Sequence[dict], max_samples: int | None, split: str = "test") -> list[dict]:
+    """The scored part of a split: its first `max_samples` records (all when None)."""
     subset = list(records[:max_samples] if max_samples else records)
     if not subset:
-        raise ConfigError("benchmark: the test split is empty")
+        raise ConfigError(f"benchmark: the {split} split is empty")
     return subset
 
 
-def quality_metrics(predictions: Sequence[str], references: Sequence[str], *, params: int | None = None,
-                    size_mb: float | None = None) -> dict:
-    """The flat metrics file: rouge1, rouge2, rougeL, rougeLsum, bleu1..bleu4 (x100), then params and
-    size_mb for a model (not for lead-N), then n_examples."""
-    metrics = {key: round(value, DIGITS) for key, value in summary_scores(predictions, references).items()}
-    if params is not None:
-        metrics["params"] = int(params)
-    if size_mb is not None:
-        metrics["size_mb"] = round(size_mb, DIGITS)
-    metrics["n_examples"] = len(predictions)
-    return metrics
+def _rounded(values: dict) -> dict:
+    return {k: round(v, DIGITS) if isinstance(v, float) else v for k, v in values.items()}
 
 
-def prediction_lines(ids: Sequence[str], predictions: Sequence[str]) -> str:
-    """The predictions file: one `{"id": ..., "prediction": ...}` JSON line per example, in test order."""
-    if len(ids) != len(predictions):
-        raise ValueError(f"{len(ids)} ids but {len(predictions)} predictions")
-    return "".join(json.dumps({"id": i, "prediction": p}, ensure_ascii=False) + "\n"
-                   for i, p in zip(ids, predictions))
+def example_rows(records: Sequence[dict], predictions: Sequence[str], *, split: str, decoding: str) -> list[dict]:
+    """Per-example scores, one row per record in split order: split, decoding, id, ROUGE-1/2/L/Lsum, the
+    faithfulness and shape metrics of kd.faithfulness (fact_* where the record has its facts), and the
+    prediction itself."""
+    from kd.faithfulness import example_scores
+
+    if len(records) != len(predictions):
+        raise ValueError(f"{len(records)} records but {len(predictions)} predictions")
+    rouge = rouge_per_example(predictions, [r["highlights"] for r in records])
+    return [{"split": split, "decoding": decoding, "id": r["id"],
+             **_rounded({**scores, **example_scores(p, r["article"], r.get("facts"))}), "prediction": p}
+            for r, p, scores in zip(records, predictions, rouge)]
 
 
-def score_lead(*, records: Sequence[dict], n: int) -> tuple[dict, list[str]]:
-    """(metrics, predictions) of the lead-n baseline: the first n sentences of each article."""
-    predictions = [lead_n(r["article"], n) for r in records]
-    return quality_metrics(predictions, [r["highlights"] for r in records]), predictions
+def split_metrics(rows: Sequence[dict], references: Sequence[str]) -> dict:
+    """One split and decoding summed up: the mean of every per-example metric (ROUGE, faithfulness,
+    length), corpus BLEU-1..4, a 95% bootstrap interval (`<key>_low`, `<key>_high`; 1,000 resamples of the
+    examples, fixed seed) for each ROUGE score, and n_examples."""
+    from kd.bootstrap import interval
+
+    keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    metrics: dict = {}
+    for key in keys:
+        ci = interval([row[key] for row in rows])
+        metrics[key] = ci.mean
+        if key in ROUGE_KEYS:
+            metrics[f"{key}_low"], metrics[f"{key}_high"] = ci.low, ci.high
+    metrics.update(bleu_scores([row["prediction"] for row in rows], references))
+    metrics["n_examples"] = len(rows)
+    return _rounded(metrics)
 
 
-def score_model(*, model_dir: str | Path, records: Sequence[dict], bench: BenchmarkParams, prefix: str,
-                max_source_length: int) -> tuple[dict, list[str]]:
-    """(metrics, predictions) of one model, decoded with the benchmark's settings on `bench.device`.
+def quality_file(blocks: dict[str, dict[str, dict]], *, params: int | None = None,
+                 size_mb: float | None = None) -> dict:
+    """The model's quality file: params and size_mb (models only), then {split: {decoding: metrics}}."""
+    head = {} if params is None else {"params": int(params), "size_mb": round(size_mb, DIGITS)}
+    return {**head, **blocks}
+
+
+def evaluate(splits: dict[str, Sequence[dict]], summarize) -> tuple[dict, list[dict]]:
+    """({split: {decoding: metrics}}, every example row) for `summarize(records) -> {decoding: predictions}`
+    on each split."""
+    blocks, rows = {}, []
+    for split, records in splits.items():
+        blocks[split] = {}
+        for decoding, predictions in summarize(records).items():
+            split_rows = example_rows(records, predictions, split=split, decoding=decoding)
+            blocks[split][decoding] = split_metrics(split_rows, [r["highlights"] for r in records])
+            rows += split_rows
+    return blocks, rows
+
+
+def score_lead(*, splits: dict[str, Sequence[dict]], n: int) -> tuple[dict, list[dict]]:
+    """(quality file, example rows) of the lead-n baseline: the first n sentences of each article."""
+    blocks, rows = evaluate(splits, lambda records: {LEAD: [lead_n(r["article"], n) for r in records]})
+    return quality_file(blocks), rows
+
+
+def score_model(*, model_dir: str | Path, splits: dict[str, Sequence[dict]], bench: BenchmarkParams, prefix: str,
+                max_source_length: int) -> tuple[dict, list[dict]]:
+    """(quality file, example rows) of one model, decoded with each of the benchmark's decodings on
+    `bench.device`.
 
     Under a distributed launcher every process decodes its shard; every process returns the whole
-    test set's predictions (the main process writes them)."""
+    result (the main process writes it)."""
     from kd.generation import check_model_dir, generate_all, load_summarizer
 
     check_model_dir(model_dir)  # before torch is imported or any device set up: a missing model fails fast
@@ -74,25 +121,33 @@ def score_model(*, model_dir: str | Path, records: Sequence[dict], bench: Benchm
 
     rank, world, device = _process_shard(resolve_device(bench.device))
     model, tokenizer = load_summarizer(model_dir, device)
-    articles = [r["article"] for r in records]
-    log.info("summarising %d articles with %s on %s (process %d of %d)", len(articles[rank::world]), model_dir,
-             device, rank + 1, world)
-    predictions = generate_all(model, tokenizer, articles[rank::world], batch_size=bench.batch_size, prefix=prefix,
-                               max_source_length=max_source_length, num_beams=bench.num_beams,
-                               max_new_tokens=bench.max_new_tokens, device=device)
-    if world > 1:
-        predictions = _gather(predictions, n=len(articles))
-    metrics = quality_metrics(predictions, [r["highlights"] for r in records], params=count_parameters(model),
-                              size_mb=size_on_disk_mb(model_dir))
-    return metrics, predictions
+
+    def summarize(records):
+        articles = [r["article"] for r in records]
+        out = {}
+        for decoding, beams in decodings(bench.num_beams).items():
+            log.info("%s: %d articles, %s (%d beams), on %s (process %d of %d)", model_dir,
+                     len(articles[rank::world]), decoding, beams, device, rank + 1, world)
+            predictions = generate_all(model, tokenizer, articles[rank::world], batch_size=bench.batch_size,
+                                       prefix=prefix, max_source_length=max_source_length, num_beams=beams,
+                                       max_new_tokens=bench.max_new_tokens, device=device)
+            out[decoding] = _gather(predictions, n=len(articles)) if world > 1 else predictions
+        return out
+
+    blocks, rows = evaluate(splits, summarize)
+    return quality_file(blocks, params=count_parameters(model), size_mb=size_on_disk_mb(model_dir)), rows
 
 
-def write_quality(*, metrics: dict, out: Path, records: Sequence[dict], predictions: Sequence[str],
-                  predictions_out: Path) -> None:
+def example_lines(rows: Sequence[dict]) -> str:
+    """The examples file: one JSON line per row (split, decoding, id, scores, prediction)."""
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def write_quality(*, quality: dict, out: Path, rows: Sequence[dict], examples_out: Path) -> None:
     from kd.io import atomic_write_json, atomic_write_text
 
-    atomic_write_text(predictions_out, prediction_lines([r["id"] for r in records], predictions))
-    atomic_write_json(out, metrics)
+    atomic_write_text(examples_out, example_lines(rows))
+    atomic_write_json(out, quality)
 
 
 def _process_shard(device: str) -> tuple[int, int, str]:

@@ -73,23 +73,29 @@ def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
         raise ValueError("no predictions to score")
 
 
-def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Mean ROUGE-1/2/L/Lsum F1 (x100), stemmed, as in the Hugging Face summarization example.
+def rouge_per_example(predictions: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:
+    """ROUGE-1/2/L/Lsum F1 (x100) of each prediction against its reference, stemmed, as in the Hugging
+    Face summarization example.
 
     Both sides are put one sentence per line first: rougeLsum splits on newlines, while the other
     three ignore them (the rouge tokenizer drops all non-alphanumerics), so one pass scores all four.
     """
     _check_pairs(predictions, references)
     scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
-    totals = dict.fromkeys(ROUGE_KEYS, 0.0)
+    rows = []
     for prediction, reference in zip(predictions, references):
         scores = scorer.score(
             target="\n".join(split_sentences(reference)),
             prediction="\n".join(split_sentences(prediction)),
         )
-        for key in ROUGE_KEYS:
-            totals[key] += scores[key].fmeasure
-    return {key: 100.0 * total / len(predictions) for key, total in totals.items()}
+        rows.append({key: 100.0 * scores[key].fmeasure for key in ROUGE_KEYS})
+    return rows
+
+
+def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L/Lsum F1 (x100) over the pairs (see rouge_per_example)."""
+    rows = rouge_per_example(predictions, references)
+    return {key: sum(row[key] for row in rows) / len(rows) for key in ROUGE_KEYS}
 
 
 def word_tokenize(text: str) -> list[str]:

@@ -193,10 +193,9 @@ class StudentRecipe:
         _check(self.label_weight >= 0, f"{where}.label_weight", "must be >= 0")
         _check(bool(self.losses) or self.label_weight > 0, f"{where}.label_weight",
                "must be > 0 when the recipe has no losses (nothing would be trained)")
-        for key in ("losses", "student", "train"):
-            for name, value in getattr(self, key).items():
-                _check(value is None or isinstance(value, dict) or key != "losses", f"{where}.losses.{name}",
-                       f"must be a mapping of that loss's settings (or empty), got {type(value).__name__}")
+        for name, value in self.losses.items():
+            _check(value is None or isinstance(value, dict), f"{where}.losses.{name}",
+                   f"must be a mapping of that loss's settings (or empty), got {type(value).__name__}")
 
     @property
     def cached(self) -> bool:

@@ -1,7 +1,14 @@
-"""The README's results table, generated from the committed benchmark results (never typed by hand).
+"""The README's results tables, generated from committed result files (never typed by hand).
 
-    python -m kd.readme            # rewrite the table between the README's results markers
-    python -m kd.readme --check    # exit 1 when the README's table differs from the results file
+    python -m kd.readme            # rewrite every generated section of the README
+    python -m kd.readme --check    # exit 1 when a section differs from its results file
+
+Each section sits between `<!-- <name>:start (python -m kd.readme) -->` and `<!-- <name>:end -->`:
+
+    seeds     benchmark_results/seeds.json (python -m kd.seeds collect): mean ± sd over training seeds and
+              the paired bootstrap against the baseline and the teacher
+    results   benchmark_results/benchmark_results.json (the report stage): the committed run, test split
+    cnndm     benchmark_results/cnndm/lead3.json: lead-3 on the real CNN/DailyMail sample (see README)
 
 tests/test_readme.py runs the check, so a README that disagrees with benchmark_results/ fails CI.
 """
@@ -12,42 +19,81 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 from kd import paths
 from kd.io import atomic_write_text
-from kd.report import markdown_table
+from kd.report import display_rows, faithfulness_key, headline, markdown_table, with_intervals
 
-START, END = "<!-- results:start (python -m kd.readme) -->", "<!-- results:end -->"
-COLUMNS = ("model", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu4", "params", "compression",
-           "samples_per_s", "speedup", "retention_rougeL")
 RESULTS = paths.BENCHMARK_DIR / "benchmark_results.json"
+SEEDS = paths.BENCHMARK_DIR / "seeds.json"
+CNNDM = paths.BENCHMARK_DIR / "cnndm" / "lead3.json"
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start (python -m kd.readme) -->", f"<!-- {name}:end -->"
 
 
 def results_table(results_file: Path = RESULTS) -> str:
+    """The committed run's test-split table: headline decoding with its interval, greedy beside it,
+    faithfulness, the paired difference to the baseline, size, speed and training cost."""
     results = json.loads(Path(results_file).read_text())
-    rows = [{"model": name, **values} for name, values in results.items()]
-    return markdown_table(rows, [c for c in COLUMNS if any(c in r for r in rows)])
+    rows = headline(results, "test")
+    return markdown_table(display_rows(rows, faithfulness_key(rows[0])))
 
 
-def render(readme: str, table: str) -> str:
-    if START not in readme or END not in readme:
-        raise SystemExit(f"README has no results markers ({START} ... {END})")
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{table}{END}{tail}"
+def seeds_section(seeds_file: Path = SEEDS) -> str:
+    from kd.seeds import markdown
+
+    if not Path(seeds_file).is_file():
+        return "(no seeds collected yet: `python -m kd.seeds run --seeds 0 1 2`, then `collect`)\n"
+    return markdown(json.loads(Path(seeds_file).read_text()))
+
+
+def cnndm_table(lead_file: Path = CNNDM) -> str:
+    """Lead-3 on the real sample, per split: ROUGE with intervals, entity precision and shape."""
+    if not Path(lead_file).is_file():
+        return "(not run yet: see the command above)\n"
+    quality = json.loads(Path(lead_file).read_text())
+    rows = []
+    for split, blocks in quality.items():
+        m = blocks["lead"]
+        rows.append({"split": split, "articles": m["n_examples"], **{
+            f"{k} [95% CI]": with_intervals(m, k) for k in ("rouge1", "rouge2", "rougeL", "rougeLsum")},
+            "entity_precision": m.get("entity_precision"), "novel_bigram_pct": m.get("novel_bigram_pct"),
+            "length": m.get("length")})
+    return markdown_table(rows)
+
+
+SECTIONS: dict[str, Callable[[], str]] = {"seeds": seeds_section, "results": results_table, "cnndm": cnndm_table}
+
+
+def render(readme: str, name: str, body: str) -> str:
+    """`readme` with the text between `name`'s markers replaced by `body`."""
+    start, end = markers(name)
+    if start not in readme or end not in readme:
+        raise SystemExit(f"README has no {name} markers ({start} ... {end})")
+    head, rest = readme.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}{end}{tail}"
+
+
+def render_all(readme: str) -> str:
+    for name, section in SECTIONS.items():
+        readme = render(readme, name, section())
+    return readme
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--readme", type=Path, default=Path("README.md"))
-    p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--check", action="store_true", help="only compare; exit 1 when they differ")
     args = p.parse_args(argv)
     current = args.readme.read_text()
-    wanted = render(current, results_table(args.results))
+    wanted = render_all(current)
     if args.check:
         if wanted != current:
-            print(f"{args.readme}: results table differs from {args.results}; run python -m kd.readme",
+            print(f"{args.readme}: a generated section differs from benchmark_results/; run python -m kd.readme",
                   file=sys.stderr)
             return 1
         return 0

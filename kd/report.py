@@ -1,10 +1,12 @@
-"""The report stage: every model's quality file, predictions and speed side by side, as tables, a
-text report and plots.
+"""The report stage: every model's quality file, per-example scores, speed and training cost side by
+side, as JSON, a CSV table, a text report and plots.
 
-A row is one model's results: `model`, `kind` ("teacher", "student" or "baseline-heuristic"), scores
-(rouge1, rouge2, rougeL, rougeLsum, bleu*, from benchmark_results/quality/<model>.json) and cost
-fields (params, size_mb from the same file; samples_per_s, ms_per_sample, peak_mem_mb from
-benchmark_results/speed.json), any of which may be None (lead-3 has no parameters and no speed).
+A model's results (`gather`) are its kind ("teacher", "student" or "baseline-heuristic"), its cost
+(params, size_mb from benchmark_results/quality/<model>.json; samples_per_s, ms_per_sample, peak_mem_mb
+from benchmark_results/speed.json; train_seconds, train_tokens from its dvclive summary; compression and
+speedup relative to the teacher) and, per split and decoding, its scores with intervals, retention
+relative to the teacher and the paired bootstrap of its per-example differences to the baseline student
+and to the teacher. Any cost may be missing (lead-3 has no parameters and no speed).
 All writes go through `kd.io`, so an interrupted stage leaves no half-written file.
 """
 
@@ -21,15 +23,10 @@ from kd.errors import ConfigError
 from kd.io import atomic_file, atomic_write_json, atomic_write_text
 from kd.metrics import ROUGE_KEYS
 
+SPLITS = ("validation", "test")  # as kd.benchmark.SPLITS (not imported: it would pull in the scorers' deps)
+
 Row = Mapping[str, Any]
 
-RETENTION_COLUMNS = {key: f"retention_{key}" for key in ROUGE_KEYS}
-_TEXT_COLUMNS = ("model", "kind")
-# The report's table: the full set is in the CSV, this keeps the text report readable.
-REPORT_COLUMNS = (
-    "model", "kind", *ROUGE_KEYS, "bleu1", "bleu4", "params", "samples_per_s", "peak_mem_mb",
-    "compression", "speedup", "retention_rougeL",
-)
 _EXAMPLE_FIELDS = ("id", "article", "reference")
 # What the report takes from speed.json for each model (the raw rounds stay there).
 SPEED_FIELDS = ("samples_per_s", "ms_per_sample", "peak_mem_mb")
@@ -48,49 +45,8 @@ def _ratio(numerator: Any, denominator: Any) -> float | None:
     return float(numerator) / float(denominator)
 
 
-def add_relative_columns(rows: Sequence[Row], teacher: str = "teacher") -> list[dict[str, Any]]:
-    """New rows with `compression`, `speedup` and `retention_<rouge>` relative to the `teacher` row.
-
-    compression = teacher params / model params; speedup = model samples/s / teacher samples/s;
-    retention = model score as % of the teacher's. Each is None where an input is missing.
-    """
-    teacher_rows = [row for row in rows if row.get("model") == teacher]
-    if len(teacher_rows) != 1:
-        models = [row.get("model") for row in rows]
-        raise ValueError(
-            f"expected exactly one row for teacher model {teacher!r}, found {len(teacher_rows)} "
-            f"among {models}"
-        )
-    reference = teacher_rows[0]
-    relative_rows = []
-    for row in rows:
-        relative = dict(row)
-        relative["compression"] = _ratio(reference.get("params"), row.get("params"))
-        relative["speedup"] = _ratio(row.get("samples_per_s"), reference.get("samples_per_s"))
-        for key, column in RETENTION_COLUMNS.items():
-            fraction = _ratio(row.get(key), reference.get(key))
-            relative[column] = None if fraction is None else 100.0 * fraction
-        relative_rows.append(relative)
-    return relative_rows
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
-
-
-def flat_metrics(rows: Sequence[Row]) -> dict[str, float]:
-    """`{"<model>.<field>": value}` for every numeric field, rounded to 4 decimals (the DVC metrics file).
-
-    None, booleans, text and non-finite numbers are skipped so the result is strict JSON.
-    """
-    metrics: dict[str, float] = {}
-    for row in rows:
-        model = row["model"]
-        for key, value in row.items():
-            if key in _TEXT_COLUMNS or not _is_number(value) or not math.isfinite(value):
-                continue
-            metrics[f"{model}.{key}"] = value if isinstance(value, int) else round(float(value), 4)
-    return metrics
 
 
 def _columns_of(rows: Sequence[Row], columns: Sequence[str] | None) -> list[str]:
@@ -184,30 +140,28 @@ def _labelled(label: str, text: str, label_width: int, width: int = 100) -> str:
 
 
 def render_report(
-    rows: Sequence[Row],
+    tables: Sequence[tuple[str, Sequence[Row]]],
     examples: Sequence[Row],
     decoding: Mapping[str, Any],
     *,
     max_examples: int = 3,
     article_chars: int = 400,
-    columns: Sequence[str] | None = None,
     host: Mapping[str, Any] | None = None,
 ) -> str:
-    """The text report: score table, decoding parameters, where speed was measured (`host`, the
-    speed stage's host block) and a few examples, one model per line.
-
-    `columns` defaults to the REPORT_COLUMNS that any row has.
-    """
-    if columns is None:
-        columns = [column for column in REPORT_COLUMNS if any(column in row for row in rows)]
+    """The text report: the titled tables, decoding parameters, where speed was measured (`host`, the
+    speed stage's host block) and a few examples, one model per line."""
     parts = [
         "Benchmark report",
         "================",
         "",
-        "Scores: ROUGE F1 and BLEU x100; retention in % of the teacher; speed: the median of interleaved "
-        "rounds (see Speed).",
+        "Scores: ROUGE F1, BLEU and faithfulness x100 (see README, Metrics); [low, high] is a 95% bootstrap "
+        "interval over examples; Δ vs baseline is the paired bootstrap of the per-example difference, with "
+        "the share of resamples <= 0; speed: the median of interleaved rounds (see Speed).",
         "",
-        format_table(rows, columns),
+    ]
+    for title, rows in tables:
+        parts += [title, "-" * len(title), format_table(rows)]
+    parts += [
         "Decoding",
         "--------",
         *(f"  {key}: {value}" for key, value in decoding.items()),
@@ -218,11 +172,8 @@ def render_report(
     shown = list(examples[:max_examples])
     heading = f"Examples ({len(shown)} of {len(examples)})"
     parts += [heading, "-" * len(heading)]
-    row_models = [row["model"] for row in rows]
     for number, example in enumerate(shown, start=1):
-        # Models in table order first, then any summary the table does not list.
-        models = [model for model in row_models if model in example]
-        models += [key for key in example if key not in _EXAMPLE_FIELDS and key not in models]
+        models = [key for key in example if key not in _EXAMPLE_FIELDS]
         label_width = max(len(name) for name in ["reference", "article", *models])
         parts += [
             "",
@@ -237,20 +188,19 @@ def render_report(
 
 def write_report(
     path: str,
-    rows: Sequence[Row],
+    tables: Sequence[tuple[str, Sequence[Row]]],
     examples: Sequence[Row],
     decoding: Mapping[str, Any],
     *,
     max_examples: int = 3,
     article_chars: int = 400,
-    columns: Sequence[str] | None = None,
     host: Mapping[str, Any] | None = None,
 ) -> None:
     """Write `render_report(...)` to `path` atomically."""
     atomic_write_text(
         path,
-        render_report(rows, examples, decoding, max_examples=max_examples,
-                      article_chars=article_chars, columns=columns, host=host),
+        render_report(tables, examples, decoding, max_examples=max_examples, article_chars=article_chars,
+                      host=host),
     )
 
 
@@ -284,7 +234,8 @@ def _save(fig, path: str) -> None:
 
 
 def plot_scores(rows: Sequence[Row], path: str) -> None:
-    """Grouped bar chart: for each model, one bar per ROUGE variant (missing scores drawn as 0)."""
+    """Grouped bar chart: for each model, one bar per ROUGE variant (missing scores drawn as 0), with its
+    95% bootstrap interval as an error bar where the row has one."""
     plt = _pyplot()
     models = [str(row["model"]) for row in rows]
     bar_width = 0.8 / len(ROUGE_KEYS)
@@ -294,11 +245,15 @@ def plot_scores(rows: Sequence[Row], path: str) -> None:
             positions = [i + (offset - (len(ROUGE_KEYS) - 1) / 2) * bar_width
                          for i in range(len(models))]
             heights = [row.get(key) or 0.0 for row in rows]
-            ax.bar(positions, heights, width=bar_width, label=key)
+            errors = None
+            if all(row.get(f"{key}_low") is not None for row in rows):
+                errors = [[h - row[f"{key}_low"] for h, row in zip(heights, rows)],
+                          [row[f"{key}_high"] - h for h, row in zip(heights, rows)]]
+            ax.bar(positions, heights, width=bar_width, label=key, yerr=errors, capsize=2)
         ax.set_xticks(range(len(models)))
         ax.set_xticklabels(models, rotation=20, ha="right")
-        ax.set_ylabel("F1 x100")
-        ax.set_title("ROUGE by model")
+        ax.set_ylabel("F1 x100 (95% bootstrap interval)")
+        ax.set_title("ROUGE by model (test)")
         ax.legend(ncol=len(ROUGE_KEYS), fontsize="small", loc="upper right")
         ax.grid(axis="y", alpha=0.3)
         _save(fig, path)
@@ -332,37 +287,94 @@ def plot_quality_vs_speed(rows: Sequence[Row], path: str) -> None:
         plt.close(fig)
 
 
+def read_curve(path: Path) -> tuple[list[float], list[float]]:
+    """(steps, values) of one dvclive metric file (TSV with a `step` column and the value last)."""
+    steps, values = [], []
+    header, *lines = Path(path).read_text(encoding="utf-8").splitlines()
+    at = header.split("\t").index("step")
+    for line in lines:
+        cells = line.split("\t")
+        steps.append(float(cells[at]))
+        values.append(float(cells[-1]))
+    return steps, values
+
+
+def _smooth(values: Sequence[float], window: int) -> list[float]:
+    """Trailing moving average over `window` points (per-step training losses are noisy)."""
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def curve_files(live_dir: Path, runs: Mapping[str, str]) -> dict[str, dict[str, Path]]:
+    """{quantity: {model: tsv}}: val/loss and every train/<term> (ce, each KD loss, total) that any run
+    logged, except the learning rate."""
+    curves: dict[str, dict[str, Path]] = {}
+    for model, run in runs.items():
+        metrics = Path(live_dir) / run / "plots" / "metrics"
+        for tsv in sorted(metrics.rglob("*.tsv")):
+            quantity = tsv.relative_to(metrics).with_suffix("").as_posix()
+            if quantity != "train/lr":
+                curves.setdefault(quantity, {})[model] = tsv
+    return curves
+
+
+def plot_curves(live_dir: Path, models: Sequence[str], out_dir: Path, *, teacher: str = "teacher",
+                smooth: int = 50) -> list[Path]:
+    """One chart per quantity (validation loss, each training loss term), every model that logged it
+    overlaid: `<out_dir>/<quantity with / as _>.png`. Training terms are smoothed (moving average of
+    `smooth` steps); the validation loss is drawn as logged, once per epoch."""
+    plt = _pyplot()
+    runs = {m: (m if m == teacher else f"student_{m}") for m in models}
+    written = []
+    for quantity, files in curve_files(live_dir, runs).items():
+        fig, ax = plt.subplots(figsize=(6.5, 4.0))
+        try:
+            for model, tsv in files.items():
+                steps, values = read_curve(tsv)
+                if quantity.startswith("train/"):
+                    values = _smooth(values, smooth)
+                ax.plot(steps, values, label=model, marker="o" if quantity.startswith("val/") else None,
+                        markersize=3)
+            ax.set_xlabel("optimizer step")
+            ax.set_ylabel(quantity + ("" if quantity.startswith("val/") else f" (moving average, {smooth} steps)"))
+            ax.set_title(quantity)
+            ax.legend(fontsize="small")
+            ax.grid(alpha=0.3)
+            path = Path(out_dir) / (quantity.replace("/", "_") + ".png")
+            _save(fig, str(path))
+            written.append(path)
+        finally:
+            plt.close(fig)
+    return written
+
+
 # ----------------------------------------------------------------------------- the report stage
 
-
-def nested_metrics(rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
-    """`{model: {field: value}}` for the metrics file (`dvc metrics show/diff` flattens it to
-    teacher.rouge1 etc.): numbers only, floats rounded to 4 decimals, None left out."""
-    return {
-        row["model"]: {key: value if isinstance(value, int) else round(float(value), 4)
-                       for key, value in row.items()
-                       if key not in _TEXT_COLUMNS and _is_number(value) and math.isfinite(value)}
-        for row in rows
-    }
+# Per-example metrics compared pairwise (student minus baseline, student minus teacher), when present.
+PAIRED_KEYS = (*ROUGE_KEYS, "fact_precision", "fact_recall", "entity_precision")
+# Training cost, from the training stage's dvclive summary.
+COST_FIELDS = ("train_seconds", "train_tokens")
+METRICS_JSON = "metrics.json"
+CURVES_DIR = "curves"
 
 
-def benchmark_rows(models: Sequence[tuple[str, str]], quality: Mapping[str, Mapping[str, Any]],
-                   speed: Mapping[str, Mapping[str, Any]], teacher: str = "teacher") -> list[dict[str, Any]]:
-    """One row per (name, kind) in order: the model's quality metrics plus its SPEED_FIELDS (None where
-    `speed` has no entry), with the columns relative to `teacher` (see add_relative_columns)."""
-    rows = []
-    for name, kind in models:
-        timing = speed.get(name, {})
-        rows.append({"model": name, "kind": kind, **quality[name], **{k: timing.get(k) for k in SPEED_FIELDS}})
-    return add_relative_columns(rows, teacher=teacher)
+def primary_decoding(blocks: Mapping[str, Any]) -> str:
+    """The decoding a split's headline numbers use: beam search when scored, else greedy, else lead."""
+    for decoding in ("beam", "greedy", "lead"):
+        if decoding in blocks:
+            return decoding
+    raise ValueError(f"no known decoding among {list(blocks)}")
 
 
-def side_by_side(records: Sequence[Mapping[str, Any]], predictions: Mapping[str, Sequence[str]],
-                 n: int) -> list[dict[str, Any]]:
-    """The first `n` test records with every model's summary: {"id", "article", "reference", <model>: ...}."""
-    return [{"id": r["id"], "article": r["article"], "reference": r["highlights"],
-             **{name: preds[i] for name, preds in predictions.items()}}
-            for i, r in enumerate(records[:n])]
+def faithfulness_key(metrics: Mapping[str, Any]) -> str:
+    """fact_precision on the builtin corpus (the generator records each article's facts), else
+    entity_precision (any text)."""
+    return "fact_precision" if "fact_precision" in metrics else "entity_precision"
 
 
 def _rerun_hint(name: str) -> str:
@@ -382,61 +394,233 @@ def _read_json_file(path: Path, missing: str, hint: str) -> dict:
 
 
 def read_quality(quality_dir: Path, name: str) -> dict:
-    """benchmark_results/quality/<name>.json, the benchmark stage's flat metrics for one model."""
-    return _read_json_file(Path(quality_dir) / f"{name}.json", f"no quality results for {name!r}",
-                           _rerun_hint(name))
+    """benchmark_results/quality/<name>.json: {params, size_mb, <split>: {<decoding>: metrics}}."""
+    path = Path(quality_dir) / f"{name}.json"
+    quality = _read_json_file(path, f"no quality results for {name!r}", _rerun_hint(name))
+    for split in SPLITS:
+        if not isinstance(quality.get(split), dict) or not quality[split]:
+            raise ConfigError(f"{path}: no {split!r} scores (an older benchmark?); {_rerun_hint(name)}")
+    return quality
 
 
-def read_predictions(predictions_dir: Path, name: str, test_ids: Sequence[str]) -> list[str]:
-    """benchmark_results/predictions/<name>.jsonl -> the predictions, checked against the test ids."""
-    path = Path(predictions_dir) / f"{name}.jsonl"
+def read_examples(examples_dir: Path, name: str, ids: Mapping[str, Sequence[str]]) -> dict[tuple[str, str], list[dict]]:
+    """benchmark_results/examples/<name>.jsonl -> {(split, decoding): rows in split order}, each split's ids
+    checked against `ids[split]` (the scored records)."""
+    path = Path(examples_dir) / f"{name}.jsonl"
     if not path.is_file():
-        raise ConfigError(f"{path}: no predictions for {name!r}; {_rerun_hint(name)}")
+        raise ConfigError(f"{path}: no per-example scores for {name!r}; {_rerun_hint(name)}")
+    groups: dict[tuple[str, str], list[dict]] = {}
     try:
-        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        ids, predictions = [x["id"] for x in lines], [x["prediction"] for x in lines]
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                groups.setdefault((row["split"], row["decoding"]), []).append(row)
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as e:
-        raise ConfigError(f"{path}: not a predictions file ({type(e).__name__}: {e}); {_rerun_hint(name)}") from None
-    if ids != list(test_ids[: len(ids)]) or not ids:
-        raise ConfigError(f"{path}: its ids are not the test split's first {len(ids)}; stale? "
-                          f"{_rerun_hint(name)}")
-    return predictions
+        raise ConfigError(f"{path}: not an examples file ({type(e).__name__}: {e}); {_rerun_hint(name)}") from None
+    for (split, decoding), rows in groups.items():
+        want = list(ids.get(split, ()))
+        if [row.get("id") for row in rows] != want[: len(rows)] or not rows:
+            raise ConfigError(f"{path}: its {split} ids ({decoding}) are not the {split} split's first "
+                              f"{len(rows)}; stale? {_rerun_hint(name)}")
+    return groups
 
 
-def gather(*, students: Sequence[str], lead: str, quality_dir: Path, predictions_dir: Path, speed_path: Path,
-           records: Sequence[Mapping[str, Any]], num_examples: int, teacher: str = "teacher"
-           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]:
-    """(rows, examples, host): the teacher, `students` in order and the `lead` baseline, from the
-    benchmark stages' quality and predictions files and the speed stage's speed.json."""
+def paired_block(rows: Sequence[Mapping[str, Any]], other: Sequence[Mapping[str, Any]]) -> dict[str, dict]:
+    """{metric: paired bootstrap of rows minus other (mean_diff, low, high, share_le_0)} for PAIRED_KEYS
+    both have; rows pair up by position (the same ids, checked by read_examples)."""
+    from kd.bootstrap import paired
+
+    return {key: paired([r[key] for r in rows], [o[key] for o in other]).as_dict()
+            for key in PAIRED_KEYS if key in rows[0] and key in other[0]}
+
+
+def gather(*, students: Sequence[str], lead: str, quality_dir: Path, examples_dir: Path, speed_path: Path,
+           live_dir: Path, ids: Mapping[str, Sequence[str]], teacher: str = "teacher",
+           baseline: str | None = "baseline") -> tuple[dict[str, dict[str, Any]], dict, dict[str, Any] | None]:
+    """(results, examples, host): every model's results in one nested dict: {model: {kind, params, size_mb, samples_per_s, ...,
+    train_seconds, train_tokens, <split>: {<decoding>: {metrics, retention_<rouge>, vs_baseline: {...},
+    vs_teacher: {...}}}}}.
+
+    The teacher first, then `students` in order, then the `lead` heuristic. Retention is relative to the
+    teacher's same split and decoding (its headline decoding for lead rows); `vs_baseline` / `vs_teacher`
+    are paired bootstraps over the same examples, for students (vs_baseline also for the teacher).
+    `examples` is {model: {(split, decoding): rows}} (kd.benchmark's per-example rows); `host` is the
+    speed stage's host block."""
     models = [(teacher, "teacher"), *((name, "student") for name in students), (lead, "baseline-heuristic")]
     quality = {name: read_quality(quality_dir, name) for name, _ in models}
-    counts = {name: q.get("n_examples") for name, q in quality.items()}
-    if len(set(counts.values())) != 1:
-        raise ConfigError(f"{quality_dir}: the models were scored on different numbers of examples {counts}; "
-                          f"rerun the stale ones (`dvc repro`)")
     speed = _read_json_file(Path(speed_path), "no speed results", "run `dvc repro speed`")
     untimed = [name for name, kind in models if kind != "baseline-heuristic" and name not in speed]
     if untimed:
         raise ConfigError(f"{speed_path}: no speed results for {untimed}; run `dvc repro speed`")
-    test_ids = [r["id"] for r in records]
-    predictions = {name: read_predictions(predictions_dir, name, test_ids) for name, _ in models}
-    for name, preds in predictions.items():
-        if len(preds) != counts[name]:
-            raise ConfigError(f"{Path(predictions_dir) / f'{name}.jsonl'}: {len(preds)} predictions, but "
-                              f"{name}.json scored {counts[name]}; {_rerun_hint(name)}")
-    rows = benchmark_rows(models, quality, speed, teacher=teacher)
-    examples = side_by_side(records, predictions, min(num_examples, counts[teacher]))
-    return rows, examples, speed.get("host")
+    examples = {name: read_examples(examples_dir, name, ids) for name, _ in models}
+    if baseline is not None and baseline not in students:
+        baseline = None
+    results: dict[str, dict[str, Any]] = {}
+    for name, kind in models:
+        timing = speed.get(name, {})
+        cost = _training_cost(live_dir, name, teacher) if kind != "baseline-heuristic" else {}
+        entry: dict[str, Any] = {"kind": kind, "params": quality[name].get("params"),
+                                 "size_mb": quality[name].get("size_mb"),
+                                 **{k: timing.get(k) for k in SPEED_FIELDS}, **cost}
+        for split in SPLITS:
+            entry[split] = {}
+            for decoding, metrics in quality[name][split].items():
+                block = dict(metrics)
+                t_blocks = quality[teacher][split]
+                t_metrics = t_blocks.get(decoding) or t_blocks[primary_decoding(t_blocks)]
+                for key in ROUGE_KEYS:
+                    fraction = _ratio(metrics.get(key), t_metrics.get(key))
+                    block[f"retention_{key}"] = None if fraction is None else 100.0 * fraction
+                rows = examples[name].get((split, decoding))
+                for other, label in ((baseline, "vs_baseline"), (teacher, "vs_teacher")):
+                    if other is None or other == name or kind == "baseline-heuristic":
+                        continue
+                    theirs = examples[other].get((split, decoding))
+                    if rows and theirs and len(rows) == len(theirs):
+                        block[label] = paired_block(rows, theirs)
+                entry[split][decoding] = block
+        results[name] = entry
+    teacher_params, teacher_speed = results[teacher]["params"], results[teacher].get("samples_per_s")
+    for entry in results.values():
+        entry["compression"] = _ratio(teacher_params, entry.get("params"))
+        entry["speedup"] = _ratio(entry.get("samples_per_s"), teacher_speed)
+    return results, examples, speed.get("host")
 
 
-def write_benchmark(out_dir: Path, rows: Sequence[Row], examples: Sequence[Row], *, decoding: Mapping[str, Any],
-                    host: Mapping[str, Any] | None, max_examples: int) -> dict:
-    """benchmark_results.json (nested metrics), the CSV table, the text report and both plots."""
+def _training_cost(live_dir: Path, name: str, teacher: str) -> dict[str, Any]:
+    """train_seconds and train_tokens from dvclive/<teacher | student_name>/metrics.json (None when the
+    run did not record them)."""
+    path = Path(live_dir) / (name if name == teacher else f"student_{name}") / "metrics.json"
+    summary = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return {key: summary.get(key) for key in COST_FIELDS}
+
+
+def _clean(value: Any) -> Any:
+    """Numbers rounded to 4 decimals, None and non-finite numbers dropped, recursively (strict JSON)."""
+    if isinstance(value, Mapping):
+        out = {k: _clean(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not None}
+    if isinstance(value, bool) or isinstance(value, int) or isinstance(value, str):
+        return value
+    if _is_number(value):
+        return round(float(value), 4) if math.isfinite(value) else None
+    return value
+
+
+def headline(results: Mapping[str, Mapping[str, Any]], split: str = "test") -> list[dict[str, Any]]:
+    """One flat row per model: the split's headline decoding (with its interval and paired differences),
+    greedy's rougeL beside it, and the model-level fields (params, speed, cost, ratios)."""
+    rows = []
+    for name, entry in results.items():
+        blocks = entry[split]
+        decoding = primary_decoding(blocks)
+        m = blocks[decoding]
+        row: dict[str, Any] = {"model": name, "kind": entry["kind"], "decoding": decoding}
+        row.update({k: v for k, v in m.items() if not isinstance(v, Mapping)})
+        if decoding != "greedy" and "greedy" in blocks:
+            row["rougeL_greedy"] = blocks["greedy"].get("rougeL")
+        for label in ("vs_baseline", "vs_teacher"):
+            diff = m.get(label, {}).get("rougeL")
+            if diff:
+                row[f"rougeL_{label}"] = diff["mean_diff"]
+                row[f"rougeL_{label}_low"], row[f"rougeL_{label}_high"] = diff["low"], diff["high"]
+                row[f"rougeL_{label}_p_le_0"] = diff["share_le_0"]
+        row.update({k: v for k, v in entry.items() if k not in ("kind", *SPLITS)})
+        rows.append(row)
+    return rows
+
+
+def long_rows(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every (model, split, decoding) as one flat row: the CSV table."""
+    rows = []
+    for name, entry in results.items():
+        fields = {k: v for k, v in entry.items() if k not in SPLITS}
+        for split in SPLITS:
+            for decoding, m in entry[split].items():
+                row = {"model": name, "kind": entry["kind"], "split": split, "decoding": decoding}
+                row.update({k: v for k, v in m.items() if not isinstance(v, Mapping)})
+                for label in ("vs_baseline", "vs_teacher"):
+                    for key, diff in m.get(label, {}).items():
+                        row[f"{key}_{label}"] = diff["mean_diff"]
+                        row[f"{key}_{label}_low"], row[f"{key}_{label}_high"] = diff["low"], diff["high"]
+                        row[f"{key}_{label}_p_le_0"] = diff["share_le_0"]
+                row.update({k: v for k, v in fields.items() if k != "kind"})
+                rows.append(row)
+    return rows
+
+
+def small_metrics(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """The DVC metrics file, a few keys per model so `dvc exp show` fits a terminal: validation rougeL and
+    faithfulness (what experiments compare), test rougeL (what is reported), each at its headline decoding."""
+    out = {}
+    for name, entry in results.items():
+        val = entry["validation"][primary_decoding(entry["validation"])]
+        test = entry["test"][primary_decoding(entry["test"])]
+        key = faithfulness_key(val)
+        out[name] = _clean({"val_rougeL": val.get("rougeL"), f"val_{key}": val.get(key),
+                            "test_rougeL": test.get("rougeL")})
+    return out
+
+
+def with_intervals(row: Mapping[str, Any], key: str) -> str:
+    """`39.19 [37.20, 41.10]`, or `-`."""
+    value = row.get(key)
+    if value is None:
+        return "-"
+    low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
+    return f"{value:.2f}" if low is None else f"{value:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def diff_cell(row: Mapping[str, Any], key: str) -> str:
+    """`+1.20 [-0.30, 2.70] p=0.07`: mean paired difference, its interval, share of resamples <= 0."""
+    value = row.get(key)
+    if value is None:
+        return "-"
+    return (f"{value:+.2f} [{row[key + '_low']:+.2f}, {row[key + '_high']:+.2f}] "
+            f"p≤0={row[key + '_p_le_0']:.2f}")
+
+
+def display_rows(rows: Sequence[Row], faithfulness: str) -> list[dict[str, Any]]:
+    """The headline rows as the report and README show them: intervals and differences as text."""
+    return [{"model": r["model"], "decoding": r["decoding"], "rougeL [95% CI]": with_intervals(r, "rougeL"),
+             "rouge1": r.get("rouge1"), "rouge2": r.get("rouge2"), "rougeLsum": r.get("rougeLsum"),
+             "rougeL greedy": r.get("rougeL_greedy"), faithfulness: r.get(faithfulness),
+             **({"fact_recall": r.get("fact_recall")} if faithfulness == "fact_precision" else {}),
+             "Δ rougeL vs baseline": diff_cell(r, "rougeL_vs_baseline"),
+             "params": r.get("params"), "compression": r.get("compression"), "speedup": r.get("speedup"),
+             "train_s": r.get("train_seconds")}
+            for r in rows]
+
+
+def examples_side_by_side(records: Sequence[Mapping[str, Any]], examples: Mapping[str, Sequence[Mapping[str, Any]]],
+                          n: int) -> list[dict[str, Any]]:
+    """The first `n` test records with every model's headline summary: {"id", "article", "reference", <model>: ...}."""
+    return [{"id": r["id"], "article": r["article"], "reference": r["highlights"],
+             **{name: rows[i]["prediction"] for name, rows in examples.items() if i < len(rows)}}
+            for i, r in enumerate(records[:n])]
+
+
+def write_benchmark(out_dir: Path, results: Mapping[str, Mapping[str, Any]], examples: Sequence[Row], *,
+                    decoding: Mapping[str, Any], host: Mapping[str, Any] | None, max_examples: int,
+                    live_dir: Path | None = None, teacher: str = "teacher") -> None:
+    """benchmark_results.json (everything, nested), metrics.json (a few keys per model, for `dvc exp show`),
+    the CSV table (every model, split and decoding), the text report and the plots."""
     out_dir = Path(out_dir)
-    nested = nested_metrics(rows)
-    atomic_write_json(out_dir / RESULTS_JSON, nested)
-    write_csv(rows, str(out_dir / TABLE_CSV))
-    write_report(str(out_dir / REPORT_TXT), rows, examples, decoding, max_examples=max_examples, host=host)
-    plot_scores(rows, str(out_dir / SCORES_PNG))
-    plot_quality_vs_speed(rows, str(out_dir / SPEED_PNG))
-    return nested
+    atomic_write_json(out_dir / RESULTS_JSON, _clean(results))
+    atomic_write_json(out_dir / METRICS_JSON, small_metrics(results))
+    write_csv(long_rows(results), str(out_dir / TABLE_CSV))
+    test_rows = headline(results, "test")
+    faithful = faithfulness_key(test_rows[0])
+    val_rows = headline(results, "validation")
+    tables = [("Test split", display_rows(test_rows, faithful)),
+              ("Validation split (what experiments compare)", display_rows(val_rows, faithful)),
+              ("Faithfulness and shape (test)", [
+                  {"model": r["model"], **{k: r.get(k) for k in ("entity_precision", "fact_precision", "fact_recall",
+                                                                  "novel_bigram_pct", "repeated_trigram_pct", "length")
+                                           if any(k in x for x in test_rows)}} for r in test_rows])]
+    write_report(str(out_dir / REPORT_TXT), tables, examples, decoding, max_examples=max_examples, host=host)
+    plot_scores(test_rows, str(out_dir / SCORES_PNG))
+    plot_quality_vs_speed(test_rows, str(out_dir / SPEED_PNG))
+    if live_dir is not None:
+        plot_curves(live_dir, [name for name in results if results[name]["kind"] != "baseline-heuristic"],
+                    out_dir / CURVES_DIR, teacher=teacher)

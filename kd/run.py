@@ -67,8 +67,8 @@ def save_model_dir(model, tokenizer, out_dir: Path, extra_files: Optional[dict[s
 
 class DvcLiveHook(Hook):
     """fit's metrics to dvclive in `live_dir` (main process only): train/<loss part> and train/lr at
-    every optimizer step, val/loss at each epoch's last step, and at the end a summary whose `step`
-    is the last step.
+    every optimizer step, val/loss at each epoch's last step, and at the end a summary (best validation
+    loss and epoch, steps, training seconds and tokens) whose `step` is the last step.
 
     A resumed run continues the files of the run it resumes, after dropping their rows of steps past
     the checkpoint: the killed run logged those steps, and the resumed one trains and logs them again."""
@@ -104,7 +104,10 @@ class DvcLiveHook(Hook):
     def on_train_end(self, loop: TrainLoop) -> None:
         s = loop.state
         # With "step" in the summary, end() writes that step rather than the one next_step moved to.
+        # Training cost for the report: wall seconds of the optimizer steps this run took (not counting
+        # a killed run before a resume) and the real tokens (source + target) every process trained on.
         self.live.summary = {"best_val_loss": s.best_val_loss, "best_epoch": s.best_epoch, "steps": s.step,
+                             "train_seconds": round(loop.seconds, 1), "train_tokens": loop.tokens * loop.world,
                              "step": s.step}
         self.live.end()
 

@@ -132,20 +132,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.out is not None and args.out.is_dir():
         raise ConfigError(f"--out {args.out}: is a directory; give a file name")
 
-    from kd.io import atomic_write_text  # heavy imports only after the input is valid
-    from kd.modeling import load_model, resolve_device
-    from kd.tokenization import load_tokenizer
+    from kd.generation import generate_all, load_summarizer  # heavy imports only after the input is valid
+    from kd.io import atomic_write_text
+    from kd.modeling import resolve_device
 
     device = resolve_device(bench.device)
-    tokenizer = load_tokenizer(str(args.model))
-    model = load_model(args.model, attn_implementation="sdpa").to(device).eval()
+    model, tokenizer = load_summarizer(args.model, device)  # what the benchmark scores, loaded the same way
     todo = [i for i in range(len(articles.texts)) if i not in articles.blank]
     print(f"summarizing {len(todo)} article(s) with {args.model} on {device}: num_beams {num_beams}, "
           f"max_new_tokens {max_new_tokens}, batch_size {bench.batch_size}", file=sys.stderr)
     progress = ((lambda done, total: print(f"  {done}/{total}", file=sys.stderr, flush=True))
                 if len(todo) > bench.batch_size else None)
-    from kd.generation import generate_all
-
     generated = generate_all(model, tokenizer, [articles.texts[i] for i in todo], batch_size=bench.batch_size,
                              prefix=tok.prefix, max_source_length=tok.max_source_length, num_beams=num_beams,
                              max_new_tokens=max_new_tokens, device=device, progress=progress)

@@ -87,7 +87,8 @@ def tokenize_records(
                                   truncation=True)["input_ids"]
         return enc
 
-    ds = datasets.Dataset.from_list(records)
+    # Only the text pairs and ids: other record fields (the builtin corpus' facts) are for scoring only.
+    ds = datasets.Dataset.from_list([{k: r[k] for k in ("id", "article", "highlights")} for r in records])
     return ds.map(encode, batched=True, num_proc=num_proc if num_proc > 1 else None,
                   remove_columns=["article", "highlights"], desc="tokenize")
 

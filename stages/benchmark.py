@@ -1,5 +1,6 @@
-"""Stage benchmark@<name>: one model (--model DIR) or the lead-N baseline (--lead) on the test split:
-ROUGE/BLEU as a flat metrics file (--out) and its predictions (--predictions). No timing here
+"""Stage benchmark@<name>: one model (--model DIR) or the lead-N baseline (--lead) on the validation and
+test splits, beam and greedy: every example's scores and prediction (--examples, one JSON line each) and
+the means with bootstrap intervals (--out). No timing here
 (stages/speed.py times every model side by side), so an unchanged model rewrites the same bytes.
 Under `accelerate launch` each process decodes a shard; the main process writes.
 """
@@ -23,27 +24,31 @@ def main(argv=None) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", type=Path, help="the model directory (model + tokenizer)")
     which.add_argument("--lead", action="store_true", help="score the lead-N baseline (benchmark.lead_n)")
+    p.add_argument("--validation", type=Path, default=paths.raw_split("validation"))
     p.add_argument("--test", type=Path, default=paths.raw_split("test"))
-    p.add_argument("--out", type=Path, required=True, help="the flat metrics JSON")
-    p.add_argument("--predictions", type=Path, required=True, help="the predictions, one JSON line per example")
+    p.add_argument("--out", type=Path, required=True, help="the quality JSON: {split: {decoding: metrics}}")
+    p.add_argument("--examples", type=Path, required=True, help="per-example scores, one JSON line per example")
     args = p.parse_args(argv)
     cli.setup_logging(f"benchmark_{args.name}", args.log_dir)
     bench, tok = load_section("benchmark", args.params), load_section("tokenizer", args.params)
     cli.log_config(benchmark=bench, prefix=tok.prefix, max_source_length=tok.max_source_length)
 
-    from kd.benchmark import score_lead, score_model, scored_records, write_quality
+    from kd.benchmark import SPLITS, score_lead, score_model, scored_records, write_quality
     from kd.data.sources import read_jsonl
 
-    records = scored_records(read_jsonl(args.test), bench.max_samples)
+    splits = {split: scored_records(read_jsonl(getattr(args, split)), bench.max_samples, split)
+              for split in SPLITS}
     if args.lead:
-        metrics, predictions = score_lead(records=records, n=bench.lead_n)
+        quality, rows = score_lead(splits=splits, n=bench.lead_n)
     else:
-        metrics, predictions = score_model(model_dir=args.model, records=records, bench=bench, prefix=tok.prefix,
-                                           max_source_length=tok.max_source_length)
+        quality, rows = score_model(model_dir=args.model, splits=splits, bench=bench, prefix=tok.prefix,
+                                    max_source_length=tok.max_source_length)
     if cli.is_main_process():  # under `accelerate launch` every process holds all predictions; one writes
-        write_quality(metrics=metrics, out=args.out, records=records, predictions=predictions,
-                      predictions_out=args.predictions)
-        cli.log.info("%s: %s; wrote %s and %s", args.name, metrics, args.out, args.predictions)
+        write_quality(quality=quality, out=args.out, rows=rows, examples_out=args.examples)
+        test = quality["test"]
+        cli.log.info("%s: test %s; wrote %s and %s", args.name,
+                     {d: {k: m[k] for k in ("rougeL", "rougeL_low", "rougeL_high") if k in m} for d, m in test.items()},
+                     args.out, args.examples)
 
 
 if __name__ == "__main__":

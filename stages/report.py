@@ -1,9 +1,9 @@
-"""Stage report: the teacher, every student and lead-N side by side, from the benchmark@<name>
-stages' quality and predictions files and the speed stage's speed.json.
+"""Stage report: the teacher, every student and lead-N side by side, from the benchmark@<name> stages'
+quality and per-example files, the speed stage's speed.json and the training stages' dvclive summaries.
 
-Writes benchmark_results.json (nested {model: {metric: value}}, with compression, speedup and
-retention relative to the teacher), comparison_table.csv, benchmark_report.txt, scores.png and
-quality_vs_speed.png.
+Writes benchmark_results.json (everything, nested {model: {..., split: {decoding: metrics}}}), metrics.json
+(a few keys per model: the DVC metrics file), comparison_table.csv, benchmark_report.txt, scores.png,
+quality_vs_speed.png and curves/*.png (validation loss and each training loss term, every model overlaid).
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from kd.params import load_section  # noqa: E402
 def main(argv=None) -> None:
     p = cli.parser(__doc__)
     p.add_argument("--quality-dir", type=Path, default=paths.BENCHMARK_DIR / "quality")
-    p.add_argument("--predictions-dir", type=Path, default=paths.BENCHMARK_DIR / "predictions")
+    p.add_argument("--examples-dir", type=Path, default=paths.BENCHMARK_DIR / "examples")
     p.add_argument("--speed", type=Path, default=paths.BENCHMARK_DIR / "speed.json")
+    p.add_argument("--live-dir", type=Path, default=Path("dvclive"), help="the training stages' dvclive dirs")
+    p.add_argument("--validation", type=Path, default=paths.raw_split("validation"))
     p.add_argument("--test", type=Path, default=paths.raw_split("test"))
     p.add_argument("--out", type=Path, default=paths.BENCHMARK_DIR)
     args = p.parse_args(argv)
@@ -35,13 +37,18 @@ def main(argv=None) -> None:
     import dataclasses
 
     from kd.data.sources import read_jsonl
-    from kd.report import gather, write_benchmark
+    from kd.report import examples_side_by_side, gather, primary_decoding, write_benchmark
 
-    rows, examples, host = gather(students=students, lead=f"lead{bench.lead_n}", quality_dir=args.quality_dir,
-                                  predictions_dir=args.predictions_dir, speed_path=args.speed,
-                                  records=read_jsonl(args.test), num_examples=bench.num_examples)
+    records = {split: read_jsonl(getattr(args, split)) for split in ("validation", "test")}
+    results, examples, host = gather(students=students, lead=f"lead{bench.lead_n}", quality_dir=args.quality_dir,
+                               examples_dir=args.examples_dir, speed_path=args.speed, live_dir=args.live_dir,
+                               ids={split: [r["id"] for r in rs] for split, rs in records.items()})
+    shown = {name: rows for name, entry in results.items()
+             for rows in [examples[name][("test", primary_decoding(entry["test"]))]]}
     decoding = {k: v for k, v in dataclasses.asdict(bench).items() if k != "num_examples"}
-    write_benchmark(args.out, rows, examples, decoding=decoding, host=host, max_examples=bench.num_examples)
+    write_benchmark(args.out, results, examples_side_by_side(records["test"], shown, bench.num_examples),
+                    decoding=decoding, host=host, max_examples=bench.num_examples,
+                    live_dir=args.live_dir)
     cli.log.info("wrote %s", args.out)
 
 

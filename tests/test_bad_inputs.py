@@ -194,7 +194,9 @@ def run_stage(name: str, args: list[str], tmp: Path) -> subprocess.CompletedProc
     if name == "distill":
         outputs += ["--checkpoints", str(tmp / "ckpt"), "--live-dir", str(tmp / "live")]
     if name == "benchmark":
-        outputs += ["--name", "x", "--predictions", str(tmp / "predictions.jsonl")]
+        outputs += ["--name", "x", "--examples", str(tmp / "examples.jsonl")]
+        if "--test" in args:  # the same small split stands for validation
+            outputs += ["--validation", args[args.index("--test") + 1]]
     # The hub case must fail fast and the same way everywhere: nothing listens on port 9.
     env = dict(os.environ, HF_HUB_OFFLINE="0", HF_DATASETS_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9")
     return subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py"), *args, *outputs], cwd=tmp,

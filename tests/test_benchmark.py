@@ -1,5 +1,6 @@
-"""The benchmark stages end to end on tiny models: quality (one model per run), speed (every model,
-interleaved rounds) and report (side by side); plus their pure helpers and their errors."""
+"""The benchmark stages end to end on tiny models: quality (one model per run: validation and test, beam
+and greedy, per example), speed (every model, interleaved rounds) and report (side by side, intervals,
+paired differences); plus their pure helpers and their errors."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 import yaml
 from conftest import ROOT, tiny_t5
 
-from kd.benchmark import prediction_lines, quality_metrics, scored_records
+from kd.benchmark import decodings, example_rows, scored_records, split_metrics
 from kd.speed import cpu_model, round_orders, speed_of
 
 N_TEST = 5
@@ -53,15 +54,16 @@ def assert_fails_in_one_line(out, *needles):
 
 @pytest.fixture(scope="module")
 def work(tiny_data, tmp_path_factory):
-    """A workspace: params.yaml, a 5-article test split and two tiny models (teacher, student_small)
-    saved with their tokenizer, as the training stages leave them."""
+    """A workspace: params.yaml, 5-article validation and test splits and two tiny models (teacher,
+    student_small) saved with their tokenizer, as the training stages leave them."""
     from transformers import AutoTokenizer
 
     from kd.data.builtin import generate
 
     root = tmp_path_factory.mktemp("bench")
     (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-    (root / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in generate("test", N_TEST, 0)))
+    for split in ("validation", "test"):
+        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in generate(split, N_TEST, 0)))
     tok = AutoTokenizer.from_pretrained(tiny_data / "tokenizer")
     for name, model in (("teacher", tiny_t5(d_model=32, layers=2, vocab=len(tok), attn="sdpa")),
                         ("student_small", tiny_t5(d_model=16, layers=1, vocab=len(tok), attn="sdpa", seed=1))):
@@ -72,8 +74,8 @@ def work(tiny_data, tmp_path_factory):
 
 def quality(work, name, *model_args):
     return run_stage("benchmark", ["--params", "params.yaml", "--name", name, *model_args, "--test", "test.jsonl",
-                                   "--out", f"results/quality/{name}.json",
-                                   "--predictions", f"results/predictions/{name}.jsonl"], work)
+                                   "--validation", "validation.jsonl", "--out", f"results/quality/{name}.json",
+                                   "--examples", f"results/examples/{name}.jsonl"], work)
 
 
 # One fixture per stage run, so each test pays for the runs it needs (the report reads them all).
@@ -82,7 +84,7 @@ def quality(work, name, *model_args):
 def teacher_twice(work):
     """The quality stage on the teacher, run twice: the first run's bytes."""
     ok(quality(work, "teacher", "--model", "models/teacher"))
-    first = {p: (work / "results" / p).read_bytes() for p in ("quality/teacher.json", "predictions/teacher.jsonl")}
+    first = {p: (work / "results" / p).read_bytes() for p in ("quality/teacher.json", "examples/teacher.jsonl")}
     ok(quality(work, "teacher", "--model", "models/teacher"))
     return first
 
@@ -121,24 +123,45 @@ def test_cpu_model(tmp_path):
     assert cpu_model(tmp_path / "none")  # falls back to platform, never empty
 
 
-def test_quality_metrics_and_prediction_lines():
-    metrics = quality_metrics(["The cat sat."], ["The cat sat."], params=10, size_mb=1 / 3)
-    assert list(metrics) == [*SCORE_KEYS, "params", "size_mb", "n_examples"]
-    assert metrics["rouge1"] == 100.0 and metrics["size_mb"] == 0.3333 and metrics["n_examples"] == 1
-    assert list(quality_metrics(["a b"], ["a c"])) == [*SCORE_KEYS, "n_examples"]
-    assert prediction_lines(["x", "y"], ["é", "b"]) == '{"id": "x", "prediction": "é"}\n{"id": "y", "prediction": "b"}\n'
+def test_decodings_example_rows_and_split_metrics():
+    assert decodings(4) == {"beam": 4, "greedy": 1} and decodings(1) == {"greedy": 1}
+    records = [{"id": "a", "article": "Ana Ruiz won in Lima. It rained.", "highlights": "Ana Ruiz won in Lima."},
+               {"id": "b", "article": "Bo Kim lost 3-1 to Oslo.", "highlights": "Bo Kim lost."}]
+    rows = example_rows(records, ["Ana Ruiz won in Lima.", "Zed Moe lost."], split="test", decoding="beam")
+    assert [r["id"] for r in rows] == ["a", "b"] and rows[0]["split"] == "test" and rows[0]["decoding"] == "beam"
+    assert rows[0]["rouge1"] == 100.0 and rows[0]["entity_precision"] == 100.0 and "fact_recall" not in rows[0]
+    assert rows[1]["entity_precision"] == 0.0  # "Zed Moe" is not in the article
+    assert rows[1]["prediction"] == "Zed Moe lost." and rows[1]["length"] == 3
+    metrics = split_metrics(rows, [r["highlights"] for r in records])
+    assert metrics["n_examples"] == 2 and metrics["entity_precision"] == 50.0
+    assert metrics["rouge1"] == round((rows[0]["rouge1"] + rows[1]["rouge1"]) / 2, 4)
+    assert metrics["rouge1_low"] <= metrics["rouge1"] <= metrics["rouge1_high"]
+    assert {f"bleu{n}" for n in range(1, 5)} <= set(metrics) and "entity_precision_low" not in metrics
     assert [r["id"] for r in scored_records([{"id": i} for i in range(5)], 2)] == [0, 1]
+    with pytest.raises(Exception, match="the validation split is empty"):
+        scored_records([], None, "validation")
 
 
 # --- quality ----------------------------------------------------------------------------------
 
-def test_quality_writes_flat_metrics_and_predictions_byte_identically(work, teacher_twice):
-    metrics = json.loads((work / "results" / "quality" / "teacher.json").read_text())
-    assert list(metrics) == [*SCORE_KEYS, "params", "size_mb", "n_examples"]
-    assert metrics["n_examples"] == N_TEST and metrics["params"] > 0 and metrics["size_mb"] > 0
-    ids = [json.loads(line)["id"] for line in (work / "test.jsonl").read_text().splitlines()]
-    lines = [json.loads(line) for line in (work / "results" / "predictions" / "teacher.jsonl").read_text().splitlines()]
-    assert [x["id"] for x in lines] == ids and all(set(x) == {"id", "prediction"} for x in lines)
+def test_quality_scores_both_splits_and_decodings_byte_identically(work, teacher_twice):
+    quality = json.loads((work / "results" / "quality" / "teacher.json").read_text())
+    assert list(quality) == ["params", "size_mb", "validation", "test"]
+    assert quality["params"] > 0 and quality["size_mb"] > 0
+    for split in ("validation", "test"):
+        assert list(quality[split]) == ["beam", "greedy"]
+        for metrics in quality[split].values():
+            assert metrics["n_examples"] == N_TEST
+            assert {*SCORE_KEYS, "rougeL_low", "rougeL_high", "fact_precision", "fact_recall", "entity_precision",
+                    "novel_bigram_pct", "repeated_trigram_pct", "length"} <= set(metrics)
+    rows = [json.loads(line) for line in (work / "results" / "examples" / "teacher.jsonl").read_text().splitlines()]
+    ids = {split: [json.loads(line)["id"] for line in (work / f"{split}.jsonl").read_text().splitlines()]
+           for split in ("validation", "test")}
+    for split in ("validation", "test"):
+        for decoding in ("beam", "greedy"):
+            assert [r["id"] for r in rows if (r["split"], r["decoding"]) == (split, decoding)] == ids[split]
+    beam = [r for r in rows if (r["split"], r["decoding"]) == ("test", "beam")]
+    assert quality["test"]["beam"]["rougeL"] == round(sum(r["rougeL"] for r in beam) / N_TEST, 4)
     for path, content in teacher_twice.items():  # the second run rewrote the same bytes
         assert (work / "results" / path).read_bytes() == content, path
 
@@ -146,25 +169,26 @@ def test_quality_writes_flat_metrics_and_predictions_byte_identically(work, teac
 def test_lead_needs_no_model(work, lead):
     from kd.metrics import lead_n
 
-    metrics = json.loads((work / "results" / "quality" / "lead3.json").read_text())
-    assert list(metrics) == [*SCORE_KEYS, "n_examples"]
+    quality = json.loads((work / "results" / "quality" / "lead3.json").read_text())
+    assert list(quality) == ["validation", "test"] and list(quality["test"]) == ["lead"]
     records = [json.loads(line) for line in (work / "test.jsonl").read_text().splitlines()]
-    lines = [json.loads(line) for line in (work / "results" / "predictions" / "lead3.jsonl").read_text().splitlines()]
-    assert [x["prediction"] for x in lines] == [lead_n(r["article"], 3) for r in records]
+    rows = [json.loads(line) for line in (work / "results" / "examples" / "lead3.jsonl").read_text().splitlines()]
+    assert [r["prediction"] for r in rows if r["split"] == "test"] == [lead_n(r["article"], 3) for r in records]
+    assert all(r["entity_precision"] == 100.0 for r in rows)  # copied from the article
 
 
 def test_quality_missing_or_corrupt_model_fails_in_one_line(work, tmp_path):
     out = run_stage("benchmark", ["--params", work / "params.yaml", "--name", "x", "--model", tmp_path / "missing",
-                                  "--test", work / "test.jsonl", "--out", tmp_path / "q" / "x.json",
-                                  "--predictions", tmp_path / "p" / "x.jsonl"], tmp_path)
+                                  "--test", work / "test.jsonl", "--validation", work / "validation.jsonl",
+                                  "--out", tmp_path / "q" / "x.json", "--examples", tmp_path / "p" / "x.jsonl"], tmp_path)
     assert_fails_in_one_line(out, "missing", "config.json")
     corrupt = tmp_path / "corrupt"
     shutil.copytree(work / "models" / "student_small", corrupt)
     weights = corrupt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     out = run_stage("benchmark", ["--params", work / "params.yaml", "--name", "x", "--model", corrupt,
-                                  "--test", work / "test.jsonl", "--out", tmp_path / "q" / "x.json",
-                                  "--predictions", tmp_path / "p" / "x.jsonl"], tmp_path)
+                                  "--test", work / "test.jsonl", "--validation", work / "validation.jsonl",
+                                  "--out", tmp_path / "q" / "x.json", "--examples", tmp_path / "p" / "x.jsonl"], tmp_path)
     assert_fails_in_one_line(out, "model.safetensors")
     assert not (tmp_path / "q").exists() and not (tmp_path / "p").exists()
 
@@ -206,37 +230,53 @@ def test_speed_missing_or_corrupt_model_fails_in_one_line(work, tmp_path):
 
 def report(work, out, quality_dir="results/quality"):
     return run_stage("report", ["--params", "params.yaml", "--quality-dir", quality_dir,
-                                "--predictions-dir", "results/predictions", "--speed", "results/speed.json",
-                                "--test", "test.jsonl", "--out", out], work)
+                                "--examples-dir", "results/examples", "--speed", "results/speed.json",
+                                "--live-dir", "live", "--validation", "validation.jsonl", "--test", "test.jsonl",
+                                "--out", out], work)
 
 
 def test_report_gathers_every_model_side_by_side(work, teacher_twice, student, lead, speed):
+    live = work / "live" / "student_small"  # a training summary, as the distill stage leaves it
+    live.mkdir(parents=True, exist_ok=True)
+    (live / "metrics.json").write_text(json.dumps({"train_seconds": 12.5, "train_tokens": 4000}))
     ok(report(work, "results/report"))
     out = work / "results" / "report"
     results = json.loads((out / "benchmark_results.json").read_text())
     assert list(results) == ["teacher", "small", "lead3"]
     q = {name: json.loads((work / "results" / "quality" / f"{name}.json").read_text()) for name in results}
     for name in results:
-        for key, value in q[name].items():
-            assert results[name][key] == value, (name, key)
+        for split in ("validation", "test"):
+            for decoding, metrics in q[name][split].items():
+                for key, value in metrics.items():
+                    assert results[name][split][decoding][key] == value, (name, split, decoding, key)
     teacher, small, lead = results["teacher"], results["small"], results["lead3"]
     assert small["compression"] == round(q["teacher"]["params"] / q["small"]["params"], 4)
     assert small["speedup"] == round(speed["small"]["samples_per_s"] / speed["teacher"]["samples_per_s"], 4)
     assert small["samples_per_s"] == speed["small"]["samples_per_s"]
-    assert small["peak_mem_mb"] == speed["small"]["peak_mem_mb"]
+    assert small["train_seconds"] == 12.5 and small["train_tokens"] == 4000 and "train_seconds" not in teacher
     assert teacher["compression"] == teacher["speedup"] == 1.0
-    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
-        for name in ("small", "lead3"):
-            # an untrained teacher may score 0: then there is no retention (tests/test_metrics.py has exact ones)
-            if q["teacher"][key]:
-                assert results[name][f"retention_{key}"] == round(100 * q[name][key] / q["teacher"][key], 4)
-            else:
-                assert f"retention_{key}" not in results[name]
-    assert "params" not in lead and "speedup" not in lead and "samples_per_s" not in lead
-    assert (out / "comparison_table.csv").read_text().splitlines()[0].startswith("model,kind,rouge1")
+    for key in ("rouge1", "rougeL"):
+        t = q["teacher"]["test"]["beam"][key]
+        # an untrained teacher may score 0: then there is no retention (tests/test_metrics.py has exact ones)
+        if t:
+            assert small["test"]["beam"][f"retention_{key}"] == round(100 * q["small"]["test"]["beam"][key] / t, 4)
+    # the student paired with the teacher, over the same examples: the mean difference is the difference of means
+    diff = small["test"]["greedy"]["vs_teacher"]["rougeL"]
+    assert diff["mean_diff"] == pytest.approx(q["small"]["test"]["greedy"]["rougeL"] - q["teacher"]["test"]["greedy"]["rougeL"], abs=2e-4)
+    assert diff["low"] <= diff["mean_diff"] <= diff["high"] and 0 <= diff["share_le_0"] <= 1
+    assert "vs_baseline" not in small["test"]["greedy"]  # no student named baseline here
+    assert "params" not in lead and "speedup" not in lead and "vs_teacher" not in lead["test"]["lead"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["small"]) == ["val_rougeL", "val_fact_precision", "test_rougeL"]
+    assert metrics["small"]["test_rougeL"] == small["test"]["beam"]["rougeL"]
+    assert metrics["lead3"]["val_rougeL"] == lead["validation"]["lead"]["rougeL"]
+    header = (out / "comparison_table.csv").read_text().splitlines()[0]
+    assert header.startswith("model,kind,split,decoding,rouge1")
+    assert len((out / "comparison_table.csv").read_text().splitlines()) == 1 + 2 * (2 + 2 + 1)
     text = (out / "benchmark_report.txt").read_text()
     assert "median of 3 interleaved rounds" in text and "num_beams: 2" in text and "Examples (2 of 2)" in text
-    first = json.loads((work / "results" / "predictions" / "small.jsonl").read_text().splitlines()[0])
+    assert "Validation split" in text and "rougeL [95% CI]" in text
+    first = json.loads((work / "test.jsonl").read_text().splitlines()[0])
     assert f"[1] id: {first['id']}" in text
     for png in ("scores.png", "quality_vs_speed.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"

@@ -46,7 +46,7 @@ def test_generate_sizes_and_fields(corpus):
     assert builtin.generate("test", 0, seed=0) == []
     assert len(corpus) == 300
     validate_records(corpus, where="builtin")
-    assert all(set(r) == {"id", "article", "highlights"} for r in corpus)
+    assert all(set(r) == {"id", "article", "highlights", "facts"} for r in corpus)
     words = [len(r["article"].split()) for r in corpus]
     assert 110 <= sum(words) / len(words) <= 220
     assert {r["highlights"].count("\n") + 1 for r in corpus} == {1, 2, 3}

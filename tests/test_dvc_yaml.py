@@ -5,6 +5,7 @@ defaults."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -154,7 +155,25 @@ def test_training_stages_keep_their_metric_history_for_a_resume():
     survive, or a run resumed from its checkpoint would lose the steps before it."""
     stages = dvc_yaml()["stages"]
     for body in (stages["train_teacher"], stages["distill"]["do"]):
-        for kind in ("metrics", "plots"):
-            for entry in body[kind]:
-                (path, opts), = entry.items()
-                assert path.startswith("dvclive/") and opts.get("persist") is True, path
+        live = [entry for kind in ("outs", "plots") for entry in body[kind]
+                if isinstance(entry, dict) and next(iter(entry)).startswith("dvclive/")]
+        assert len(live) == 2  # the summary (an output) and the history (plots)
+        for entry in live:
+            (path, opts), = entry.items()
+            assert opts.get("persist") is True and opts.get("cache") is False, path
+
+
+def test_the_declared_metrics_fit_a_terminal():
+    """`dvc exp show` lists every key of every metrics file dvc.yaml declares: at most 40 in all, here
+    benchmark_results/metrics.json (a few per model), whatever the stage's other outputs hold."""
+    stages = dvc_yaml()["stages"]
+    declared = [next(iter(e)) if isinstance(e, dict) else e
+                for body in stages.values() for e in body.get("do", body).get("metrics", [])]
+    assert declared == ["benchmark_results/metrics.json"]
+    metrics = json.loads((ROOT / declared[0]).read_text())
+
+    def keys(node):
+        return sum(keys(v) for v in node.values()) if isinstance(node, dict) else 1
+
+    assert 0 < keys(metrics) <= 40, keys(metrics)
+    assert set(metrics) == {"teacher", "lead3", *yaml.safe_load((ROOT / "params.yaml").read_text())["kd"]["students"]}

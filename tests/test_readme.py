@@ -1,20 +1,35 @@
-"""The README's results table is the committed results file, rendered (python -m kd.readme)."""
+"""The README's results tables are the committed results files, rendered (python -m kd.readme)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 from conftest import ROOT
 
-from kd.readme import END, START, render
+from kd.readme import cnndm_table, markers, render, results_table
 
 
-def test_readme_table_matches_the_committed_results():
+def test_readme_tables_match_the_committed_results():
     out = subprocess.run([sys.executable, "-m", "kd.readme", "--check"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 
 
-def test_render_replaces_only_the_marked_table():
-    text = f"intro\n{START}\nold\n{END}\noutro\n"
-    assert render(text, "| new |\n") == f"intro\n{START}\n| new |\n{END}\noutro\n"
+def test_render_replaces_only_the_marked_section():
+    start, end = markers("results")
+    text = f"intro\n{start}\nold\n{end}\noutro\n"
+    assert render(text, "results", "| new |\n") == f"intro\n{start}\n| new |\n{end}\noutro\n"
+
+
+def test_a_changed_result_fails_the_check(tmp_path):
+    """The check compares numbers, not just the presence of a table: edit one score, it fails."""
+    results = json.loads((ROOT / "benchmark_results" / "benchmark_results.json").read_text())
+    table = results_table(ROOT / "benchmark_results" / "benchmark_results.json")
+    results["teacher"]["test"]["beam"]["rougeL"] += 1.0
+    (tmp_path / "r.json").write_text(json.dumps(results))
+    assert results_table(tmp_path / "r.json") != table
+    lead = {"test": {"lead": {"n_examples": 3, "rouge1": 40.0, "rouge1_low": 39.0, "rouge1_high": 41.0,
+                              "entity_precision": 100.0}}}
+    (tmp_path / "lead3.json").write_text(json.dumps(lead))
+    assert "| test | 3 | 40.00 [39.00, 41.00] |" in cnndm_table(tmp_path / "lead3.json")

@@ -7,7 +7,8 @@ are not key and distractor sentences about OTHER people, firms, places and numbe
 that the lead sentences are not the summary. The `highlights` are abstractive, CNN/DailyMail style: 1-3
 short headline sentences, joined by "\\n", that compress the key facts with their own wording (one of a few
 templates per event kind, picked at random). Every name and number in them is taken from the key facts, so
-the article always supports the summary.
+the article always supports the summary. Each record also carries its `facts` (the event's slot values,
+those the highlights use and the distractors'), so faithfulness can be checked against the truth.
 
 `generate(split, n, seed)` is deterministic: one `random.Random` per call, seeded from the seed AND the split,
 so splits differ and nothing depends on global random state.
@@ -481,10 +482,18 @@ def _with_capitals(slots: dict) -> dict:
     return {**slots, **{k[0].upper() + k[1:]: v[0].upper() + v[1:] for k, v in slots.items()}}
 
 
-def _record(rng: random.Random, n_distractors: int, entity_pool: int | None) -> tuple[str, str]:
+def _ordered_slots(templates) -> list[str]:
+    """The slot names `templates` use, lower-cased, in order of first use (`template_slots` is a set)."""
+    names = (name.lower() for t in templates for _, name, _, _ in string.Formatter().parse(t) if name)
+    return list(dict.fromkeys(names))
+
+
+def _record(rng: random.Random, n_distractors: int, entity_pool: int | None) -> tuple[str, str, dict]:
+    """(article, highlights, facts) of one generated article; see `generate` for the facts."""
     d = _Draw(rng, entity_pool)
     kind = rng.choice(EVENT_KINDS)
-    slots = _with_capitals(kind.slots(d))
+    event = kind.slots(d)
+    slots = _with_capitals(event)
     facts = [_fill(rng.choice(paraphrases), slots) for paraphrases in kind.facts]
     if rng.random() < 0.3:  # the main fact is not always stated first
         facts[0], facts[1] = facts[1], facts[0]
@@ -493,11 +502,17 @@ def _record(rng: random.Random, n_distractors: int, entity_pool: int | None) -> 
     others = [_fill(template, slots) for template in rng.sample(kind.details, rng.randint(2, 4))]
     k = max(0, n_distractors + rng.choice((-1, 0, 1, 2)))
     opener = []
+    distractor_values: list[str] = []  # in draw order; the rng calls and their order are as before facts existed
     if k and rng.random() < 0.5:
         template = rng.choice(LEAD_DISTRACTORS)
-        opener = [_fill(template, _distractor_slots(d, template))]
+        drawn = _distractor_slots(d, template)
+        distractor_values += drawn.values()
+        opener = [_fill(template, drawn)]
         k -= 1
-    others += [_fill(t, _distractor_slots(d, t)) for t in rng.sample(DISTRACTORS, min(k, len(DISTRACTORS)))]
+    for template in rng.sample(DISTRACTORS, min(k, len(DISTRACTORS))):
+        drawn = _distractor_slots(d, template)
+        distractor_values += drawn.values()
+        others.append(_fill(template, drawn))
     rng.shuffle(others)
     # At most three other sentences go between the facts and the rest after them: models truncate long
     # inputs (to 256 tokens, say), and a key fact cut off would make its highlight unlearnable.
@@ -507,13 +522,31 @@ def _record(rng: random.Random, n_distractors: int, entity_pool: int | None) -> 
         body.insert(rng.randint(1, len(body) - 1), sentence)
     body = opener + body + others[between:]
 
-    highlights = "\n".join(_fill(t, slots) for t in rng.choice(kind.highlights))
-    return " ".join(body), highlights
+    templates = rng.choice(kind.highlights)
+    highlights = "\n".join(_fill(t, slots) for t in templates)
+    record_facts = {
+        "kind": kind.name,
+        "event": dict(event),
+        "reference": list(dict.fromkeys(event[name] for name in _ordered_slots(templates))),
+        "distractors": list(dict.fromkeys(distractor_values)),
+    }
+    return " ".join(body), highlights, record_facts
 
 
 def generate(split: str, n: int, seed: int, *, n_distractors: int = 3,
              entity_pool: int | None = None) -> list[dict]:
-    """Returns `n` generated records {"id", "article", "highlights"} for `split`, the same for the same arguments.
+    """Returns `n` generated records {"id", "article", "highlights", "facts"} for `split`, the same for the
+    same arguments.
+
+    `facts` records what the generator knows and a reader of the text would have to guess, so that
+    `kd.faithfulness` can check a summary's names and numbers against the truth: {"kind": the event kind's
+    name, "event": {slot: value} for every slot drawn for the event (lower-case slot names, values as they
+    are filled in, e.g. "Ana Ruiz", "$20 million", "4,500", "bus drivers"; a detail's slots are in the
+    article only when that detail was picked), "reference": the values of the
+    slots the highlights use, in order of first use, each once, "distractors": every value drawn for the
+    distractor sentences (names, places, numbers, jobs, quotes), in draw order, each once}. A distractor
+    value may equal an event value (numbers are drawn independently); names never do, unless the name
+    lists run out.
 
     `n_distractors` is the typical number of distractor sentences per article: each article draws from one
     fewer to two more, so article lengths vary. `entity_pool` caps how many first names, last names,
@@ -534,8 +567,9 @@ def generate(split: str, n: int, seed: int, *, n_distractors: int = 3,
     rng = random.Random(f"{seed}-{split}")
     records = []
     for i in range(n):
-        article, highlights = _record(rng, n_distractors, entity_pool)
-        records.append({"id": f"builtin-{split}-{seed}-{i:06d}", "article": article, "highlights": highlights})
+        article, highlights, facts = _record(rng, n_distractors, entity_pool)
+        records.append({"id": f"builtin-{split}-{seed}-{i:06d}", "article": article, "highlights": highlights,
+                        "facts": facts})
     return records
 
 

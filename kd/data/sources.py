@@ -1,7 +1,9 @@
 """Loading the train/validation/test splits from local JSON lines files or the Hugging Face hub.
 
 Every loader returns records normalised to {"id", "article", "highlights"} (highlight sentences joined by
-"\\n", as in CNN/DailyMail) and raises ConfigError, naming the file and line or the dataset, on bad input.
+"\\n", as in CNN/DailyMail), plus "facts" where a JSON lines record has them (the builtin corpus writes
+them; see `kd.data.builtin.generate`), and raises ConfigError, naming the file and line or the dataset, on
+bad input.
 """
 
 import gzip
@@ -16,6 +18,8 @@ from kd.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
 FIELDS = ("id", "article", "highlights")
+# The optional "facts" object of a record and the type of each of its fields.
+FACTS_FIELDS = {"kind": str, "event": dict, "reference": list, "distractors": list}
 
 
 def _bad_text(record: dict, field: str) -> str | None:
@@ -65,7 +69,8 @@ def read_jsonl(path, *, article_field: str = "article", summary_field: str = "hi
     """Reads a `.jsonl` or `.jsonl.gz` file, mapping the named fields to {"id", "article", "highlights"}.
 
     Blank lines are skipped; a record without `id_field` gets the id "<file stem>-<line number>". An id
-    seen twice is an error naming both lines.
+    seen twice is an error naming both lines. A "facts" object (see `kd.data.builtin.generate`) is kept,
+    after a check of its shape, so that faithfulness can be scored against it.
     """
     path = Path(path)
     records, lines = [], []
@@ -91,8 +96,27 @@ def _record(obj: dict, where: str, article_field: str, summary_field: str, id_fi
     for field in (article_field, summary_field):
         if problem := _bad_text(obj, field):
             raise ConfigError(f"{where}: {problem}")
-    return {"id": record_id(obj, id_field, where, default=default_id), "article": obj[article_field],
-            "highlights": obj[summary_field]}
+    record = {"id": record_id(obj, id_field, where, default=default_id), "article": obj[article_field],
+              "highlights": obj[summary_field]}
+    if "facts" in obj:
+        record["facts"] = check_facts(obj["facts"], where)
+    return record
+
+
+def check_facts(facts, where: str) -> dict:
+    """`facts` when it is {"kind": str, "event": {str: str}, "reference": [str], "distractors": [str]};
+    anything else is an error naming `where` and the field, as the scores would fail later and vaguely."""
+    if not isinstance(facts, dict):
+        raise ConfigError(f"{where}: 'facts' must be an object, got {type(facts).__name__}")
+    if set(facts) != set(FACTS_FIELDS):
+        raise ConfigError(f"{where}: 'facts' must have exactly the keys {sorted(FACTS_FIELDS)}, got {sorted(facts)}")
+    for key, kind in FACTS_FIELDS.items():
+        if not isinstance(facts[key], kind):
+            raise ConfigError(f"{where}: 'facts.{key}' must be a {kind.__name__}, got {facts[key]!r:.40}")
+    values = [*facts["event"].keys(), *facts["event"].values(), *facts["reference"], *facts["distractors"]]
+    if not all(isinstance(value, str) for value in values):
+        raise ConfigError(f"{where}: 'facts' slots and values must all be strings")
+    return facts
 
 
 def record_id(obj: dict, id_field: str, where: str, *, default: str) -> str:

@@ -1,0 +1,118 @@
+"""Percentile bootstrap over examples: how much a corpus mean, or a difference between two models
+scored on the same examples, could move if the test set were drawn again.
+
+Every function draws its resamples from `np.random.default_rng(seed)`, so the same inputs and
+arguments give the same interval on every machine and every rerun (the report stage's outputs, and
+so dvc.lock, stay reproducible). Differences are *paired*: both models are resampled with the same
+example indices, which removes the example-to-example variance they share and gives much tighter
+intervals than comparing two independent intervals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+
+def resample_indices(n: int, *, resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """(resamples, n) example indices drawn with replacement; the same arguments give the same array.
+
+    Exactly `np.random.default_rng(seed).integers(0, n, size=(resamples, n))`, so anyone can
+    reproduce an interval with one line of numpy.
+    """
+    if n < 1:
+        raise ValueError(f"cannot resample {n} examples: need at least one")
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))  # (R, n)
+
+
+def _as_values(values: Sequence[float] | np.ndarray, name: str = "values") -> np.ndarray:
+    """A 1-D float array of finite numbers, or a ValueError that says what is wrong."""
+    array = np.asarray(values, dtype=float)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{name} is empty: nothing to bootstrap")
+    bad = np.flatnonzero(~np.isfinite(array))
+    if bad.size:
+        raise ValueError(f"{name} must be finite; position {bad[0]} is {array[bad[0]]}")
+    return array
+
+
+def _percentiles(means: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central `confidence` share of the resampled means (linear interpolation)."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    low, high = np.percentile(means, [tail, 100.0 - tail], method="linear")
+    return float(low), float(high)
+
+
+def _rounded(obj: object, digits: int) -> dict[str, float]:
+    return {key: round(value, digits) for key, value in dataclasses.asdict(obj).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """A corpus mean and its percentile bootstrap interval."""
+
+    mean: float
+    low: float
+    high: float
+
+    def as_dict(self, digits: int = 4) -> dict[str, float]:
+        return _rounded(self, digits)
+
+
+@dataclasses.dataclass(frozen=True)
+class Paired:
+    """Mean of per-example differences a - b, its bootstrap interval, and the share of resamples in
+    which a does not beat b (mean difference <= 0): a one-sided bootstrap p-value for "a > b"."""
+
+    mean_diff: float
+    low: float
+    high: float
+    share_le_0: float
+
+    def as_dict(self, digits: int = 4) -> dict[str, float]:
+        return _rounded(self, digits)
+
+
+def interval(
+    values: Sequence[float] | np.ndarray,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Interval:
+    """Mean of `values` (one score per example) and the percentile interval of resampled means."""
+    array = _as_values(values)
+    means = array[resample_indices(array.size, resamples=resamples, seed=seed)].mean(axis=1)  # (R,)
+    low, high = _percentiles(means, confidence)
+    return Interval(mean=float(array.mean()), low=low, high=high)
+
+
+def paired(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Paired:
+    """Paired bootstrap of a - b, where a[i] and b[i] score the same example i (same order)."""
+    first, second = _as_values(a, "a"), _as_values(b, "b")
+    if first.size != second.size:
+        raise ValueError(
+            f"paired scores need one value per example on both sides: a has {first.size}, "
+            f"b has {second.size}"
+        )
+    diff = first - second
+    means = diff[resample_indices(diff.size, resamples=resamples, seed=seed)].mean(axis=1)  # (R,)
+    low, high = _percentiles(means, confidence)
+    return Paired(
+        mean_diff=float(diff.mean()), low=low, high=high, share_le_0=float(np.mean(means <= 0.0))
+    )

@@ -1,0 +1,456 @@
+"""Several training seeds as DVC experiments, and one summary of them all.
+
+    python -m kd.seeds run --seeds 0 1 2            # experiments seed-0, seed-1, seed-2, one after another
+                                                    # (each in a temporary copy: the workspace stays)
+    python -m kd.seeds run --seeds 0 1 2 --queue    # only queue them (then `dvc queue start`)
+    python -m kd.seeds collect --seeds 0 1 2        # benchmark_results/seeds.json and seeds.md
+
+Why: one training run per model cannot say whether a recipe beats the label-only baseline or just
+drew a luckier seed, nor whether a gap would survive another test set. The two kinds of noise are
+reported separately: mean ± sd over seeds (training noise), and a paired bootstrap over test examples
+of the seed-averaged per-example differences (test-set noise). The differences are averaged over
+seeds *before* resampling because an example's scores under different seeds are not independent
+draws: resampling (seed, example) pairs would count each example once per seed and overstate
+the evidence.
+
+Each seed is one experiment, `dvc exp run --temp -S train.seed=<N> -n seed-<N>`. The `train` section is a
+param of the teacher's stage too, so each seed retrains the teacher as well, and every comparison with
+the teacher pairs a student with its own seed's teacher. The per-example scores come from the
+git-tracked `benchmark_results/examples/<model>.jsonl` files that each experiment commits; `collect`
+reads them straight from the experiment refs with git, without touching the workspace.
+
+The collector (`collect`, `markdown`) is pure; the few functions that call git or dvc sit at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from kd import paths
+from kd.bootstrap import paired
+from kd.errors import ConfigError
+from kd.io import atomic_write_json, atomic_write_text
+
+Row = Mapping[str, Any]
+PerSeed = Mapping[int, Mapping[str, Sequence[Row]]]  # training seed -> model -> its example rows
+
+# Where the benchmark stages write per-example scores, as a path inside the git tree.
+EXAMPLES_DIR = PurePosixPath(paths.BENCHMARK_DIR.as_posix()) / "examples"
+SEEDS_JSON, SEEDS_MD = "seeds.json", "seeds.md"
+KEY_FIELDS = ("split", "decoding", "id")
+HEURISTICS = ("lead3",)  # reference rows that are not trained, so never compared with the baseline
+# The markdown table keeps to these; seeds.json has every metric.
+TABLE_METRICS = ("rougeL", "rouge1", "fact_precision", "entity_precision")
+DELTA_METRIC = "rougeL"
+DIGITS = 4
+EXPS_NAMESPACE = "refs/exps"
+# DVC 3 keeps an experiment at refs/exps/<baseline sha[:2]>/<baseline sha[2:]>/<name>.
+_EXP_REF = re.compile(r"refs/exps/([0-9a-f]{2})/([0-9a-f]{38}|[0-9a-f]{62})/([^/]+)")
+
+
+def experiment_name(seed: int) -> str:
+    return f"seed-{seed}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The collector: rows in, a JSON-able summary out.
+
+
+def _is_score(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _index(rows: Iterable[Row], *, split: str, where: str) -> dict[str, dict[str, Row]]:
+    """decoding -> example id -> row, for the rows of `split`; an id seen twice is an error."""
+    by_decoding: dict[str, dict[str, Row]] = {}
+    for row in rows:
+        missing = [key for key in KEY_FIELDS if key not in row]
+        if missing:
+            raise ConfigError(f"{where}: a row has no {missing[0]!r}: {dict(row)}")
+        if row["split"] != split:
+            continue
+        by_id = by_decoding.setdefault(row["decoding"], {})
+        if row["id"] in by_id:
+            raise ConfigError(f"{where}: example {row['id']!r} appears twice (decoding {row['decoding']!r})")
+        by_id[row["id"]] = row
+    if not by_decoding:
+        raise ConfigError(f"{where}: no rows for split {split!r}")
+    return by_decoding
+
+
+def _id_mismatch(where: str, got: set[str], want: set[str], reference: str) -> ConfigError:
+    missing, extra = sorted(want - got), sorted(got - want)
+    return ConfigError(
+        f"{where}: its example ids differ from {reference}'s ({len(got)} vs {len(want)} ids; "
+        f"missing {missing[:3]}, extra {extra[:3]}); every seed and model must score the same examples"
+    )
+
+
+def _check_same_examples(indexed: Mapping[int, Mapping[str, Mapping[str, Mapping[str, Row]]]]) -> list[str]:
+    """The sorted example ids shared by every seed, model and decoding; any difference is an error
+    that names the seed and model, since pairing needs the same examples everywhere."""
+    seeds = list(indexed)
+    first_seed = seeds[0]
+    models = sorted(indexed[first_seed])
+    ref_where = f"seed {first_seed}, model {models[0]}"
+    reference = set(next(iter(indexed[first_seed][models[0]].values())))
+    for seed in seeds:
+        if sorted(indexed[seed]) != models:
+            raise ConfigError(
+                f"seed {seed} has models {sorted(indexed[seed])}, seed {first_seed} has {models}"
+            )
+        for model in models:
+            decodings = sorted(indexed[seed][model])
+            if decodings != sorted(indexed[first_seed][model]):
+                raise ConfigError(f"seed {seed}, model {model}: decodings {decodings} differ from seed "
+                                  f"{first_seed}'s {sorted(indexed[first_seed][model])}")
+            for decoding, by_id in indexed[seed][model].items():
+                if set(by_id) != reference:
+                    where = f"seed {seed}, model {model}, decoding {decoding}"
+                    raise _id_mismatch(where, set(by_id), reference, ref_where)
+    return sorted(reference)
+
+
+def _metric_names(rows: Sequence[Row]) -> tuple[list[str], list[str]]:
+    """(metrics every row has a finite number for, metrics only some rows have a number for);
+    fields that are never a number (text, if a source adds any) are neither."""
+    seen = list(dict.fromkeys(
+        key for row in rows for key, value in row.items() if key not in KEY_FIELDS and _is_score(value)
+    ))
+    complete = [k for k in seen if all(_is_score(row.get(k)) for row in rows)]
+    return complete, [k for k in seen if k not in complete]
+
+
+def _score_arrays(indexed, ids: Sequence[str]) -> tuple[dict, dict]:
+    """model -> decoding -> metric -> (seeds, examples) array, plus the metrics skipped for lack of
+    a number on some row (a source without facts has no fact_* at all, and that is fine)."""
+    seeds = list(indexed)
+    scores: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    skipped: dict[str, dict[str, list[str]]] = {}
+    for model in indexed[seeds[0]]:
+        for decoding in indexed[seeds[0]][model]:
+            rows = {s: [indexed[s][model][decoding][i] for i in ids] for s in seeds}
+            complete, partial = _metric_names([row for s in seeds for row in rows[s]])
+            scores.setdefault(model, {})[decoding] = {
+                metric: np.array([[row[metric] for row in rows[s]] for s in seeds], dtype=float)  # (S, n)
+                for metric in complete
+            }
+            if partial:
+                skipped.setdefault(model, {})[decoding] = partial
+    return scores, skipped
+
+
+def _spread(per_seed: np.ndarray, seeds: Sequence[int]) -> dict[str, Any]:
+    """Each seed's value, their mean and sample sd (None for one seed: no spread to estimate)."""
+    sd = float(np.std(per_seed, ddof=1)) if per_seed.size > 1 else None
+    return {
+        "per_seed": {str(s): round(float(v), DIGITS) for s, v in zip(seeds, per_seed)},
+        "mean": round(float(per_seed.mean()), DIGITS),
+        "sd": None if sd is None else round(sd, DIGITS),
+    }
+
+
+def _compare(mine: Mapping[str, Mapping[str, np.ndarray]], other: Mapping[str, Mapping[str, np.ndarray]],
+             seeds: Sequence[int], **bootstrap: Any) -> dict[str, dict[str, Any]]:
+    """Per decoding and metric both sides have: each seed's mean per-example difference (mine - other)
+    with its spread, and a paired bootstrap over examples of the seed-averaged scores."""
+    out: dict[str, dict[str, Any]] = {}
+    for decoding in [d for d in mine if d in other]:
+        for metric in [m for m in mine[decoding] if m in other[decoding]]:
+            a, b = mine[decoding][metric], other[decoding][metric]  # (S, n) each
+            # mean_s(a) - mean_s(b) is each example's difference averaged over seeds.
+            interval = paired(a.mean(axis=0), b.mean(axis=0), **bootstrap)
+            out.setdefault(decoding, {})[metric] = {
+                **_spread((a - b).mean(axis=1), seeds), "bootstrap": interval.as_dict(DIGITS)
+            }
+    return out
+
+
+def collect(
+    per_seed: PerSeed,
+    *,
+    baseline: str = "baseline",
+    teacher: str = "teacher",
+    heuristics: Sequence[str] = HEURISTICS,
+    split: str = "test",
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Summarize every seed's per-example scores (see the module docstring for what and why).
+
+    Returns `models` (model -> decoding -> metric -> per_seed, mean, sd of the corpus means),
+    `vs_baseline` for every student but the baseline and `vs_teacher` for every student (each
+    model -> decoding -> metric -> per_seed, mean, sd of the paired differences, plus `bootstrap`:
+    mean_diff, low, high, share_le_0), and `skipped` metrics that some rows lacked.
+    """
+    seeds = sorted(per_seed)
+    if not seeds:
+        raise ConfigError("no seeds to collect")
+    indexed = {
+        s: {m: _index(rows, split=split, where=f"seed {s}, model {m}") for m, rows in per_seed[s].items()}
+        for s in seeds
+    }
+    if not indexed[seeds[0]]:
+        raise ConfigError(f"seed {seeds[0]} has no models")
+    ids = _check_same_examples(indexed)
+    scores, skipped = _score_arrays(indexed, ids)
+    for role, name in (("baseline", baseline), ("teacher", teacher)):
+        if name not in scores:
+            raise ConfigError(f"the {role} model {name!r} is not among the results: {sorted(scores)}")
+    # The baseline first: the row every other student is read against.
+    students = sorted((m for m in scores if m != teacher and m not in heuristics),
+                      key=lambda m: (m != baseline, m))
+    bootstrap = {"resamples": resamples, "seed": seed, "confidence": confidence}
+    return {
+        "split": split,
+        "seeds": seeds,
+        "n_examples": len(ids),
+        "baseline": baseline,
+        "teacher": teacher,
+        "heuristics": [m for m in heuristics if m in scores],
+        "bootstrap": {**bootstrap, "over": "examples, of per-example differences averaged over seeds"},
+        "models": {
+            model: {
+                decoding: {metric: _spread(values.mean(axis=1), seeds) for metric, values in metrics.items()}
+                for decoding, metrics in scores[model].items()
+            }
+            for model in [teacher, *students, *(m for m in heuristics if m in scores)]
+        },
+        "vs_baseline": {
+            m: _compare(scores[m], scores[baseline], seeds, **bootstrap) for m in students if m != baseline
+        },
+        "vs_teacher": {m: _compare(scores[m], scores[teacher], seeds, **bootstrap) for m in students},
+        "skipped": skipped,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The markdown summary, from collect()'s result (or a seeds.json read back).
+
+
+def _fmt_spread(stat: Mapping[str, Any] | None) -> str:
+    if stat is None:
+        return "–"
+    return f"{stat['mean']:.2f}" if stat["sd"] is None else f"{stat['mean']:.2f} ± {stat['sd']:.2f}"
+
+
+def _fmt_delta(stat: Mapping[str, Any] | None) -> str:
+    if stat is None:
+        return "–"
+    b = stat["bootstrap"]
+    return f"{b['mean_diff']:+.2f} [{b['low']:+.2f}, {b['high']:+.2f}] ({b['share_le_0']:.3f})"
+
+
+def _table_rows(result: Mapping[str, Any], decoding: str) -> list[tuple[str, str]]:
+    """(model, decoding shown) for one table: the models decoded with `decoding`, then each heuristic
+    with its own decoding (lead-3 has only "lead"), so it sits in every table as a reference."""
+    heuristics = set(result["heuristics"])
+    rows = [(model, decoding) for model, decodings in result["models"].items()
+            if model not in heuristics and decoding in decodings]
+    for model in result["heuristics"]:
+        decodings = result["models"][model]
+        rows.append((model, decoding if decoding in decodings else next(iter(decodings))))
+    return rows
+
+
+def markdown(result: Mapping[str, Any]) -> str:
+    """One table per decoding: rows are models, a few metrics as mean ± sd over seeds, and the
+    paired difference to the baseline and the teacher in `DELTA_METRIC` with its bootstrap interval."""
+    seeds = ", ".join(map(str, result["seeds"]))
+    boot = result["bootstrap"]
+    spread = "mean ± sd over seeds of the corpus means" if len(result["seeds"]) > 1 else "corpus means"
+    lines = [
+        f"Seeds {seeds} · split {result['split']} · {result['n_examples']} examples. Scores: {spread}. "
+        f"Δ: mean per-example difference [{boot['confidence']:.0%} interval] (P(Δ ≤ 0)), from a paired "
+        f"bootstrap over examples of the seed-averaged differences ({boot['resamples']} resamples; "
+        f"P is the share of resamples with Δ ≤ 0).",
+        "",
+    ]
+    heuristics = set(result["heuristics"])
+    trained = [m for m in result["models"] if m not in heuristics] or list(result["models"])
+    decodings = list(dict.fromkeys(d for m in trained for d in result["models"][m]))
+    for decoding in decodings:
+        rows = _table_rows(result, decoding)
+        metrics = [k for k in TABLE_METRICS if any(k in result["models"][m][d] for m, d in rows)]
+        header = ["model", *metrics]
+        if any(DELTA_METRIC in result["models"][m][d] for m, d in rows):
+            header += [f"Δ {DELTA_METRIC} vs {result[role]}" for role in ("baseline", "teacher")]
+        lines += [f"### {decoding}", "", "| " + " | ".join(header) + " |",
+                  "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+        for model, shown in rows:
+            cells = [model if shown == decoding else f"{model} ({shown})"]
+            cells += [_fmt_spread(result["models"][model][shown].get(k)) for k in metrics]
+            if len(header) > len(cells):
+                for section in ("vs_baseline", "vs_teacher"):
+                    cells.append(_fmt_delta(result[section].get(model, {}).get(shown, {}).get(DELTA_METRIC)))
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    if result["skipped"]:
+        skipped = "; ".join(f"{model} {decoding}: {', '.join(metrics)}"
+                            for model, by_decoding in result["skipped"].items()
+                            for decoding, metrics in by_decoding.items())
+        lines += [f"Skipped (a number missing on some examples): {skipped}.", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding and reading the experiments (git), and running them (dvc).
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One DVC experiment: its ref, the commit it was run on (baseline) and its name."""
+
+    ref: str
+    baseline: str
+    name: str
+
+
+def parse_experiment_ref(ref: str) -> Experiment | None:
+    """The experiment behind a DVC 3 ref, or None for DVC's own refs (stash, celery, exec, ...)."""
+    match = _EXP_REF.fullmatch(ref)
+    if match is None:
+        return None
+    return Experiment(ref=ref, baseline=match[1] + match[2], name=match[3])
+
+
+def find_experiment(refs: Iterable[str], name: str, *, baseline: str) -> Experiment:
+    """The experiment `name` run on `baseline`. Only that baseline counts, so results of different
+    code are never mixed; when `name` exists only elsewhere the error says where."""
+    found = [e for e in map(parse_experiment_ref, refs) if e is not None and e.name == name]
+    for experiment in found:
+        if experiment.baseline == baseline:
+            return experiment
+    where = (f"; it exists on baseline(s) {', '.join(e.baseline[:7] for e in found)} (pass --rev)"
+             if found else "")
+    raise ConfigError(f"no experiment {name!r} on baseline {baseline[:7]}{where}")
+
+
+def parse_jsonl(text: str, *, where: str) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{where}:{number}: not JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise ConfigError(f"{where}:{number}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
+def _git(repo: Path, *args: str) -> str:
+    try:
+        return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                              text=True).stdout
+    except subprocess.CalledProcessError as e:
+        raise ConfigError(f"git {shlex.join(args)} failed: {e.stderr.strip()}") from None
+
+
+def experiment_refs(repo: Path) -> list[str]:
+    return _git(repo, "for-each-ref", "--format=%(refname)", EXPS_NAMESPACE).split()
+
+
+def resolve_commit(repo: Path, rev: str) -> str:
+    try:
+        return _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip()
+    except ConfigError:
+        raise ConfigError(f"{rev!r} is not a commit of the git repository at {repo}") from None
+
+
+def read_examples(repo: Path, rev: str) -> dict[str, list[dict[str, Any]]]:
+    """model -> rows of every benchmark_results/examples/<model>.jsonl in commit `rev`."""
+    listing = _git(repo, "ls-tree", "-z", "--full-tree", "--name-only", rev, "--", f"{EXAMPLES_DIR}/")
+    files = sorted(PurePosixPath(p) for p in listing.split("\0") if p.endswith(".jsonl"))
+    if not files:
+        raise ConfigError(f"{rev} has no {EXAMPLES_DIR}/*.jsonl")
+    return {f.stem: parse_jsonl(_git(repo, "show", f"{rev}:{f}"), where=f"{rev}:{f}") for f in files}
+
+
+def exp_run_command(seed: int, *, queue: bool = False) -> list[str]:
+    # --temp: each experiment runs in a temporary copy of the repo, so the workspace keeps its own
+    # results (and a run restored from DVC's run cache costs nothing, e.g. the seed already in HEAD).
+    return ["dvc", "exp", "run", "--queue" if queue else "--temp",
+            "-S", f"train.seed={seed}", "-n", experiment_name(seed)]
+
+
+def _run(seeds: Sequence[int], *, queue: bool) -> int:
+    for seed in seeds:
+        command = exp_run_command(seed, queue=queue)
+        print(f"$ {shlex.join(command)}", flush=True)
+        try:
+            code = subprocess.run(command).returncode  # output streams straight to the terminal
+        except FileNotFoundError:
+            raise ConfigError("`dvc` is not on PATH (activate the project's virtual environment)") from None
+        if code:
+            print(f"error: seed {seed} failed (exit {code}); later seeds not started", file=sys.stderr)
+            return code
+    collect_cmd = f"python -m kd.seeds collect --seeds {' '.join(map(str, seeds))}"
+    if queue:
+        print("\nQueued. Start them (-j N runs N at once, each training every model) and follow them with:\n"
+              "  dvc queue start\n  dvc queue status\n  dvc queue logs <task>\n"
+              f"then, once all have succeeded:\n  {collect_cmd}")
+    else:
+        print(f"\nDone (the workspace is untouched; `dvc exp show` lists them). Summarize with:\n"
+              f"  {collect_cmd}")
+    return 0
+
+
+def _collect(args: argparse.Namespace) -> int:
+    repo = Path.cwd()
+    baseline = resolve_commit(repo, args.rev)
+    refs = experiment_refs(repo)
+    experiments = {s: find_experiment(refs, experiment_name(s), baseline=baseline) for s in args.seeds}
+    per_seed = {s: read_examples(repo, e.ref) for s, e in experiments.items()}
+    result = collect(per_seed, baseline=args.baseline, teacher=args.teacher, split=args.split,
+                     resamples=args.resamples, seed=args.bootstrap_seed)
+    provenance = {str(s): {"name": e.name, "ref": e.ref, "commit": resolve_commit(repo, e.ref)}
+                  for s, e in experiments.items()}
+    result = {**result, "baseline_commit": baseline, "experiments": provenance}
+    atomic_write_json(args.out_dir / SEEDS_JSON, result)
+    atomic_write_text(args.out_dir / SEEDS_MD, markdown(result))
+    print(f"wrote {args.out_dir / SEEDS_JSON} and {args.out_dir / SEEDS_MD}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="one DVC experiment per seed")
+    run.add_argument("--seeds", type=int, nargs="+", required=True)
+    run.add_argument("--queue", action="store_true", help="only queue them; `dvc queue start` runs them")
+    col = sub.add_parser("collect", help="summarize the seeds' experiments",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    col.add_argument("--seeds", type=int, nargs="+", required=True)
+    col.add_argument("--out-dir", type=Path, default=paths.BENCHMARK_DIR)
+    col.add_argument("--rev", default="HEAD", help="the baseline commit the experiments were run on")
+    col.add_argument("--split", default="test")
+    col.add_argument("--baseline", default="baseline", help="the label-only student")
+    col.add_argument("--teacher", default="teacher")
+    col.add_argument("--resamples", type=int, default=1000)
+    col.add_argument("--bootstrap-seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if len(set(args.seeds)) != len(args.seeds):
+        p.error(f"--seeds has a repeat: {args.seeds}")
+    try:
+        return _run(args.seeds, queue=args.queue) if args.command == "run" else _collect(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""kd.bootstrap: exact expectations on small inputs, plus the properties that make an interval useful."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from kd.bootstrap import Interval, Paired, interval, paired, resample_indices
+
+SMALL = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0]
+
+
+def test_resample_indices_is_the_documented_numpy_call():
+    got = resample_indices(8, resamples=50, seed=3)
+    assert got.shape == (50, 8)
+    np.testing.assert_array_equal(got, np.random.default_rng(3).integers(0, 8, size=(50, 8)))
+    assert got.min() >= 0 and got.max() <= 7
+
+
+def test_resample_indices_same_arguments_same_indices_other_seed_other_indices():
+    np.testing.assert_array_equal(resample_indices(20, seed=5), resample_indices(20, seed=5))
+    assert not np.array_equal(resample_indices(20, seed=5), resample_indices(20, seed=6))
+
+
+def test_interval_equals_direct_resampling():
+    values, resamples, seed = np.array(SMALL), 200, 7
+    idx = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
+    means = values[idx].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    got = interval(SMALL, resamples=resamples, seed=seed)
+    assert got == Interval(mean=float(values.mean()), low=float(low), high=float(high))
+
+
+def test_interval_contains_the_point_estimate():
+    values = np.random.default_rng(0).normal(30.0, 10.0, size=300)
+    got = interval(values)
+    assert got.low < got.mean < got.high
+    assert got.mean == pytest.approx(values.mean())
+
+
+def test_interval_narrows_as_examples_grow():
+    draws = np.random.default_rng(1).exponential(20.0, size=5000)
+    few, many = interval(draws[:50], seed=2), interval(draws, seed=2)
+    assert (many.high - many.low) < (few.high - few.low) / 4  # width ~ 1/sqrt(n): 10x fewer -> ~3.2x
+
+
+def test_confidence_widens_the_interval():
+    narrow, wide = interval(SMALL, confidence=0.5), interval(SMALL, confidence=0.99)
+    assert wide.low <= narrow.low and narrow.high <= wide.high
+
+
+def test_paired_equals_direct_resampling():
+    a, b = np.array(SMALL), np.array([2.0, 2.0, 3.0, 1.5, 4.0, 7.0, 2.5, 5.0])
+    idx = np.random.default_rng(11).integers(0, 8, size=(300, 8))
+    means = (a - b)[idx].mean(axis=1)
+    low, high = np.percentile(means, [5.0, 95.0])
+    got = paired(a, b, resamples=300, seed=11, confidence=0.9)
+    assert got == Paired(mean_diff=float((a - b).mean()), low=float(low), high=float(high),
+                         share_le_0=float(np.mean(means <= 0)))
+
+
+def test_model_paired_with_itself_is_exactly_zero():
+    got = paired(SMALL, SMALL)
+    assert got == Paired(mean_diff=0.0, low=0.0, high=0.0, share_le_0=1.0)
+
+
+def test_paired_clear_winner_and_clear_loser():
+    a = np.arange(40, dtype=float)
+    assert paired(a + 5.0, a).share_le_0 == 0.0
+    assert paired(a, a + 5.0).share_le_0 == 1.0
+    assert paired(a + 5.0, a).mean_diff == pytest.approx(5.0)
+
+
+def test_deterministic_across_calls():
+    values = np.random.default_rng(4).normal(size=97)
+    assert interval(values, seed=9) == interval(values, seed=9)
+    assert paired(values, values[::-1], seed=9) == paired(values, values[::-1], seed=9)
+
+
+def test_as_dict_rounds_for_json():
+    got = Paired(mean_diff=1.234567, low=-0.000049, high=2.5, share_le_0=0.12345).as_dict()
+    assert got == {"mean_diff": 1.2346, "low": -0.0, "high": 2.5, "share_le_0": 0.1235}
+    assert Interval(mean=1 / 3, low=0.1, high=0.9).as_dict(digits=2) == {"mean": 0.33, "low": 0.1, "high": 0.9}
+    json.dumps(interval(SMALL).as_dict())  # plain floats, not numpy scalars
+    assert all(type(v) is float for v in interval(SMALL).as_dict().values())
+
+
+@pytest.mark.parametrize("values, match", [
+    ([], "empty"),
+    ([1.0, math.nan], "finite; position 1"),
+    ([1.0, math.inf, 2.0], "finite; position 1"),
+    ([[1.0, 2.0]], "one-dimensional"),
+])
+def test_interval_rejects_bad_values(values, match):
+    with pytest.raises(ValueError, match=match):
+        interval(values)
+
+
+def test_bad_arguments_are_errors():
+    with pytest.raises(ValueError, match="a has 3, b has 2"):
+        paired([1.0, 2.0, 3.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="b must be finite"):
+        paired([1.0, 2.0], [1.0, math.nan])
+    with pytest.raises(ValueError, match="confidence"):
+        interval(SMALL, confidence=1.0)
+    with pytest.raises(ValueError, match="resamples"):
+        interval(SMALL, resamples=0)
+    with pytest.raises(ValueError, match="at least one"):
+        resample_indices(0)

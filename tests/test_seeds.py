@@ -1,0 +1,266 @@
+"""kd.seeds: the collector on hand-made numbers, the markdown, and the git reading path on a throwaway
+repository whose experiment refs are made by hand (no DVC, no training)."""
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from kd import seeds
+from kd.bootstrap import paired
+from kd.errors import ConfigError
+
+IDS = ["ex-a", "ex-b", "ex-c", "ex-d"]
+# model -> seed -> rougeL of each example in IDS. Chosen so the answers are round numbers:
+# baseline means 25, 26, 24 (sd 1); vanilla 28 in every seed (sd 0); teacher 35, 36, 34;
+# vanilla - baseline per seed 3, 2, 4 (mean 3, sd 1).
+ROUGE_L = {
+    "baseline": {0: [10, 20, 30, 40], 1: [12, 18, 33, 41], 2: [11, 22, 27, 36]},
+    "vanilla": {0: [14, 21, 35, 42], 1: [13, 20, 34, 45], 2: [15, 25, 31, 41]},
+    "teacher": {0: [20, 30, 40, 50], 1: [21, 31, 41, 51], 2: [19, 29, 39, 49]},
+}
+BOOT = {"resamples": 200, "seed": 3}
+
+
+def _rows(model, seed, *, split="test", ids=IDS):
+    if model == "lead3":  # one decoding, the same every seed, no fact metrics
+        return [{"split": split, "decoding": "lead", "id": i, "rougeL": 5.0, "rouge1": 9.0, "length": 30}
+                for i in ids]
+    return [{"split": split, "decoding": "beam", "id": i, "rougeL": float(v), "rouge1": v + 5.0,
+             "fact_precision": 100.0, "entity_precision": 50.0 + v, "length": 12, "prediction": f"text {i}"}
+            for i, v in zip(ids, ROUGE_L[model][seed])]  # a text field is not a metric, nor "skipped"
+
+
+def _per_seed(seed_list=(0, 1, 2), models=("teacher", "baseline", "vanilla", "lead3")):
+    # Validation rows too, which the collector must leave out of the test summary.
+    return {s: {m: _rows(m, s) + _rows(m, s, split="validation", ids=["v-1"]) for m in models}
+            for s in seed_list}
+
+
+def test_means_and_sds_over_seeds():
+    got = seeds.collect(_per_seed(), **BOOT)
+    assert got["seeds"] == [0, 1, 2] and got["n_examples"] == 4
+    assert list(got["models"]) == ["teacher", "baseline", "vanilla", "lead3"]
+    assert got["models"]["baseline"]["beam"]["rougeL"] == {
+        "per_seed": {"0": 25.0, "1": 26.0, "2": 24.0}, "mean": 25.0, "sd": 1.0}
+    assert got["models"]["vanilla"]["beam"]["rougeL"]["sd"] == 0.0
+    assert got["models"]["teacher"]["beam"]["rouge1"]["mean"] == 40.0
+    assert got["models"]["lead3"] == {"lead": {
+        key: {"per_seed": {"0": v, "1": v, "2": v}, "mean": v, "sd": 0.0}
+        for key, v in (("rougeL", 5.0), ("rouge1", 9.0), ("length", 30.0))}}
+    assert got["skipped"] == {}
+
+
+def test_paired_differences_per_seed_and_bootstrap_of_seed_averaged_differences():
+    got = seeds.collect(_per_seed(), **BOOT)
+    vs = got["vs_baseline"]["vanilla"]["beam"]["rougeL"]
+    assert vs["per_seed"] == {"0": 3.0, "1": 2.0, "2": 4.0}
+    assert (vs["mean"], vs["sd"]) == (3.0, 1.0)
+    # By hand: each example's difference averaged over the three seeds, then resampled over examples.
+    averaged = np.array([(4 + 1 + 4) / 3, (1 + 2 + 3) / 3, (5 + 1 + 4) / 3, (2 + 4 + 5) / 3])
+    want = paired(averaged, np.zeros(4), **BOOT).as_dict()
+    assert vs["bootstrap"] == pytest.approx(want, abs=1e-4)
+    assert vs["bootstrap"]["mean_diff"] == 3.0 and vs["bootstrap"]["share_le_0"] == 0.0
+    # Which models are compared with what: students with the baseline (not itself), all with the teacher.
+    assert list(got["vs_baseline"]) == ["vanilla"]
+    assert list(got["vs_teacher"]) == ["baseline", "vanilla"]
+    to_teacher = got["vs_teacher"]["baseline"]["beam"]["rougeL"]
+    assert to_teacher["per_seed"] == {"0": -10.0, "1": -10.0, "2": -10.0} and to_teacher["sd"] == 0.0
+    assert to_teacher["bootstrap"]["share_le_0"] == 1.0
+    json.dumps(got)  # JSON-able as it is
+
+
+def test_one_seed_has_no_spread():
+    got = seeds.collect(_per_seed(seed_list=(2,)), **BOOT)
+    assert got["models"]["baseline"]["beam"]["rougeL"] == {"per_seed": {"2": 24.0}, "mean": 24.0, "sd": None}
+    assert got["vs_baseline"]["vanilla"]["beam"]["rougeL"]["sd"] is None
+    text = seeds.markdown(got)
+    assert "| baseline | 24.00 | 29.00 |" in text and "±" not in text and "Scores: corpus means." in text
+
+
+def test_metric_missing_on_some_rows_is_skipped_and_reported():
+    per_seed = _per_seed()
+    del per_seed[1]["vanilla"][2]["entity_precision"]
+    got = seeds.collect(per_seed, **BOOT)
+    assert "entity_precision" not in got["models"]["vanilla"]["beam"]
+    assert "entity_precision" in got["models"]["baseline"]["beam"]
+    assert got["skipped"] == {"vanilla": {"beam": ["entity_precision"]}}
+    assert "Skipped (a number missing on some examples): vanilla beam: entity_precision." in seeds.markdown(got)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda p: p[1]["vanilla"][0].update(id="ex-z"), r"seed 1, model vanilla, decoding beam: .*missing \['ex-a'\]"),
+    (lambda p: p[2]["teacher"].pop(0), r"seed 2, model teacher, decoding beam: .*\(3 vs 4 ids"),
+    (lambda p: p[1].pop("vanilla"), r"seed 1 has models \['baseline', 'lead3', 'teacher'\]"),
+    (lambda p: p[0]["baseline"].append(dict(p[0]["baseline"][0])),
+     r"seed 0, model baseline: example 'ex-a' appears twice"),
+    (lambda p: p[0]["baseline"][0].pop("decoding"), r"seed 0, model baseline: a row has no 'decoding'"),
+])
+def test_mismatched_examples_are_errors_that_name_seed_and_model(change, match):
+    per_seed = _per_seed()
+    change(per_seed)
+    with pytest.raises(ValueError, match=match):
+        seeds.collect(per_seed, **BOOT)
+
+
+def test_missing_baseline_or_teacher_is_an_error():
+    with pytest.raises(ConfigError, match="baseline model 'labels' is not among"):
+        seeds.collect(_per_seed(), baseline="labels", **BOOT)
+    with pytest.raises(ConfigError, match="seed 0, model teacher: no rows for split 'tst'"):
+        seeds.collect(_per_seed(), split="tst", **BOOT)
+
+
+def test_markdown_has_the_numbers():
+    got = seeds.collect(_per_seed(), **BOOT)
+    text = seeds.markdown(got)
+    assert "### beam" in text and "### lead" not in text  # lead-3 is a reference row in each table
+    assert ("| model | rougeL | rouge1 | fact_precision | entity_precision | Δ rougeL vs baseline "
+            "| Δ rougeL vs teacher |") in text
+    boot = got["vs_baseline"]["vanilla"]["beam"]["rougeL"]["bootstrap"]
+    vanilla_row = next(line for line in text.splitlines() if line.startswith("| vanilla |"))
+    assert vanilla_row.startswith("| vanilla | 28.00 ± 0.00 | 33.00 ± 0.00 | 100.00 ± 0.00 |")
+    assert f"+3.00 [{boot['low']:+.2f}, {boot['high']:+.2f}] (0.000)" in vanilla_row
+    assert "| baseline | 25.00 ± 1.00 | 30.00 ± 1.00 |" in text
+    assert "| teacher | 35.00 ± 1.00 |" in text
+    assert "| lead3 (lead) | 5.00 ± 0.00 | 9.00 ± 0.00 | – | – | – | – |" in text
+    assert "Seeds 0, 1, 2 · split test · 4 examples" in text and "200 resamples" in text
+    assert seeds.markdown(json.loads(json.dumps(got))) == text  # renders from seeds.json read back
+
+
+def test_parse_experiment_ref_skips_dvc_bookkeeping():
+    sha = "ab" + "c" * 38
+    assert seeds.parse_experiment_ref(f"refs/exps/ab/{'c' * 38}/seed-0") == seeds.Experiment(
+        ref=f"refs/exps/ab/{'c' * 38}/seed-0", baseline=sha, name="seed-0")
+    for ref in ("refs/exps/stash", "refs/exps/celery/stash", "refs/exps/exec/EXEC_BRANCH",
+                "refs/exps/apply/ORIG_HEAD", "refs/heads/main"):
+        assert seeds.parse_experiment_ref(ref) is None
+
+
+def test_find_experiment_only_on_the_baseline():
+    head, old = "1" * 40, "2" * 40
+    refs = [f"refs/exps/22/{'2' * 38}/seed-0", f"refs/exps/11/{'1' * 38}/seed-0", f"refs/exps/22/{'2' * 38}/seed-1"]
+    assert seeds.find_experiment(refs, "seed-0", baseline=head).baseline == head
+    assert seeds.find_experiment(refs, "seed-1", baseline=old).ref == refs[2]
+    where = r"no experiment 'seed-1' on baseline 1111111; it exists on baseline\(s\) 2222222 \(pass --rev\)"
+    with pytest.raises(ConfigError, match=where):
+        seeds.find_experiment(refs, "seed-1", baseline=head)
+    with pytest.raises(ConfigError, match=r"no experiment 'seed-2' on baseline 1111111$"):
+        seeds.find_experiment(refs, "seed-2", baseline=head)
+
+
+# --- the reading path, end to end on a real git repository ------------------------------------
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+
+
+def _git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
+                          env={**os.environ, **GIT_ENV}).stdout.strip()
+
+
+def _experiment(repo, baseline, seed, models=("teacher", "baseline", "vanilla", "lead3")):
+    """Commit seed's example files on top of `baseline` and point an experiment ref at it, the way
+    `dvc exp run -n seed-<N>` leaves it; the workspace and HEAD stay on `baseline`."""
+    _git(repo, "checkout", "-q", "--detach", baseline)
+    examples = repo / "benchmark_results" / "examples"
+    examples.mkdir(parents=True, exist_ok=True)
+    for model in models:
+        (examples / f"{model}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(model, seed)))
+    _git(repo, "add", "benchmark_results")
+    _git(repo, "commit", "-q", "-m", f"dvc: commit experiment seed-{seed}")
+    commit = _git(repo, "rev-parse", "HEAD")
+    _git(repo, "update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/seed-{seed}", commit)
+    _git(repo, "checkout", "-q", "main")
+    return commit
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "params.yaml").write_text("train:\n  seed: 0\n")
+    _git(repo, "add", "params.yaml")
+    _git(repo, "commit", "-q", "-m", "baseline")
+    for key, value in GIT_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(repo)
+    return repo
+
+
+def test_collect_cli_reads_the_experiments_from_git(repo, capsys):
+    head = _git(repo, "rev-parse", "HEAD")
+    commits = {s: _experiment(repo, head, s) for s in (0, 1, 2)}
+    _git(repo, "update-ref", "refs/exps/stash", commits[0])  # DVC's own refs are not experiments
+    assert seeds.read_examples(repo, f"refs/exps/{head[:2]}/{head[2:]}/seed-1")["vanilla"] == _rows("vanilla", 1)
+
+    assert seeds.main(["collect", "--seeds", "0", "1", "2", "--out-dir", "out", "--resamples", "200",
+                       "--bootstrap-seed", "3"]) == 0
+    written = json.loads((repo / "out" / "seeds.json").read_text())
+    assert {k: v for k, v in written.items() if k not in ("baseline_commit", "experiments")} == \
+        seeds.collect(_per_seed(), **BOOT)
+    assert written["baseline_commit"] == head
+    assert written["experiments"]["1"] == {"name": "seed-1", "ref": f"refs/exps/{head[:2]}/{head[2:]}/seed-1",
+                                           "commit": commits[1]}
+    assert (repo / "out" / "seeds.md").read_text() == seeds.markdown(written)
+    assert not (repo / "benchmark_results").exists()  # read from the refs, the workspace untouched
+    assert "wrote out/seeds.json" in capsys.readouterr().out
+
+
+def test_collect_cli_names_the_missing_seed_and_other_baselines(repo, capsys):
+    old = _git(repo, "rev-parse", "HEAD")
+    _experiment(repo, old, 0)
+    _experiment(repo, old, 1)
+    (repo / "params.yaml").write_text("train:\n  seed: 0\n  epochs: 2\n")
+    _git(repo, "commit", "-q", "-am", "newer code")
+    head = _git(repo, "rev-parse", "HEAD")
+    _experiment(repo, head, 0)
+
+    assert seeds.main(["collect", "--seeds", "0", "1", "--out-dir", "out"]) == 2
+    err = capsys.readouterr().err
+    assert f"no experiment 'seed-1' on baseline {head[:7]}; it exists on baseline(s) {old[:7]} (pass --rev)" in err
+    assert not (repo / "out").exists()
+    assert seeds.main(["collect", "--seeds", "0", "1", "--out-dir", "out", "--rev", old[:10]]) == 0
+    assert json.loads((repo / "out" / "seeds.json").read_text())["baseline_commit"] == old
+    assert seeds.main(["collect", "--seeds", "0", "--rev", "nope"]) == 2
+    assert "'nope' is not a commit" in capsys.readouterr().err
+
+
+def test_collect_cli_bad_file_names_ref_and_line(repo, capsys):
+    head = _git(repo, "rev-parse", "HEAD")
+    _git(repo, "checkout", "-q", "--detach", head)
+    examples = repo / "benchmark_results" / "examples"
+    examples.mkdir(parents=True)
+    (examples / "teacher.jsonl").write_text(json.dumps(_rows("teacher", 0)[0]) + "\n{oops\n")
+    _git(repo, "add", "benchmark_results")
+    _git(repo, "commit", "-q", "-m", "exp")
+    ref = f"refs/exps/{head[:2]}/{head[2:]}/seed-0"
+    _git(repo, "update-ref", ref, _git(repo, "rev-parse", "HEAD"))
+    _git(repo, "checkout", "-q", "main")
+    assert seeds.main(["collect", "--seeds", "0", "--out-dir", "out"]) == 2
+    assert f"{ref}:benchmark_results/examples/teacher.jsonl:2: not JSON" in capsys.readouterr().err
+
+
+# --- the run subcommand: the dvc commands it issues ---------------------------------------------
+
+def test_run_issues_one_named_experiment_per_seed(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(seeds.subprocess, "run", lambda cmd: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    assert seeds.main(["run", "--seeds", "0", "3"]) == 0
+    assert calls == [["dvc", "exp", "run", "--temp", "-S", "train.seed=0", "-n", "seed-0"],
+                     ["dvc", "exp", "run", "--temp", "-S", "train.seed=3", "-n", "seed-3"]]
+    calls.clear()
+    assert seeds.main(["run", "--seeds", "1", "--queue"]) == 0
+    assert calls == [["dvc", "exp", "run", "--queue", "-S", "train.seed=1", "-n", "seed-1"]]
+    out = capsys.readouterr().out
+    assert "dvc queue start" in out and "dvc queue status" in out and "python -m kd.seeds collect --seeds 1" in out
+
+
+def test_run_stops_at_the_first_failing_seed(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(seeds.subprocess, "run", lambda cmd: calls.append(cmd) or subprocess.CompletedProcess(cmd, 1))
+    assert seeds.main(["run", "--seeds", "0", "1"]) == 1
+    assert len(calls) == 1 and "seed 0 failed (exit 1)" in capsys.readouterr().err

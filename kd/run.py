@@ -104,10 +104,10 @@ class DvcLiveHook(Hook):
     def on_train_end(self, loop: TrainLoop) -> None:
         s = loop.state
         # With "step" in the summary, end() writes that step rather than the one next_step moved to.
-        # Training cost for the report: wall seconds of the optimizer steps this run took (not counting
-        # a killed run before a resume) and the real tokens (source + target) every process trained on.
+        # Training cost for the report, over the whole run (a resumed run adds to the killed one's):
+        # seconds of optimizer steps, and the real tokens (source + target) every process trained on.
         self.live.summary = {"best_val_loss": s.best_val_loss, "best_epoch": s.best_epoch, "steps": s.step,
-                             "train_seconds": round(loop.seconds, 1), "train_tokens": loop.tokens * loop.world,
+                             "train_seconds": round(s.train_seconds, 1), "train_tokens": s.train_tokens * loop.world,
                              "step": s.step}
         self.live.end()
 

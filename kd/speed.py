@@ -2,7 +2,7 @@
 
 Timing each model in its own stage run would compare runs minutes apart, under whatever else the
 machine was doing then; timing them side by side spreads that drift over every model alike. So each
-model lives in its own spawned worker process (its peak memory is its own, not the high-water mark
+model lives in its own worker process (its peak memory is its own, not the high-water mark
 of the models loaded before it) and the parent drives rounds over a pipe: round r times every model
 once, the order reversed every other round (so no model always runs first, or right after the same
 neighbour), and each model's result is the median of its rounds.
@@ -211,7 +211,11 @@ def time_models(*, models: Mapping[str, str | Path], articles: Sequence[str], pr
     device = resolve_device(device)
     settings = {"device": device, "prefix": prefix, "max_source_length": max_source_length, "num_beams": num_beams,
                 "max_new_tokens": max_new_tokens, "batch_size": batch_size, "warmup_batches": warmup_batches}
-    ctx = mp.get_context("spawn")
+    # Each worker is a fresh process (its own peak memory), forked from a server that imported torch and
+    # transformers once: a spawned worker would spend seconds importing them again, per model. The
+    # server never touches a device, so forking from it is safe on CUDA too.
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "kd.modeling", "kd.tokenization", "kd.generation"])
     workers: dict[str, _Worker] = {}
     failed = True
     try:

@@ -200,6 +200,10 @@ class TrainState:
     best_val_loss: float = math.inf
     best_epoch: int = -1
     history: list[dict] = field(default_factory=list)  # {"epoch", "step", "val_loss"} per epoch
+    # Training cost of the whole run, this process, carried across resumes: real tokens (source +
+    # target) trained on, and seconds spent in optimizer steps.
+    train_tokens: int = 0
+    train_seconds: float = 0.0
     fingerprint: str  # of the settings the run belongs to (kd.checkpoint.fingerprint)
 
     def to_dict(self) -> dict:
@@ -207,7 +211,10 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, saved: dict) -> "TrainState":
-        return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls)})
+        # A field the checkpoint predates (e.g. the cost counters) starts from its default.
+        return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls)
+                      if f.name in saved or (f.default is dataclasses.MISSING
+                                             and f.default_factory is dataclasses.MISSING)})
 
 
 class Hook:
@@ -373,7 +380,9 @@ class TrainLoop:
         logs: dict[str, float] = {}
         for k, batch in enumerate(micro_batches):
             # counted on the host copy: no device sync
-            self.tokens += int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
+            tokens = int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
+            self.tokens += tokens
+            self.state.train_tokens += tokens
             parts = self.backward({n: v.to(self.device) for n, v in batch.items()},
                                   sync=k == len(micro_batches) - 1)
             for name, value in parts.items():
@@ -381,7 +390,9 @@ class TrainLoop:
         self.optimizer_step()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # honest timing: wait for the step's kernels
-        self.seconds += time.perf_counter() - tick
+        elapsed = time.perf_counter() - tick
+        self.seconds += elapsed
+        self.state.train_seconds += elapsed
         return logs | {"lr": self.scheduler.get_last_lr()[0]}
 
     def backward(self, batch: dict, *, sync: bool) -> dict[str, float]:

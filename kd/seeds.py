@@ -51,6 +51,9 @@ KEY_FIELDS = ("split", "decoding", "id")
 HEURISTICS = ("lead3",)  # reference rows that are not trained, so never compared with the baseline
 # The markdown table keeps to these; seeds.json has every metric.
 TABLE_METRICS = ("rougeL", "rouge1", "fact_precision", "entity_precision")
+# Each model's training cost, from its training stage's dvclive summary in the experiment's commit.
+COST_FIELDS = ("train_seconds", "train_tokens")
+LIVE_DIR = PurePosixPath("dvclive")
 DELTA_METRIC = "rougeL"
 DIGITS = 4
 EXPS_NAMESPACE = "refs/exps"
@@ -186,13 +189,16 @@ def collect(
     resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    costs: Mapping[int, Mapping[str, Mapping[str, float]]] | None = None,
 ) -> dict[str, Any]:
     """Summarize every seed's per-example scores (see the module docstring for what and why).
 
     Returns `models` (model -> decoding -> metric -> per_seed, mean, sd of the corpus means),
     `vs_baseline` for every student but the baseline and `vs_teacher` for every student (each
     model -> decoding -> metric -> per_seed, mean, sd of the paired differences, plus `bootstrap`:
-    mean_diff, low, high, share_le_0), and `skipped` metrics that some rows lacked.
+    mean_diff, low, high, share_le_0), `skipped` metrics that some rows lacked, and `cost` (model ->
+    train_seconds / train_tokens -> per_seed, mean, sd) from `costs` (seed -> model -> its training
+    stage's summary), for the models that have one.
     """
     seeds = sorted(per_seed)
     if not seeds:
@@ -232,17 +238,31 @@ def collect(
         },
         "vs_teacher": {m: _compare(scores[m], scores[teacher], seeds, **bootstrap) for m in students},
         "skipped": skipped,
+        "cost": _costs(costs or {}, seeds),
     }
+
+
+def _costs(costs: Mapping[int, Mapping[str, Mapping[str, float]]], seeds: Sequence[int]) -> dict[str, Any]:
+    """model -> cost field -> spread over seeds, for the fields every seed recorded for that model."""
+    out: dict[str, Any] = {}
+    models = dict.fromkeys(m for s in seeds for m in costs.get(s, {}))
+    for model in models:
+        for field in COST_FIELDS:
+            values = [costs.get(s, {}).get(model, {}).get(field) for s in seeds]
+            if all(_is_score(v) for v in values):
+                out.setdefault(model, {})[field] = _spread(np.array(values, dtype=float), seeds)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
 # The markdown summary, from collect()'s result (or a seeds.json read back).
 
 
-def _fmt_spread(stat: Mapping[str, Any] | None) -> str:
+def _fmt_spread(stat: Mapping[str, Any] | None, digits: int = 2) -> str:
     if stat is None:
         return "–"
-    return f"{stat['mean']:.2f}" if stat["sd"] is None else f"{stat['mean']:.2f} ± {stat['sd']:.2f}"
+    mean = f"{stat['mean']:.{digits}f}"
+    return mean if stat["sd"] is None else f"{mean} ± {stat['sd']:.{digits}f}"
 
 
 def _fmt_delta(stat: Mapping[str, Any] | None) -> str:
@@ -283,7 +303,8 @@ def markdown(result: Mapping[str, Any]) -> str:
     for decoding in decodings:
         rows = _table_rows(result, decoding)
         metrics = [k for k in TABLE_METRICS if any(k in result["models"][m][d] for m, d in rows)]
-        header = ["model", *metrics]
+        cost = result.get("cost", {})
+        header = ["model", *metrics, *(["train_s"] if cost else [])]
         if any(DELTA_METRIC in result["models"][m][d] for m, d in rows):
             header += [f"Δ {DELTA_METRIC} vs {result[role]}" for role in ("baseline", "teacher")]
         lines += [f"### {decoding}", "", "| " + " | ".join(header) + " |",
@@ -291,6 +312,8 @@ def markdown(result: Mapping[str, Any]) -> str:
         for model, shown in rows:
             cells = [model if shown == decoding else f"{model} ({shown})"]
             cells += [_fmt_spread(result["models"][model][shown].get(k)) for k in metrics]
+            if cost:
+                cells.append(_fmt_spread(cost.get(model, {}).get("train_seconds"), digits=0))
             if len(header) > len(cells):
                 for section in ("vs_baseline", "vs_teacher"):
                     cells.append(_fmt_delta(result[section].get(model, {}).get(shown, {}).get(DELTA_METRIC)))
@@ -380,6 +403,19 @@ def read_examples(repo: Path, rev: str) -> dict[str, list[dict[str, Any]]]:
     return {f.stem: parse_jsonl(_git(repo, "show", f"{rev}:{f}"), where=f"{rev}:{f}") for f in files}
 
 
+def read_costs(repo: Path, rev: str, models: Iterable[str], teacher: str = "teacher") -> dict[str, dict[str, Any]]:
+    """model -> its training stage's dvclive summary (dvclive/<teacher | student_name>/metrics.json) in
+    commit `rev`; models without one (lead-3) are left out."""
+    out = {}
+    for model in models:
+        path = LIVE_DIR / (model if model == teacher else f"student_{model}") / "metrics.json"
+        try:
+            out[model] = json.loads(_git(repo, "show", f"{rev}:{path}"))
+        except (ConfigError, ValueError):
+            continue
+    return out
+
+
 def exp_run_command(seed: int, *, queue: bool = False) -> list[str]:
     # --temp: each experiment runs in a temporary copy of the repo, so the workspace keeps its own
     # results (and a run restored from DVC's run cache costs nothing, e.g. the seed already in HEAD).
@@ -415,8 +451,9 @@ def _collect(args: argparse.Namespace) -> int:
     refs = experiment_refs(repo)
     experiments = {s: find_experiment(refs, experiment_name(s), baseline=baseline) for s in args.seeds}
     per_seed = {s: read_examples(repo, e.ref) for s, e in experiments.items()}
+    costs = {s: read_costs(repo, e.ref, per_seed[s], teacher=args.teacher) for s, e in experiments.items()}
     result = collect(per_seed, baseline=args.baseline, teacher=args.teacher, split=args.split,
-                     resamples=args.resamples, seed=args.bootstrap_seed)
+                     resamples=args.resamples, seed=args.bootstrap_seed, costs=costs)
     provenance = {str(s): {"name": e.name, "ref": e.ref, "commit": resolve_commit(repo, e.ref)}
                   for s, e in experiments.items()}
     result = {**result, "baseline_commit": baseline, "experiments": provenance}

@@ -169,7 +169,11 @@ def _experiment(repo, baseline, seed, models=("teacher", "baseline", "vanilla", 
     examples.mkdir(parents=True, exist_ok=True)
     for model in models:
         (examples / f"{model}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(model, seed)))
-    _git(repo, "add", "benchmark_results")
+    for run, seconds in (("teacher", 100.0 + seed), ("student_vanilla", 10.0 * (seed + 1))):  # training cost
+        (repo / "dvclive" / run).mkdir(parents=True, exist_ok=True)
+        (repo / "dvclive" / run / "metrics.json").write_text(json.dumps({"train_seconds": seconds,
+                                                                         "train_tokens": 1000}))
+    _git(repo, "add", "benchmark_results", "dvclive")
     _git(repo, "commit", "-q", "-m", f"dvc: commit experiment seed-{seed}")
     commit = _git(repo, "rev-parse", "HEAD")
     _git(repo, "update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/seed-{seed}", commit)
@@ -200,12 +204,19 @@ def test_collect_cli_reads_the_experiments_from_git(repo, capsys):
     assert seeds.main(["collect", "--seeds", "0", "1", "2", "--out-dir", "out", "--resamples", "200",
                        "--bootstrap-seed", "3"]) == 0
     written = json.loads((repo / "out" / "seeds.json").read_text())
+    costs = {s: {"teacher": {"train_seconds": 100.0 + s, "train_tokens": 1000},
+                 "vanilla": {"train_seconds": 10.0 * (s + 1), "train_tokens": 1000}} for s in (0, 1, 2)}
     assert {k: v for k, v in written.items() if k not in ("baseline_commit", "experiments")} == \
-        seeds.collect(_per_seed(), **BOOT)
+        seeds.collect(_per_seed(), **BOOT, costs=costs)
+    # the training cost of the models that have a training summary (not the baseline here, not lead-3)
+    assert written["cost"]["vanilla"]["train_seconds"] == {"per_seed": {"0": 10.0, "1": 20.0, "2": 30.0},
+                                                           "mean": 20.0, "sd": 10.0}
+    assert set(written["cost"]) == {"teacher", "vanilla"}
     assert written["baseline_commit"] == head
     assert written["experiments"]["1"] == {"name": "seed-1", "ref": f"refs/exps/{head[:2]}/{head[2:]}/seed-1",
                                            "commit": commits[1]}
     assert (repo / "out" / "seeds.md").read_text() == seeds.markdown(written)
+    assert "train_s |" in seeds.markdown(written) and " 20 ± 10 |" in seeds.markdown(written)
     assert not (repo / "benchmark_results").exists()  # read from the refs, the workspace untouched
     assert "wrote out/seeds.json" in capsys.readouterr().out
 

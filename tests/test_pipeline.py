@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -140,28 +141,29 @@ def test_decoding_param_reruns_only_the_benchmark_stages(repo):
 
 
 def test_a_student_is_one_params_entry(repo):
-    """A logit + attention combination, added to params.yaml only: it becomes a distill and a benchmark
-    stage, trains, and is benchmarked."""
+    """A copy of a recipe under a new name and a logit + attention combination, added to params.yaml
+    only: each becomes a distill and a benchmark stage, trains, and is benchmarked."""
     path, _ = repo
     params = yaml.safe_load((path / "params.yaml").read_text())
+    params["kd"]["students"]["vanilla_copy"] = copy.deepcopy(params["kd"]["students"]["vanilla"])
     params["kd"]["students"]["combo"] = {"teacher_input": "models/teacher", "label_weight": 0.5,
                                          "losses": {"logit": {"weight": 0.5}, "attention": {"weight": 1.0}}}
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    new = {"distill@combo", "benchmark@combo"}
+    new = {"distill@vanilla_copy", "distill@combo", "benchmark@vanilla_copy", "benchmark@combo"}
     assert new <= set(sh(DVC + ["stage", "list", "--name-only"], path).stdout.split())
     # DVC 3.67's --dry hashes every dep of a stage and fails on one not built yet (the new student's
-    # model), so the dry run targets the new distill stage; `dvc status` lists everything that will run.
-    dry = sh(DVC + ["repro", "--dry", "distill@combo"], path)
-    assert ran(dry.stdout + dry.stderr) == {"distill@combo"}
+    # model), so the dry run targets the new distill stages; `dvc status` lists everything that will run.
+    dry = sh(DVC + ["repro", "--dry", "distill@vanilla_copy", "distill@combo"], path)
+    assert ran(dry.stdout + dry.stderr) == {"distill@vanilla_copy", "distill@combo"}
     assert set(json.loads(sh(DVC + ["status", "--json"], path).stdout)) == new | {"speed", "report"}
     out = sh(DVC + ["repro"], path)
     assert ran(out.stdout + out.stderr) == new | {"speed", "report"}
     results = json.loads((path / "benchmark_results" / "benchmark_results.json").read_text())
-    assert "combo" in results and "samples_per_s" in results["combo"]
+    assert {"vanilla_copy", "combo"} <= set(results) and "samples_per_s" in results["combo"]
     recipe = json.loads((path / "models" / "student_combo" / "recipe.json").read_text())
     assert set(recipe["losses"]) == {"logit", "attention"}
     assert "cached teacher outputs" not in (path / "logs" / "distill_combo.log").read_text()
-    commit(path, "one more student")
+    commit(path, "two more students")
 
 
 def test_one_recipe_change_reruns_its_student_its_benchmark_speed_and_report(repo):

@@ -23,7 +23,9 @@ from kd.errors import ConfigError
 from kd.io import atomic_file, atomic_write_json, atomic_write_text
 from kd.metrics import ROUGE_KEYS
 
-SPLITS = ("validation", "test")  # as kd.benchmark.SPLITS (not imported: it would pull in the scorers' deps)
+# As kd.benchmark.SPLITS; not imported from there, since that module's decoding code (kd.generation,
+# kd.modeling) would join this stage's import closure and so its deps.
+SPLITS = ("validation", "test")
 
 Row = Mapping[str, Any]
 
@@ -287,6 +289,11 @@ def plot_quality_vs_speed(rows: Sequence[Row], path: str) -> None:
         plt.close(fig)
 
 
+def live_run(model: str, teacher: str = "teacher") -> str:
+    """The training stage's dvclive directory name of a model: `teacher`, or `student_<name>`."""
+    return model if model == teacher else f"student_{model}"
+
+
 def read_curve(path: Path) -> tuple[list[float], list[float]]:
     """(steps, values) of one dvclive metric file (TSV with a `step` column and the value last)."""
     steps, values = [], []
@@ -329,7 +336,7 @@ def plot_curves(live_dir: Path, models: Sequence[str], out_dir: Path, *, teacher
     overlaid: `<out_dir>/<quantity with / as _>.png`. Training terms are smoothed (moving average of
     `smooth` steps); the validation loss is drawn as logged, once per epoch."""
     plt = _pyplot()
-    runs = {m: (m if m == teacher else f"student_{m}") for m in models}
+    runs = {m: live_run(m, teacher) for m in models}
     written = []
     for quantity, files in curve_files(live_dir, runs).items():
         fig, ax = plt.subplots(figsize=(6.5, 4.0))
@@ -490,7 +497,7 @@ def gather(*, students: Sequence[str], lead: str, quality_dir: Path, examples_di
 def _training_cost(live_dir: Path, name: str, teacher: str) -> dict[str, Any]:
     """train_seconds and train_tokens from dvclive/<teacher | student_name>/metrics.json (None when the
     run did not record them)."""
-    path = Path(live_dir) / (name if name == teacher else f"student_{name}") / "metrics.json"
+    path = Path(live_dir) / live_run(name, teacher) / "metrics.json"
     summary = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     return {key: summary.get(key) for key in COST_FIELDS}
 

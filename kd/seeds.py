@@ -40,6 +40,7 @@ from kd import paths
 from kd.bootstrap import paired
 from kd.errors import ConfigError
 from kd.io import atomic_write_json, atomic_write_text
+from kd.report import COST_FIELDS, live_run
 
 Row = Mapping[str, Any]
 PerSeed = Mapping[int, Mapping[str, Sequence[Row]]]  # training seed -> model -> its example rows
@@ -51,9 +52,9 @@ KEY_FIELDS = ("split", "decoding", "id")
 HEURISTICS = ("lead3",)  # reference rows that are not trained, so never compared with the baseline
 # The markdown table keeps to these; seeds.json has every metric.
 TABLE_METRICS = ("rougeL", "rouge1", "fact_precision", "entity_precision")
-# Each model's training cost, from its training stage's dvclive summary in the experiment's commit.
-COST_FIELDS = ("train_seconds", "train_tokens")
-LIVE_DIR = PurePosixPath("dvclive")
+# Each model's training cost (kd.report.COST_FIELDS), from its training stage's dvclive summary in the
+# experiment's commit.
+LIVE_DIR = PurePosixPath(paths.DVCLIVE_DIR.as_posix())
 DELTA_METRIC = "rougeL"
 DIGITS = 4
 EXPS_NAMESPACE = "refs/exps"
@@ -408,7 +409,7 @@ def read_costs(repo: Path, rev: str, models: Iterable[str], teacher: str = "teac
     commit `rev`; models without one (lead-3) are left out."""
     out = {}
     for model in models:
-        path = LIVE_DIR / (model if model == teacher else f"student_{model}") / "metrics.json"
+        path = LIVE_DIR / live_run(model, teacher) / "metrics.json"
         try:
             out[model] = json.loads(_git(repo, "show", f"{rev}:{path}"))
         except (ConfigError, ValueError):

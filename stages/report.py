@@ -43,8 +43,8 @@ def main(argv=None) -> None:
     results, examples, host = gather(students=students, lead=f"lead{bench.lead_n}", quality_dir=args.quality_dir,
                                examples_dir=args.examples_dir, speed_path=args.speed, live_dir=args.live_dir,
                                ids={split: [r["id"] for r in rs] for split, rs in records.items()})
-    shown = {name: rows for name, entry in results.items()
-             for rows in [examples[name][("test", primary_decoding(entry["test"]))]]}
+    # the examples in the report: each model's test summaries at its headline decoding
+    shown = {name: examples[name][("test", primary_decoding(entry["test"]))] for name, entry in results.items()}
     decoding = {k: v for k, v in dataclasses.asdict(bench).items() if k != "num_examples"}
     write_benchmark(args.out, results, examples_side_by_side(records["test"], shown, bench.num_examples),
                     decoding=decoding, host=host, max_examples=bench.num_examples,

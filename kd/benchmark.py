@@ -67,15 +67,19 @@ def split_metrics(rows: Sequence[dict], references: Sequence[str]) -> dict:
     """One split and decoding summed up: the mean of every per-example metric (ROUGE, faithfulness,
     length), corpus BLEU-1..4, a 95% bootstrap interval (`<key>_low`, `<key>_high`; 1,000 resamples of the
     examples, fixed seed) for each ROUGE score, and n_examples."""
+    import numpy as np
+
     from kd.bootstrap import interval
 
     keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     metrics: dict = {}
     for key in keys:
-        ci = interval([row[key] for row in rows])
-        metrics[key] = ci.mean
-        if key in ROUGE_KEYS:
-            metrics[f"{key}_low"], metrics[f"{key}_high"] = ci.low, ci.high
+        values = [row[key] for row in rows]
+        if key in ROUGE_KEYS:  # only these get an interval: no resampling for the others' plain means
+            ci = interval(values)
+            metrics[key], metrics[f"{key}_low"], metrics[f"{key}_high"] = ci.mean, ci.low, ci.high
+        else:
+            metrics[key] = float(np.mean(np.asarray(values, dtype=float)))
     metrics.update(bleu_scores([row["prediction"] for row in rows], references))
     metrics["n_examples"] = len(rows)
     return _rounded(metrics)

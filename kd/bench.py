@@ -69,9 +69,9 @@ def smoke_params(*, steps: int, device: str, precision: str, batch_size: int = 1
         "student": {"d_model": 128, "d_ff": 512, "d_kv": 32, "num_layers": 2, "num_decoder_layers": 2, **model},
         "train": {"batch_size": batch_size, "device": device, "precision": precision, "checkpoint_every": 25},
         "kd": {"students": {
-            "vanilla": {"teacher_input": "data/teacher_outputs", "label_weight": 0.1,
+            "vanilla": {"teacher_input": "data/teacher_outputs", "targets": "data/tokenized", "label_weight": 0.1,
                         "losses": {"logit": {"weight": 0.9}}},
-            "attention": {"teacher_input": "models/teacher", "losses": {"attention": {}}}}},
+            "attention": {"teacher_input": "models/teacher", "targets": "data/tokenized", "losses": {"attention": {}}}}},
         "teacher_outputs": {"device": device},
         "benchmark": {"device": device, "num_beams": 2, "max_new_tokens": max_new_tokens, "batch_size": 32,
                       "speed_samples": min(64, eval_size)},

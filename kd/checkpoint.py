@@ -2,7 +2,8 @@
 
 A checkpoint is a directory written atomically (temp dir, then rename):
   model.safetensors      model weights            best.safetensors   best weights so far
-  objective.safetensors  trainable loss parameters (e.g. projections), when any
+  objective.safetensors  the objective's state, when it has any: trainable loss parameters (e.g.
+                         projections), a loss's own state (gkd's sampling generator)
   optimizer.pt           optimizer state: tensors and numbers only, loaded with weights_only=True
   rng.pt                 torch RNG state (a uint8 tensor), weights_only=True
   state.json             kd.train.TrainState (step, epoch, position, best validation, history, params
@@ -34,7 +35,7 @@ def save(ckpt_dir: Path, *, model, objective, optimizer, scheduler, scaler, best
     with atomic_dir(target) as tmp:
         save_model(model, str(tmp / "model.safetensors"))
         save_file({k: v.contiguous() for k, v in best_state.items()}, str(tmp / "best.safetensors"))
-        if len(list(objective.parameters())):
+        if objective.state_dict():  # trainable projections, or a loss's own state (gkd's sampling RNG)
             save_model(objective, str(tmp / "objective.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")

@@ -1,7 +1,8 @@
 """The distill stage's worker: train one student with the losses its recipe gives it.
 
 The recipe (kd.recipe) says which losses, with which settings and weights, which teacher-side input
-(the live teacher or the teacher_outputs cache) and which student and training settings.
+(the live teacher or the teacher_outputs cache), which targets (the references or the teacher's
+summaries, kd.targets) and which student and training settings.
 """
 
 from __future__ import annotations
@@ -10,14 +11,18 @@ import logging
 from pathlib import Path
 from typing import Optional
 
+from datasets import DatasetDict
+
 from kd import paths
 from kd.errors import ConfigError
 from kd.io import atomic_write_json
+from kd.losses import loss_class
 from kd.modeling import build_model, check_same_vocab, load_model, pick_device
 from kd.objective import LiveTeacher, freeze_teacher
 from kd.recipe import RECIPE_FILE, Recipe, build_objective
 from kd.run import file_digest, load_tokenized, train_and_save
-from kd.teacher_cache import open_teacher_cache
+from kd.targets import read_targets, training_split
+from kd.teacher_cache import cache_identity, open_teacher_cache
 from kd.tokenization import load_tokenizer
 from kd.train import FitResult, make_accelerator
 
@@ -26,14 +31,15 @@ log = logging.getLogger(__name__)
 
 def distill_student(*, recipe: Recipe, teacher_dir: Path, tokenizer_dir: Path, tokenized_dir: Path,
                     out_dir: Path, ckpt_dir: Path, live_dir: Path, teacher_device: Optional[str] = None,
-                    teacher_outputs_dir: Path = paths.TEACHER_OUTPUTS_DIR, resume_from: Optional[Path] = None,
+                    teacher_outputs_dir: Path = paths.TEACHER_OUTPUTS_DIR,
+                    teacher_targets_dir: Path = paths.TEACHER_TARGETS_DIR, resume_from: Optional[Path] = None,
                     hooks=()) -> FitResult:
     """Train the student `recipe` describes (no losses: the label-only baseline) and save it with its
     resolved recipe (`recipe.json`)."""
     spec, train = recipe.student, recipe.train
     tokenized = load_tokenized(tokenized_dir)
     teacher_path = Path(teacher_dir)
-    reads_teacher = bool(recipe.losses) or spec.source == "shrink"
+    reads_teacher = bool(recipe.losses) or spec.source == "shrink" or recipe.teacher_targets
     if reads_teacher and not (teacher_path / "config.json").is_file():
         raise ConfigError(f"{teacher_path}: no trained teacher here; run the train_teacher stage first")
     # The teacher's tokenizer: the tokenize stage trained it, or copied a pretrained teacher's.
@@ -42,6 +48,20 @@ def distill_student(*, recipe: Recipe, teacher_dir: Path, tokenizer_dir: Path, t
     teacher_id = file_digest(teacher_path / "model.safetensors") if reads_teacher else None
     cache = (open_teacher_cache(teacher_outputs_dir, teacher_id=teacher_id, tokenizer=tokenizer,
                                 train_ds=tokenized["train"]) if recipe.cached else None)
+    if cache is not None:  # the cache knows the tail's mass only at its own temperatures
+        for loss, settings in recipe.losses.items():
+            if loss_class(loss).reads_cache and hasattr(settings, "temperature"):
+                cache.require_temperature(settings.temperature,
+                                          f"kd.students.{recipe.name}.losses.{loss}.temperature")
+    if recipe.teacher_targets:  # sequence-level KD: the teacher's summaries replace (some) references
+        labels = read_targets(teacher_targets_dir, identity=cache_identity(
+            teacher_id=teacher_id, tokenizer=tokenizer, train_ds=tokenized["train"]))
+        tokenized = DatasetDict({**tokenized, "train": training_split(
+            tokenized["train"], labels, share=recipe.teacher_share, with_references=recipe.with_references,
+            seed=train.seed)})
+        log.info("%s: trains on the teacher's summaries in %s (teacher_share %s, with_references %s): %d "
+                 "training examples", recipe.name, teacher_targets_dir, recipe.teacher_share,
+                 recipe.with_references, len(tokenized["train"]))
     accelerator = make_accelerator(pick_device(train))
     # Attention weights exist only with eager attention; SDPA stays for everything else.
     attn = "eager" if "attentions" in recipe.needs else "sdpa"

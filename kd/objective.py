@@ -67,6 +67,20 @@ class Objective(nn.Module):
         self.weights = dict(weights)
         self.label_weight = label_weight
         self.needs = frozenset().union(*(d.needs for d in distillers.values()))
+        # Losses that choose their own targets (Distiller.chooses_targets, e.g. gkd): one at most,
+        # since the other losses of the recipe see the same batch.
+        self.choosers = [n for n, d in distillers.items() if getattr(d, "chooses_targets", False)]
+        if len(self.choosers) > 1:
+            raise ValueError(f"losses {self.choosers} each choose their own targets; a recipe may have one of them")
+
+    def distill_batch(self, student, batch):
+        """The batch the distillation losses see: the one a loss asks for (at most one loss of a recipe
+        may choose its targets, checked in __init__), else `batch` itself."""
+        for name in self.choosers:
+            other = self.distillers[name].distill_batch(student, batch)
+            if other is not None:
+                return other
+        return batch
 
     @classmethod
     def labels_only(cls) -> "Objective":
@@ -78,12 +92,18 @@ class Objective(nn.Module):
 
     def forward(self, student, teacher, batch) -> tuple[torch.Tensor, dict[str, float]]:
         hidden, att = "hidden_states" in self.needs, "attentions" in self.needs
-        s_out = student(**model_inputs(batch, hidden_states=hidden, attentions=att))
+        # A loss may distill on other targets than the batch's (gkd: the student's own samples); the
+        # label loss stays on the batch's targets, so the student then runs once on each.
+        kd_batch = self.distill_batch(student, batch)
+        s_out = student(**model_inputs(batch, hidden_states=hidden and kd_batch is batch,
+                                       attentions=att and kd_batch is batch))
         parts = {"ce": s_out.loss}
         if self.uses_teacher:
-            t_out = teacher.outputs(batch, hidden_states=hidden, attentions=att)
+            if kd_batch is not batch:
+                s_out = student(**model_inputs(kd_batch, hidden_states=hidden, attentions=att))
+            t_out = teacher.outputs(kd_batch, hidden_states=hidden, attentions=att)
             for name, distiller in self.distillers.items():
-                parts[name] = distiller(s_out, t_out, batch)
+                parts[name] = distiller(s_out, t_out, kd_batch)
         total = mix_losses(parts, label_weight=self.label_weight, weights=self.weights)
         logged = {k: float(v.detach()) for k, v in parts.items()} | {"total": float(total.detach())}
         return total, logged

@@ -149,6 +149,13 @@ class TrainParams:
     seed: int = 0
     checkpoint_every: int = 50  # optimizer steps between resumable checkpoints
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+    # Which epoch's weights are kept: the lowest validation loss, or the highest validation rougeLsum
+    # of summaries generated (greedy unless select_num_beams > 1) for the first `select_samples`
+    # validation examples after each epoch (kd.run.RougeLsumScorer).
+    select_by: Literal["loss", "rougeLsum"] = "loss"
+    select_samples: int = 64
+    select_num_beams: int = 1
+    select_max_new_tokens: int = 64
 
     def __post_init__(self):
         _check(self.batch_size > 0, "train.batch_size", "must be > 0")
@@ -157,6 +164,10 @@ class TrainParams:
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         _check(self.max_grad_norm > 0, "train.max_grad_norm", "must be > 0")
         _check(self.checkpoint_every > 0, "train.checkpoint_every", "must be > 0")
+        _check(self.select_by in ("loss", "rougeLsum"), "train.select_by",
+               f"must be one of ['loss', 'rougeLsum'], got {self.select_by!r}")
+        for key in ("select_samples", "select_num_beams", "select_max_new_tokens"):
+            _check(getattr(self, key) > 0, f"train.{key}", "must be > 0")
 
 
 LayerPairs = tuple[tuple[int, ...], ...]
@@ -165,6 +176,9 @@ LayerPairs = tuple[tuple[int, ...], ...]
 # in the stage's deps, which cannot be computed from the losses). The teacher model (live teacher,
 # and whatever `student.init: shrink` copies) or the teacher_outputs stage's cache (logit-only KD).
 TEACHER_INPUTS = (str(paths.TEACHER_DIR), str(paths.TEACHER_OUTPUTS_DIR))
+# A recipe's `targets`: what the student learns to generate, named by the artifact its distill stage
+# depends on. The tokenized references, or the teacher_generate stage's beam-search summaries.
+TARGET_INPUTS = (str(paths.TOKENIZED_DIR), str(paths.TEACHER_TARGETS_DIR))
 # Names the benchmark and report stages use for their own rows and files.
 RESERVED_STUDENT_NAMES = ("teacher", "lead3", "report", "host")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -178,10 +192,18 @@ class StudentRecipe:
                    kd/losses/, see kd.recipe); {} trains on the labels alone (the control)
     label_weight   weight of the label cross-entropy in the total loss
     teacher_input  models/teacher (live teacher) or data/teacher_outputs (cached top-k logits)
+    targets        data/tokenized (the references) or data/teacher_targets (the teacher's summaries,
+                   sequence-level KD); required, since dvc.yaml makes it a dependency of the stage
+    teacher_share  with teacher targets: the share of training examples whose target is the teacher's
+                   summary, the others keep their reference (chosen with train.seed)
+    with_references  with teacher targets: every example twice, once with each target
     student, train overrides of those sections for this student only (e.g. pretrained, init, epochs, lr)
     """
 
     teacher_input: str
+    targets: str
+    teacher_share: float = 1.0
+    with_references: bool = False
     label_weight: float = 1.0
     losses: dict[str, Any] = field(default_factory=dict)
     student: dict[str, Any] = field(default_factory=dict)
@@ -190,12 +212,30 @@ class StudentRecipe:
     def check(self, where: str) -> None:
         _check(self.teacher_input in TEACHER_INPUTS, f"{where}.teacher_input",
                f"must be one of {list(TEACHER_INPUTS)}, got {self.teacher_input!r}")
+        _check(self.targets in TARGET_INPUTS, f"{where}.targets",
+               f"must be one of {list(TARGET_INPUTS)}, got {self.targets!r}")
+        _check(0.0 < self.teacher_share <= 1.0, f"{where}.teacher_share", "must be in (0, 1]")
+        if not self.teacher_targets:
+            _check(self.teacher_share == 1.0 and not self.with_references, f"{where}.targets",
+                   f"is {self.targets} (the references), so teacher_share and with_references have no "
+                   f"effect; set targets: {paths.TEACHER_TARGETS_DIR} or drop them")
+        _check(not (self.with_references and self.teacher_share < 1.0), f"{where}.with_references",
+               "trains on both targets of every example; it cannot be combined with teacher_share < 1")
+        _check(not (self.teacher_targets and self.cached), f"{where}.targets",
+               f"is the teacher's summaries, but teacher_input is the teacher_outputs cache, whose logits "
+               f"belong to the reference tokens (the rows would not line up); use teacher_input: "
+               f"{paths.TEACHER_DIR}")
         _check(self.label_weight >= 0, f"{where}.label_weight", "must be >= 0")
         _check(bool(self.losses) or self.label_weight > 0, f"{where}.label_weight",
                "must be > 0 when the recipe has no losses (nothing would be trained)")
         for name, value in self.losses.items():
             _check(value is None or isinstance(value, dict), f"{where}.losses.{name}",
                    f"must be a mapping of that loss's settings (or empty), got {type(value).__name__}")
+
+    @property
+    def teacher_targets(self) -> bool:
+        """Trains (at least partly) on the teacher_generate stage's summaries."""
+        return self.targets == str(paths.TEACHER_TARGETS_DIR)
 
     @property
     def cached(self) -> bool:
@@ -207,7 +247,8 @@ class StudentRecipe:
 class KDParams:
     # student name -> its recipe; each is one `distill@<name>` and one `benchmark@<name>` stage
     students: dict[str, StudentRecipe] = field(
-        default_factory=lambda: {"baseline": StudentRecipe(teacher_input=str(paths.TEACHER_DIR))})
+        default_factory=lambda: {"baseline": StudentRecipe(teacher_input=str(paths.TEACHER_DIR),
+                                                           targets=str(paths.TOKENIZED_DIR))})
     # Where the teacher runs during distillation (e.g. "cuda:1"); null: the student's device.
     teacher_device: Optional[str] = None
 
@@ -261,10 +302,37 @@ class TeacherOutputsParams:
     top_k: int = 64
     batch_size: int = 32
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # The cache also stores the teacher's logsumexp at each of these temperatures, so logit KD from it
+    # knows the tail's mass exactly at them; a recipe at any other temperature is refused.
+    temperatures: tuple[float, ...] = (1.0, 2.0, 4.0)
 
     def __post_init__(self):
         _check(self.top_k >= 1, "teacher_outputs.top_k", "must be >= 1")
         _check(self.batch_size >= 1, "teacher_outputs.batch_size", "must be >= 1")
+        key = "teacher_outputs.temperatures"
+        _check(len(self.temperatures) > 0, key, "must list at least one temperature")
+        _check(all(t > 0 for t in self.temperatures), key, f"must all be > 0, got {list(self.temperatures)}")
+        _check(len(set(self.temperatures)) == len(self.temperatures), key,
+               f"must not repeat a temperature, got {list(self.temperatures)}")
+        _check(1.0 in self.temperatures, key,
+               f"must contain 1.0 (the cache stores log-probs at T = 1), got {list(self.temperatures)}")
+
+
+@dataclass(frozen=True)
+class TeacherGenerateParams:
+    """The teacher_generate stage: the teacher's beam-search summaries of the training split, the
+    targets of students with `targets: data/teacher_targets` (sequence-level KD)."""
+
+    num_beams: int = 4
+    max_new_tokens: int = 64
+    length_penalty: float = 1.0
+    batch_size: int = 32
+    shard_size: int = 1000  # examples per resumable shard
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self):
+        for key in ("num_beams", "max_new_tokens", "batch_size", "shard_size"):
+            _check(getattr(self, key) >= 1, f"teacher_generate.{key}", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -288,6 +356,7 @@ SECTIONS: dict[str, type] = {
     "train": TrainParams,
     "kd": KDParams,
     "teacher_outputs": TeacherOutputsParams,
+    "teacher_generate": TeacherGenerateParams,
     "benchmark": BenchmarkParams,
     "launch": LaunchParams,
 }
@@ -352,7 +421,8 @@ def parse(cls: type, data: Any, where: str):
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     missing = [k for k in required if k not in data]
     if missing:
-        raise ConfigError(f"params: {', '.join(f'{where}.{k}' for k in missing)} is required")
+        raise ConfigError(f"params: {', '.join(f'{where}.{k}' for k in missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} required")
     values = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     return cls(**values)
 

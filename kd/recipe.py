@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from kd import paths
 from kd.losses import loss_class
 from kd.losses.base import LossSettings
 from kd.objective import Objective
@@ -26,9 +27,16 @@ class Recipe:
     label_weight: float
     losses: dict[str, LossSettings]
     teacher_input: str
+    targets: str  # data/tokenized (references) or data/teacher_targets (the teacher's summaries)
+    teacher_share: float  # with teacher targets: share of examples trained on the teacher's summary
+    with_references: bool  # with teacher targets: every example twice, once with each target
     student: ModelParams  # the student section with this recipe's overrides
     train: TrainParams  # the train section with this recipe's overrides
     cached: bool  # reads the teacher_outputs cache instead of running the teacher
+
+    @property
+    def teacher_targets(self) -> bool:
+        return self.targets == str(paths.TEACHER_TARGETS_DIR)
 
     @property
     def needs(self) -> frozenset[str]:
@@ -41,7 +49,8 @@ class Recipe:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "label_weight": self.label_weight, "teacher_input": self.teacher_input,
-                "losses": {n: dataclasses.asdict(s) for n, s in self.losses.items()},
+                "targets": self.targets, "teacher_share": self.teacher_share,
+                "with_references": self.with_references, "losses": {n: dataclasses.asdict(s) for n, s in self.losses.items()},
                 "student": dataclasses.asdict(self.student), "train": dataclasses.asdict(self.train)}
 
 
@@ -60,6 +69,7 @@ def resolve(name: str, kd: KDParams, student: ModelParams, train: TrainParams) -
     spec = _override(ModelParams, student, raw.student, f"{where}.student")
     spec.check(f"{where}.student")
     return Recipe(name=name, label_weight=raw.label_weight, losses=losses, teacher_input=raw.teacher_input,
+                  targets=raw.targets, teacher_share=raw.teacher_share, with_references=raw.with_references,
                   student=spec, train=_override(TrainParams, train, raw.train, f"{where}.train"),
                   cached=raw.cached)
 

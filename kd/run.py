@@ -1,5 +1,5 @@
-"""One training run, teacher or student: load the tokenized data, fit with metrics to dvclive, save the
-best weights atomically.
+"""One training run, teacher or student: load the tokenized data, fit with metrics to dvclive (keeping
+the epoch `train.select_by` selects, by loss or by validation ROUGE), save the best weights atomically.
 
 Shared by kd.teacher (the teacher stage) and kd.distill (the students); imports neither the losses nor
 the teacher cache, so the teacher's stage does not depend on them.
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import datasets
+import torch
 from dvclive import Live
 from dvclive.plots import Metric
 from dvclive.studio import get_dvc_studio_config
@@ -21,6 +22,7 @@ from transformers import GenerationConfig
 from kd import checkpoint
 from kd.errors import ConfigError
 from kd.io import atomic_dir, atomic_write_json, atomic_write_text
+from kd.modeling import generate_kwargs
 from kd.params import ModelParams, TrainParams
 from kd.train import FitResult, Hook, TrainLoop, finish, fit, make_collator
 
@@ -50,14 +52,21 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def save_model_dir(model, tokenizer, out_dir: Path, extra_files: Optional[dict[str, dict]] = None) -> None:
-    """save_pretrained into a temp dir, then rename: a crash never leaves half a model. `extra_files`
-    (name -> JSON object, e.g. a student's recipe.json) go into the same directory, in the same swap."""
-    model.generation_config = GenerationConfig(
+def saved_generation_config(model, **decoding) -> GenerationConfig:
+    """The generation config a saved model carries: its special tokens only, no decoding defaults
+    (plus `decoding`, e.g. num_beams, when generating with it)."""
+    return GenerationConfig(
         decoder_start_token_id=model.config.decoder_start_token_id,
         eos_token_id=model.config.eos_token_id,
         pad_token_id=model.config.pad_token_id,
+        **decoding,
     )
+
+
+def save_model_dir(model, tokenizer, out_dir: Path, extra_files: Optional[dict[str, dict]] = None) -> None:
+    """save_pretrained into a temp dir, then rename: a crash never leaves half a model. `extra_files`
+    (name -> JSON object, e.g. a student's recipe.json) go into the same directory, in the same swap."""
+    model.generation_config = saved_generation_config(model)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -65,10 +74,71 @@ def save_model_dir(model, tokenizer, out_dir: Path, extra_files: Optional[dict[s
             atomic_write_json(tmp / file_name, obj)
 
 
+class RougeLsumScorer:
+    """`train.select_by: rougeLsum`: the mean rougeLsum (kd.metrics.rouge_scores: stemmed F1 x 100 on
+    sentence-split text) of summaries of the first `samples` validation examples (all of them when
+    the split is smaller) against their references.
+
+    The summaries are generated from the tokenized `input_ids` (prefixed and truncated as training
+    sees them), `batch_size` at a time, in eval mode under inference mode, in full precision, with
+    `num_beams` beams (greedy when 1), at most `max_new_tokens` tokens and the special tokens of the
+    saved model's generation config, as the benchmark decodes. The references are decoded from the
+    subset's `labels`: the tokenized references, truncated to `tokenizer.max_target_length` tokens,
+    not the raw text the benchmark scores against. No randomness and no communication: with several
+    processes each one computes the same score on the same examples."""
+
+    name = "rougeLsum"
+
+    def __init__(self, tokenizer, *, samples: int, num_beams: int, max_new_tokens: int, batch_size: int):
+        self.tokenizer, self.samples, self.batch_size = tokenizer, samples, batch_size
+        self.num_beams, self.max_new_tokens = num_beams, max_new_tokens
+
+    def subset(self, val_ds) -> datasets.Dataset:
+        """The validation examples scored: the first `samples` of `val_ds`."""
+        return val_ds.select(range(min(self.samples, len(val_ds))))
+
+    def references(self, subset) -> list[str]:
+        return [self.tokenizer.decode([t for t in ids if t >= 0], skip_special_tokens=True).strip()
+                for ids in subset["labels"]]
+
+    def generate(self, model, subset) -> list[str]:
+        """Summaries of `subset`'s tokenized inputs, in order; `model` is back in its mode afterwards."""
+        device, was_training = next(model.parameters()).device, model.training
+        config = saved_generation_config(model, num_beams=self.num_beams, max_new_tokens=self.max_new_tokens,
+                                         do_sample=False)
+        rows = subset.select_columns(["input_ids", "attention_mask"])
+        predictions: list[str] = []
+        model.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(rows), self.batch_size):
+                    batch = self.tokenizer.pad(rows[start:start + self.batch_size], return_tensors="pt").to(device)
+                    out = model.generate(**batch, generation_config=config, **generate_kwargs(model))
+                    predictions += [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        finally:
+            model.train(was_training)
+        return predictions
+
+    def __call__(self, model, val_ds) -> float:
+        from kd.metrics import rouge_scores  # rouge_score and nltk: only when a run selects by ROUGE
+
+        subset = self.subset(val_ds)
+        return rouge_scores(self.generate(model, subset), self.references(subset))["rougeLsum"]
+
+
+def make_scorer(train: TrainParams, tokenizer) -> Optional[RougeLsumScorer]:
+    """The Scorer `train.select_by` selects epochs by; None for "loss" (fit keeps the lowest loss)."""
+    if train.select_by == "loss":
+        return None
+    return RougeLsumScorer(tokenizer, samples=train.select_samples, num_beams=train.select_num_beams,
+                           max_new_tokens=train.select_max_new_tokens, batch_size=train.batch_size)
+
+
 class DvcLiveHook(Hook):
     """fit's metrics to dvclive in `live_dir` (main process only): train/<loss part> and train/lr at
-    every optimizer step, val/loss at each epoch's last step, and at the end a summary (best validation
-    loss and epoch, steps, training seconds and tokens) whose `step` is the last step.
+    every optimizer step, val/loss (and val/<score>, e.g. val/rougeLsum, when a Scorer selects) at each
+    epoch's last step, and at the end a summary (the best epoch, what it was selected by, its
+    validation loss and score, steps, training seconds and tokens) whose `step` is the last step.
 
     A resumed run continues the files of the run it resumes, after dropping their rows of steps past
     the checkpoint: the killed run logged those steps, and the resumed one trains and logs them again."""
@@ -99,6 +169,9 @@ class DvcLiveHook(Hook):
     def on_validation_end(self, loop: TrainLoop, val_loss: float) -> None:
         self.live.step = loop.state.step  # the epoch's last step: next_step moved past it
         self.live.log_metric("val/loss", val_loss)
+        if loop.scorer is not None:
+            name = loop.scorer.name
+            self.live.log_metric(f"val/{name}", loop.state.history[-1][f"val_{name}"])
         self.live.make_summary()
 
     def on_train_end(self, loop: TrainLoop) -> None:
@@ -106,9 +179,10 @@ class DvcLiveHook(Hook):
         # With "step" in the summary, end() writes that step rather than the one next_step moved to.
         # Training cost for the report, over the whole run (a resumed run adds to the killed one's):
         # seconds of optimizer steps, and the real tokens (source + target) every process trained on.
-        self.live.summary = {"best_val_loss": s.best_val_loss, "best_epoch": s.best_epoch, "steps": s.step,
-                             "train_seconds": round(s.train_seconds, 1), "train_tokens": s.train_tokens * loop.world,
-                             "step": s.step}
+        score = {} if s.best_score is None else {"best_score": s.best_score}
+        self.live.summary = {"best_val_loss": s.best_val_loss, "best_epoch": s.best_epoch, "select_by": s.select_by,
+                             **score, "steps": s.step, "train_seconds": round(s.train_seconds, 1),
+                             "train_tokens": s.train_tokens * loop.world, "step": s.step}
         self.live.end()
 
 
@@ -133,13 +207,15 @@ def train_and_save(*, name, model, teacher, objective, tokenizer, tokenized, spe
     result = fit(model=model, objective=objective, teacher=teacher, train_ds=tokenized["train"],
                  val_ds=tokenized["validation"], collate=make_collator(tokenizer), epochs=spec.epochs,
                  lr=spec.lr, params=train, ckpt_dir=ckpt_dir, run_fingerprint=fp,
-                 hooks=[*logging_hooks, *hooks], resume_from=resume_from, desc=name, accelerator=accelerator)
+                 hooks=[*logging_hooks, *hooks], resume_from=resume_from, desc=name, accelerator=accelerator,
+                 scorer=make_scorer(train, tokenizer))
     if main:
         model.load_state_dict(result.best_state)
         save_model_dir(model.cpu(), tokenizer, out_dir, extra_files)
         finish(ckpt_dir)
-        log.info("%s: best val loss %.4f at epoch %d; saved %s", name, result.best_val_loss,
-                 result.best_epoch, out_dir)
+        score = "" if result.best_score is None else f" (selected by {result.select_by} {result.best_score:.2f})"
+        log.info("%s: best val loss %.4f at epoch %d%s; saved %s", name, result.best_val_loss,
+                 result.best_epoch, score, out_dir)
         log.info(THROUGHPUT_LOG, name, result.steps_run, result.seconds,
                  result.steps_run / max(result.seconds, 1e-9), result.tokens / max(result.seconds, 1e-9),
                  accelerator.num_processes)

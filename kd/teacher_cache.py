@@ -2,43 +2,46 @@
 
 Live logit KD runs the teacher on every student batch. Instead, `write_cache` runs it once over the
 training split and keeps, for every real target token, the k largest teacher logits, their token
-ids and the logsumexp of the full logits row; `TeacherCache.lookup` hands those rows to a student
-batch and `cached_kl` turns them into the KD loss.
+ids and, for every temperature T listed in `teacher_outputs.temperatures`, the logsumexp of the
+full logits row divided by T; `TeacherCache.lookup` hands those rows to a student batch and
+`cached_kl` turns them into the KD loss.
 
 On-disk layout (one directory, written atomically):
 
-    values.npy   float16 (n_tokens, k)  teacher log-probs z_j - L of the top-k tokens (T = 1)
-    ids.npy      int32   (n_tokens, k)  their token ids, largest first
-    lse.npy      float32 (n_tokens,)    L = logsumexp of the full teacher logits row (T = 1)
+    values.npy   float16 (n_tokens, k)  teacher log-probs z_j - L_1 of the top-k tokens (T = 1)
+    ids.npy      uint16 (n_tokens, k)   their token ids, largest first (int32 if vocab_size > 65536)
+    lse_t.npy    float32 (n_tokens, n_T)  L_T = logsumexp(z / T) of the FULL logits row z, one
+                                        column per temperature of the manifest, in its order
     offsets.npy  int64   (n_examples + 1,)  example i's rows are offsets[i]:offsets[i+1]
-    manifest.json  {"format_version", "k", "vocab_size", "n_examples", "n_tokens", ...caller's keys}
+    manifest.json  {"format_version", "k", "vocab_size", "temperatures", "n_examples", "n_tokens",
+                    ...caller's keys}
 
 Rows are the example's target tokens in order, so a batch's rows concatenated in batch order line
 up with `student_logits[labels != -100]`. `values.npy` holds log-probs rather than raw logits
 because float16 rounding error is relative to magnitude: the log-probs of the tokens that matter
 are close to 0 and so stored finely, while raw logits can sit anywhere (tens, for a trained T5).
-`lookup` adds L back, so `TopK.values` are raw logits again.
+`lookup` adds L_1 back, so `TopK.values` are raw logits again. The temperatures must include 1.0
+(L_1 is what the values are stored against).
 
-Tail handling in `cached_kl` (temperature T, k stored tokens out of V, p = teacher, q = student):
+The loss in `cached_kl` (temperature T, k stored tokens out of V, p = teacher, q = student):
 
 * The KL is taken over k + 1 bins: the k stored tokens plus one "tail" bin holding the other V - k.
-  Merging bins can only lower a KL (data processing inequality), so at T = 1 the cached KL is a
-  lower bound of the full one.
-* Teacher. We know z_j and L at T = 1, so the tail's mass at T = 1 is
-  S = exp(L) - sum_j exp(z_j), i.e. log S = L + log(1 - sum_j exp(z_j - L)), the argument
-  clamped at 0 (rounding can push the sum past 1; S = 0 then). At T != 1 the tail's shape is
-  unknown, so we assume its mass is spread evenly over its V - k tokens: each tail logit is
-  z_t = log(S / (V - k)). The T-softened teacher then has log-probs z_j / T - Z_T on the stored
-  tokens and log(V - k) + z_t / T - Z_T on the tail bin, with
-  Z_T = logsumexp([z_1 / T, ..., z_k / T, log(V - k) + z_t / T]).
-  This is exact at T = 1 for any k, and exact at any T when k = V (no tail bin). An empty tail
-  (S = 0) gets probability 0 and contributes 0 to the KL (0 * log 0 = 0).
+  Merging bins can only lower a KL (data processing inequality), so the cached KL is a lower bound
+  of the full one; this merge is its only approximation.
+* Teacher, exact at every cached T. The stored tokens' log-probs are z_j / T - L_T and the tail
+  bin's is log(1 - sum_j exp(z_j / T - L_T)), the argument clamped at 0 (rounding can push the sum
+  past 1; the tail's probability is 0 then), renormalized over the k + 1 bins (a no-op up to
+  rounding unless the clamp fired). Because L_T is the logsumexp of the whole row at that T, the
+  tail's mass is the true one whatever its shape. A T the cache does not list is refused
+  (`TeacherCache.require_temperature`, and `cached_kl` itself): its L_T is not known. An empty
+  tail gets probability 0 and contributes 0 to the KL (0 * log 0 = 0); k = V has no tail bin.
 * Student. log q_j = log_softmax(s / T) at the stored ids; the tail bin's log-prob is the
   logsumexp of the other V - k entries of log_softmax(s / T) (computed by masking the stored ids,
   not as log(1 - sum_j q_j), which cancels catastrophically when the top-k hold almost all the
   mass), so the gradient reaches the tail tokens exactly.
 
 The loss is the mean over tokens of that KL times T^2, the scaling `kd.losses.logit.LogitKD` uses.
+At T = 1 it is bit-identical to format 1's (which knew L_1 only and guessed a uniform tail at T != 1).
 """
 
 from __future__ import annotations
@@ -55,10 +58,22 @@ from tqdm.auto import tqdm
 
 from kd.errors import ConfigError
 from kd.io import atomic_dir, atomic_write_json
+from kd.params import TeacherOutputsParams
 
-FORMAT_VERSION = 1
-ARRAYS = ("values", "ids", "lse", "offsets")
+FORMAT_VERSION = 2
+ARRAYS = ("values", "ids", "lse_t", "offsets")
 RERUN = "rerun the teacher_outputs stage (dvc repro)"
+DEFAULT_TEMPERATURES = TeacherOutputsParams().temperatures
+
+
+def ids_dtype(vocab_size: int) -> np.dtype:
+    """The smallest integer type the cache stores token ids 0..vocab_size-1 in."""
+    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.int32)
+
+
+def _not_cached(what: str, temperature: float, holder: str, temperatures) -> ConfigError:
+    return ConfigError(f"{what} {temperature} is not in the teacher_outputs cache ({holder} has temperatures "
+                       f"{[float(t) for t in temperatures]}); add it to teacher_outputs.temperatures and {RERUN}")
 
 
 @dataclass(frozen=True)
@@ -67,15 +82,40 @@ class TopK:
 
     values: torch.Tensor  # (N, k) raw teacher logits at temperature 1 (any float dtype)
     ids: torch.Tensor  # (N, k) int64 token ids
-    lse: torch.Tensor  # (N,) float32 logsumexp of the FULL teacher logits row (temperature 1)
+    lse_t: torch.Tensor  # (N, n_T) float32 logsumexp of the FULL teacher logits row / T, per temperature
+    temperatures: tuple[float, ...]  # the T of each column of lse_t; includes 1.0
     vocab_size: int  # V of the teacher
 
+    def column(self, temperature: float) -> int:
+        """The column of `lse_t` for `temperature`; ConfigError if these rows do not have it."""
+        if temperature not in self.temperatures:
+            raise _not_cached("logit KD temperature", temperature, "these rows", self.temperatures)
+        return self.temperatures.index(temperature)
 
-def topk_of(logits: torch.Tensor, k: int) -> TopK:
-    """The k largest entries of each row of `logits` (N, V), plus each full row's logsumexp."""
+    @property
+    def lse(self) -> torch.Tensor:
+        """(N,) logsumexp of the full teacher logits row at T = 1 (what `values` were stored against)."""
+        return self.lse_t[:, self.column(1.0)]
+
+
+def _checked(temperatures) -> tuple[float, ...]:
+    temperatures = tuple(float(t) for t in temperatures)
+    if 1.0 not in temperatures or len(set(temperatures)) != len(temperatures) or min(temperatures) <= 0:
+        raise ConfigError(f"teacher_outputs: temperatures {list(temperatures)} must be distinct, > 0 and "
+                          "include 1.0")
+    return temperatures
+
+
+def topk_of(logits: torch.Tensor, k: int, temperatures=DEFAULT_TEMPERATURES) -> TopK:
+    """The k largest entries of each row of `logits` (N, V), plus each full row's logsumexp at
+    every temperature in `temperatures` (which must include 1.0)."""
     logits = logits.float()
     values, ids = logits.topk(min(k, logits.shape[-1]), dim=-1)  # (N, k) each, largest first
-    return TopK(values=values, ids=ids, lse=torch.logsumexp(logits, dim=-1), vocab_size=logits.shape[-1])
+    temperatures = _checked(temperatures)
+    # One (N, V) copy at a time; x / 1.0 == x, so the T = 1 column is exactly logsumexp(logits).
+    lse_t = torch.stack([torch.logsumexp(logits if t == 1.0 else logits / t, dim=-1) for t in temperatures],
+                        dim=-1)  # (N, n_T)
+    return TopK(values=values, ids=ids, lse_t=lse_t, temperatures=temperatures, vocab_size=logits.shape[-1])
 
 
 def _loader(dataset, collate, batch_size: int):
@@ -92,17 +132,20 @@ def _label_lengths(dataset) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def write_cache(out_dir, *, teacher, dataset, collate, batch_size: int, k: int, device, manifest: dict) -> dict:
-    """Run `teacher` once over `dataset` and write its top-k outputs into `out_dir` atomically.
+def write_cache(out_dir, *, teacher, dataset, collate, batch_size: int, k: int, device, manifest: dict,
+                temperatures=DEFAULT_TEMPERATURES) -> dict:
+    """Run `teacher` once over `dataset` and write its top-k outputs into `out_dir` atomically, with
+    the full rows' logsumexp at each of `temperatures` (distinct, > 0, including 1.0).
 
     `dataset` has unpadded `input_ids`, `attention_mask` and `labels` (every label token real);
     `collate` pads labels with -100 (kd.train.make_collator). The teacher is put in eval mode so
     the cache holds its deterministic outputs. Arrays are filled batch by batch through memory
     maps, so memory stays O(batch) whatever the split size. Returns the manifest written.
     """
-    reserved = {"format_version", "k", "vocab_size", "n_examples", "n_tokens"} & set(manifest)
+    reserved = {"format_version", "k", "vocab_size", "temperatures", "n_examples", "n_tokens"} & set(manifest)
     if reserved:
         raise ConfigError(f"teacher_outputs manifest: keys {sorted(reserved)} are set by the cache itself")
+    temperatures = _checked(temperatures)
     device = torch.device(device)
     teacher.eval()
     vocab = int(teacher.config.vocab_size)
@@ -117,8 +160,9 @@ def write_cache(out_dir, *, teacher, dataset, collate, batch_size: int, k: int, 
 
     with atomic_dir(out_dir) as tmp:
         values = np.lib.format.open_memmap(tmp / "values.npy", mode="w+", dtype=np.float16, shape=(n_tokens, k))
-        ids = np.lib.format.open_memmap(tmp / "ids.npy", mode="w+", dtype=np.int32, shape=(n_tokens, k))
-        lse = np.lib.format.open_memmap(tmp / "lse.npy", mode="w+", dtype=np.float32, shape=(n_tokens,))
+        ids = np.lib.format.open_memmap(tmp / "ids.npy", mode="w+", dtype=ids_dtype(vocab), shape=(n_tokens, k))
+        lse_t = np.lib.format.open_memmap(tmp / "lse_t.npy", mode="w+", dtype=np.float32,
+                                          shape=(n_tokens, len(temperatures)))
         row = done = 0  # rows written, examples done
         for batch in tqdm(_loader(dataset, collate, batch_size), desc="teacher_outputs"):
             batch = {name: t.to(device) for name, t in batch.items()}
@@ -135,16 +179,16 @@ def write_cache(out_dir, *, teacher, dataset, collate, batch_size: int, k: int, 
                 raise ConfigError(f"teacher_outputs: examples {first}..{done - 1} have fewer real label tokens "
                                   "after collation than in the dataset (a -100 inside a label?); every label "
                                   "token must be real")
-            top = topk_of(logits[mask], k)  # (n, k): this batch's real tokens in row-major order
+            top = topk_of(logits[mask], k, temperatures)  # (n, k): this batch's real tokens in row-major order
             n = top.ids.shape[0]
             values[row:row + n] = (top.values - top.lse[:, None]).cpu().numpy()  # log-probs, see docstring
-            ids[row:row + n] = top.ids.cpu().numpy()
-            lse[row:row + n] = top.lse.cpu().numpy()
+            ids[row:row + n] = top.ids.cpu().numpy().astype(ids.dtype)  # ids < vocab: fits
+            lse_t[row:row + n] = top.lse_t.cpu().numpy()
             row += n
-        values.flush(), ids.flush(), lse.flush()
-        del values, ids, lse  # close the memory maps before the directory is renamed
+        values.flush(), ids.flush(), lse_t.flush()
+        del values, ids, lse_t  # close the memory maps before the directory is renamed
         np.save(tmp / "offsets.npy", offsets)
-        full = {"format_version": FORMAT_VERSION, "k": k, "vocab_size": vocab,
+        full = {"format_version": FORMAT_VERSION, "k": k, "vocab_size": vocab, "temperatures": list(temperatures),
                 "n_examples": len(lengths), "n_tokens": n_tokens, **manifest}
         atomic_write_json(tmp / "manifest.json", full)
     return full
@@ -157,25 +201,37 @@ class TeacherCache:
         self.path = path
         self.manifest = manifest
         self._values, self._ids = arrays["values"], arrays["ids"]
-        self._lse, self._offsets = arrays["lse"], arrays["offsets"]
+        self._lse_t, self._offsets = arrays["lse_t"], arrays["offsets"]
+        self.temperatures = tuple(float(t) for t in manifest["temperatures"])  # lse_t's columns
+
+    def require_temperature(self, temperature: float, where: str) -> None:
+        """Raise ConfigError naming the dotted params key `where` unless the cache has `temperature`."""
+        if temperature not in self.temperatures:
+            raise _not_cached(f"params: {where}", temperature, str(self.path), self.temperatures)
 
     @classmethod
     def open(cls, path) -> "TeacherCache":
         path = Path(path)
         missing = [f"{name}.npy" for name in ARRAYS if not (path / f"{name}.npy").is_file()]
         if not (path / "manifest.json").is_file():
-            missing.append("manifest.json")
-        if missing:
-            raise ConfigError(f"{path}: no teacher output cache here (missing {', '.join(missing)}); "
-                              "run the teacher_outputs stage first")
+            raise ConfigError(f"{path}: no teacher output cache here (missing "
+                              f"{', '.join(missing + ['manifest.json'])}); run the teacher_outputs stage first")
         try:
             manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path / 'manifest.json'}: not valid JSON ({e}); {RERUN}") from e
+        # Before the arrays: an older format has other files, and the fix is to rerun, not to look for them.
         if manifest.get("format_version") != FORMAT_VERSION:
             raise ConfigError(f"{path / 'manifest.json'}: format_version {manifest.get('format_version')!r}, "
                               f"this code reads {FORMAT_VERSION}; {RERUN}")
+        if missing:
+            raise ConfigError(f"{path}: no teacher output cache here (missing {', '.join(missing)}); "
+                              "run the teacher_outputs stage first")
         arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
+        want = (arrays["values"].shape[0], len(manifest.get("temperatures", ())))
+        if arrays["lse_t"].shape != want:
+            raise ConfigError(f"{path}: lse_t.npy has shape {arrays['lse_t'].shape}, the manifest's "
+                              f"temperatures say {want}; {RERUN}")
         return cls(path, manifest, arrays)
 
     def check(self, expected: dict) -> None:
@@ -209,32 +265,40 @@ class TeacherCache:
                               f"but {want[b]} in the batch: the cache does not match the data; {RERUN}")
         rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if idx.size else np.zeros(0, np.int64)
         # Fancy indexing a memmap copies just these rows into memory.
-        lse = torch.from_numpy(self._lse[rows]).to(device)  # (N,)
+        lse_t = torch.from_numpy(self._lse_t[rows]).to(device)  # (N, n_T)
+        lse = lse_t[:, self.temperatures.index(1.0)]  # (N,) at T = 1: what values.npy was stored against
         values = torch.from_numpy(self._values[rows]).to(device).float() + lse[:, None]  # (N, k) raw logits
         ids = torch.from_numpy(self._ids[rows].astype(np.int64)).to(device)  # (N, k)
-        return TopK(values=values, ids=ids, lse=lse, vocab_size=int(self.manifest["vocab_size"]))
+        return TopK(values=values, ids=ids, lse_t=lse_t, temperatures=self.temperatures,
+                    vocab_size=int(self.manifest["vocab_size"]))
 
 
 def _teacher_log_probs(top: TopK, temperature: float) -> torch.Tensor:
-    """(N, k + 1) teacher log-probs at `temperature` over [stored tokens..., tail bin]; see module docstring."""
+    """(N, k + 1) teacher log-probs at `temperature` over [stored tokens..., tail bin]; see module docstring.
+    Exact for any temperature the rows have (ConfigError for another)."""
     t = temperature
-    log_p1 = top.values.float() - top.lse.float()[:, None]  # (N, k) log-probs at T = 1
-    n_tail = top.vocab_size - log_p1.shape[-1]
+    lse = top.lse_t[:, top.column(t)].float()  # (N,) logsumexp of the full row / T
+    log_p = top.values.float() / t - lse[:, None]  # (N, k) stored tokens' log-probs at T (x / 1.0 == x)
+    n_tail = top.vocab_size - log_p.shape[-1]
     if n_tail == 0:
-        tail = torch.full_like(log_p1[:, :1], -math.inf)  # (N, 1): no tail tokens at all
+        tail = torch.full_like(log_p[:, :1], -math.inf)  # (N, 1): no tail tokens at all
     else:
-        # log(S) - L; clamp because rounding can make the stored mass exceed 1 (S = 0, log = -inf).
-        log_s = torch.log((1.0 - log_p1.exp().sum(-1, keepdim=True)).clamp(min=0.0))  # (N, 1)
+        # The tail's mass at T; clamp because rounding can make the stored mass exceed 1 (log = -inf).
+        log_s = torch.log((1.0 - log_p.exp().sum(-1, keepdim=True)).clamp(min=0.0))  # (N, 1)
+        # tail = log_s up to rounding, written the way format 1's uniform-tail formula worked out at
+        # T = 1: plain log_s differs in the last bit on some rows, and T = 1 students would no longer
+        # train to bit-identical weights.
         log_n = math.log(n_tail)
-        tail = log_n + (log_s - log_n) / t  # (N, 1): V - k tokens, each with logit log(S / (V - k))
-    return torch.log_softmax(torch.cat([log_p1 / t, tail], dim=-1), dim=-1)  # (N, k + 1)
+        tail = log_n + (log_s - log_n)  # (N, 1)
+    return torch.log_softmax(torch.cat([log_p, tail], dim=-1), dim=-1)  # (N, k + 1)
 
 
 def cached_kl(student_logits: torch.Tensor, top: TopK, temperature: float) -> torch.Tensor:
     """Mean over tokens of KL(teacher_T || student_T) over the k + 1 bins, times T^2.
 
     `student_logits` (N, V) are the student's logits at the real target tokens (already masked),
-    in the same order as `top`'s rows. Computed in float32.
+    in the same order as `top`'s rows. Computed in float32. `temperature` must be one of
+    `top.temperatures` (ConfigError otherwise: the tail's mass is known only there).
     """
     n, vocab = student_logits.shape
     if vocab != top.vocab_size or top.ids.shape[0] != n:

@@ -1,5 +1,6 @@
 """The teacher_outputs stage's worker: run the trained teacher once over the training split and store
-its top-k logits per target token (kd.teacher_cache), stamped with what it was made from."""
+its top-k logits per target token and its full rows' logsumexp at each of `teacher_outputs.temperatures`
+(kd.teacher_cache), stamped with what it was made from."""
 
 from __future__ import annotations
 
@@ -31,9 +32,10 @@ def write_teacher_outputs(*, params: TeacherOutputsParams, teacher_dir: Path, to
     teacher = freeze_teacher(load_model(teacher_path), device)
     manifest = write_cache(out_dir, teacher=teacher, dataset=tokenized["train"], collate=make_collator(tokenizer),
                            batch_size=params.batch_size, k=params.top_k, device=device,
+                           temperatures=params.temperatures,
                            manifest=cache_identity(teacher_id=file_digest(teacher_path / "model.safetensors"),
                                                    tokenizer=tokenizer,
                                                    train_ds=tokenized["train"], with_size=False))
-    log.info("cached top-%d teacher logits for %d tokens of %d examples in %s", manifest["k"],
-             manifest["n_tokens"], manifest["n_examples"], out_dir)
+    log.info("cached top-%d teacher logits for %d tokens of %d examples in %s (temperatures %s)", manifest["k"],
+             manifest["n_tokens"], manifest["n_examples"], out_dir, manifest["temperatures"])
     return manifest

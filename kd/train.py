@@ -2,7 +2,8 @@
 
 AdamW (no weight decay on biases and norm weights) with linear warmup and decay, gradient
 accumulation, optional bf16/fp16 autocast, gradient checkpointing, validation loss after each epoch
-with the best weights kept, and resumable checkpoints every `train.checkpoint_every` optimizer steps
+with the best weights kept (lowest loss, or with a `Scorer` the highest validation score, see
+`train.select_by`), and resumable checkpoints every `train.checkpoint_every` optimizer steps
 and at the end of each epoch. Resuming restores model, optimizer, scheduler, loss scaler, RNG state
 and the position inside the epoch, so an interrupted run ends with the same weights as an
 uninterrupted one.
@@ -14,8 +15,9 @@ Built in: the progress bar and checkpointing; logging is a hook the caller bring
 
 Several processes (`accelerate launch`, DDP): each process trains on its own shard of every epoch's
 permutation with `train.batch_size` examples per step (global batch = batch_size x processes x
-grad_accum); gradients are averaged by DDP, validation loss is summed over all processes, and only
-the main process writes checkpoints (and, in kd.run, logs metrics).
+grad_accum); gradients are averaged by DDP, validation loss is summed over all processes, a
+validation score is computed by every process alike on the same examples (no communication), and
+only the main process writes checkpoints (and, in kd.run, logs metrics).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Protocol, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -168,6 +170,23 @@ class FitResult:
     steps_run: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    # What the best epoch was selected on ("loss" or a Scorer's name) and its score (None for "loss").
+    select_by: str = "loss"
+    best_score: Optional[float] = None
+
+
+class Scorer(Protocol):
+    """A validation score to select the best epoch by instead of the loss (`train.select_by`; kd.run
+    builds the one for "rougeLsum"); higher is better, and ties keep the earlier epoch.
+
+    fit calls it after each epoch's validation loss with the model being trained (not a DDP wrapper)
+    and the whole validation split, and returns the score (training resumes in train mode). With
+    several processes every process calls it alike, so it must give every process the same score
+    without communicating. The score goes into `TrainState.history` as "val_<name>"."""
+
+    name: str
+
+    def __call__(self, model, val_ds) -> float: ...
 
 
 def evaluate(model, loader, device, precision: str, accelerator=None) -> float:
@@ -197,9 +216,12 @@ class TrainState:
     step: int = 0  # optimizer steps done
     epoch: int = 0  # the epoch in progress
     batch: int = 0  # micro-batches of that epoch trained on (this process's shard)
-    best_val_loss: float = math.inf
+    best_val_loss: float = math.inf  # the validation loss of the best epoch, whatever it was selected on
     best_epoch: int = -1
-    history: list[dict] = field(default_factory=list)  # {"epoch", "step", "val_loss"} per epoch
+    select_by: str = "loss"  # what the best epoch is selected on: "loss" or a Scorer's name
+    best_score: Optional[float] = None  # the best epoch's score (None when selecting on the loss)
+    # {"epoch", "step", "val_loss"} per epoch, and "val_<scorer name>" when a Scorer selects
+    history: list[dict] = field(default_factory=list)
     # Training cost of the whole run, this process, carried across resumes: real tokens (source +
     # target) trained on, and seconds spent in optimizer steps.
     train_tokens: int = 0
@@ -231,7 +253,8 @@ class Hook:
 
     def on_validation_end(self, loop: TrainLoop, val_loss: float) -> None:
         """After the validation that ends each epoch (right after that epoch's last `on_step_end`);
-        `loop.state` already records it (history, best) and points at the next epoch."""
+        `loop.state` already records it (history, with the score when `loop.scorer` selects; best)
+        and points at the next epoch."""
 
     def on_train_end(self, loop: TrainLoop) -> None:
         """After the last step; not called when an exception ends training."""
@@ -290,13 +313,18 @@ class TrainLoop:
     optimizer, scheduler, scaler   AdamW (see param_groups), LR warmup and decay, fp16 loss scaling
     state        TrainState: the progress a checkpoint records
     best_state   the weights of the best validation so far
+    scorer       the Scorer the best epoch is selected by, or None: the lowest validation loss
     last_step    where training ends: the last step of `epochs`, or `max_steps` when that comes first
     should_stop  a hook sets it to end training after the current step
     """
 
     def __init__(self, *, model, objective, teacher, epochs: int, lr: float, n_train: int, params: TrainParams,
-                 accelerator, run_fingerprint: str, max_steps: Optional[int]):
+                 accelerator, run_fingerprint: str, max_steps: Optional[int], scorer: Optional[Scorer] = None):
+        if (scorer.name if scorer is not None else "loss") != params.select_by:
+            raise ValueError(f"train.select_by is {params.select_by!r} but the scorer is "
+                             f"{getattr(scorer, 'name', None)!r}; kd.run.make_scorer builds the right one")
         self.teacher, self.epochs, self.params, self.accelerator = teacher, epochs, params, accelerator
+        self.scorer = scorer
         self.device = accelerator.device
         self.precision = resolve_precision(params.precision, self.device)
         self.world = accelerator.num_processes
@@ -324,7 +352,7 @@ class TrainLoop:
         # fp16 overflows without loss scaling; bf16 and fp32 do not need it.
         self.scaler = torch.amp.GradScaler(enabled=self.precision == "fp16")
 
-        self.state = TrainState(fingerprint=run_fingerprint)
+        self.state = TrainState(fingerprint=run_fingerprint, select_by=params.select_by)
         self.best_state = _weights(model)
         self.hooks: list[Hook] = []
         self.should_stop = False
@@ -345,7 +373,14 @@ class TrainLoop:
                                                  optimizer=self.optimizer, scheduler=self.scheduler,
                                                  scaler=self.scaler)
         # Checkpoints written from here on belong to this run, even when `source` was another's.
-        self.state = dataclasses.replace(TrainState.from_dict(saved), fingerprint=self.state.fingerprint)
+        state = dataclasses.replace(TrainState.from_dict(saved), fingerprint=self.state.fingerprint)
+        if state.select_by != self.params.select_by:  # an explicit `source` that selected otherwise
+            log.warning("checkpoint %s selected epochs by %s, this run by %s: the best so far is forgotten",
+                        source, state.select_by, self.params.select_by)
+            state = dataclasses.replace(state, select_by=self.params.select_by, best_val_loss=math.inf,
+                                        best_epoch=-1, best_score=None)
+            self.best_state = _weights(self.model)
+        self.state = state
 
     def run(self, train_ds, val_ds, collate) -> None:
         """Train from `state` to `last_step`, or until a hook stops it, validating after each epoch."""
@@ -354,10 +389,10 @@ class TrainLoop:
                                   shuffle=False, rank=self.accelerator.process_index, world=self.world)
         self._call("on_train_start")
         while self.state.epoch < self.epochs and not self._stopping():
-            self._train_epoch(train_ds, collate, val_loader)
+            self._train_epoch(train_ds, collate, val_loader, val_ds)
         self._call("on_train_end")
 
-    def _train_epoch(self, train_ds, collate, val_loader) -> None:
+    def _train_epoch(self, train_ds, collate, val_loader, val_ds) -> None:
         """The rest of epoch `state.epoch`, then its validation; returns early when stopping."""
         p, s = self.params, self.state
         loader = epoch_loader(train_ds, batch_size=p.batch_size, collate=collate, seed=p.seed, epoch=s.epoch,
@@ -369,7 +404,7 @@ class TrainLoop:
             s.batch += len(micro_batches)
             self._call("on_step_end", logs)
             if self.validation_due:
-                self.validate(val_loader)
+                self.validate(val_loader, val_ds)
             if self._stopping():
                 return
 
@@ -418,15 +453,25 @@ class TrainLoop:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
 
-    def validate(self, val_loader) -> None:
-        """Validation loss at the end of epoch `state.epoch`: keep the best weights, move to the next epoch."""
+    def validate(self, val_loader, val_ds) -> None:
+        """Validation loss (and the scorer's score) at the end of epoch `state.epoch`: keep the best
+        weights (lowest loss, or highest score, the earlier epoch on a tie), move to the next epoch."""
         s = self.state
         val_loss = evaluate(self.model, val_loader, self.device, self.precision, self.accelerator)
-        s.history.append({"epoch": s.epoch, "step": s.step, "val_loss": val_loss})
+        entry = {"epoch": s.epoch, "step": s.step, "val_loss": val_loss}
+        if self.scorer is None:
+            better, score = val_loss < s.best_val_loss, None
+        else:
+            score = float(self.scorer(self.model, val_ds))
+            self.model.train()
+            entry[f"val_{self.scorer.name}"] = score
+            better = s.best_score is None or score > s.best_score
+        s.history.append(entry)
         if self.is_main:
-            log.info("epoch %d step %d val_loss %.4f", s.epoch, s.step, val_loss)
-        if val_loss < s.best_val_loss:
-            s.best_val_loss, s.best_epoch = val_loss, s.epoch
+            log.info("epoch %d step %d %s", s.epoch, s.step,
+                     " ".join(f"{k} {v:.4f}" for k, v in entry.items() if k.startswith("val_")))
+        if better:
+            s.best_val_loss, s.best_epoch, s.best_score = val_loss, s.epoch, score
             self.best_state = _weights(self.model)
         s.epoch, s.batch = s.epoch + 1, 0
         self._call("on_validation_end", val_loss)
@@ -490,8 +535,10 @@ def fit(
     resume_from: Path | None = None,
     desc: str = "train",
     accelerator=None,
+    scorer: Scorer | None = None,
 ) -> FitResult:
-    """Train `model` on `objective(model, teacher, batch)`; returns the best weights by validation loss.
+    """Train `model` on `objective(model, teacher, batch)`; returns the best weights by validation loss,
+    or by `scorer`'s validation score when `params.select_by` names one (kd.run.make_scorer).
 
     Resumes from `resume_from`, or else from `ckpt_dir/last` when that checkpoint belongs to the same
     run (same fingerprint). `teacher` goes to the objective untouched (None, a live teacher or a
@@ -505,7 +552,7 @@ def fit(
     accelerator = accelerator or make_accelerator()
     loop = TrainLoop(model=model, objective=objective, teacher=teacher, epochs=epochs, lr=lr,
                      n_train=len(train_ds), params=params, accelerator=accelerator,
-                     run_fingerprint=run_fingerprint, max_steps=max_steps)
+                     run_fingerprint=run_fingerprint, max_steps=max_steps, scorer=scorer)
     source = checkpoint_to_resume(ckpt_dir, resume_from, run_fingerprint)
     if source is not None:
         loop.resume(source)
@@ -521,7 +568,8 @@ def fit(
     s = loop.state
     return FitResult(best_state=loop.best_state, best_val_loss=s.best_val_loss, best_epoch=s.best_epoch,
                      steps=s.step, history=s.history, resumed_from_step=resumed_from_step,
-                     steps_run=s.step - resumed_from_step, tokens=loop.tokens, seconds=loop.seconds)
+                     steps_run=s.step - resumed_from_step, tokens=loop.tokens, seconds=loop.seconds,
+                     select_by=s.select_by, best_score=s.best_score)
 
 
 def finish(ckpt_dir: Path) -> None:

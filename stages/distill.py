@@ -21,6 +21,8 @@ def main(argv=None) -> None:
     p.add_argument("--tokenized", type=Path, default=paths.TOKENIZED_DIR)
     p.add_argument("--teacher-outputs", type=Path, default=paths.TEACHER_OUTPUTS_DIR,
                    help="the teacher_outputs stage's cache (read when the recipe's teacher_input names it)")
+    p.add_argument("--teacher-targets", type=Path, default=paths.TEACHER_TARGETS_DIR,
+                   help="the teacher_generate stage's summaries (read when the recipe's targets name them)")
     p.add_argument("--out", type=Path, default=None, help="default: models/student_<name>")
     p.add_argument("--checkpoints", type=Path, default=None, help="default: checkpoints/student_<name>")
     p.add_argument("--live-dir", type=Path, default=None, help="default: dvclive/student_<name>")
@@ -40,6 +42,7 @@ def main(argv=None) -> None:
 
     distill_student(recipe=recipe, teacher_device=kd.teacher_device, teacher_dir=args.teacher,
                     tokenizer_dir=args.tokenizer, teacher_outputs_dir=args.teacher_outputs,
+                    teacher_targets_dir=args.teacher_targets,
                     tokenized_dir=args.tokenized, out_dir=args.out or paths.student_dir(args.student),
                     ckpt_dir=args.checkpoints or paths.CHECKPOINTS_DIR / run_name,
                     live_dir=args.live_dir or paths.DVCLIVE_DIR / run_name,

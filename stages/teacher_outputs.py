@@ -1,5 +1,6 @@
 """Stage teacher_outputs: run the trained teacher once over the training split and cache its top-k
-logits per target token, so logit distillation does not run the teacher on every step."""
+logits per target token (and its logsumexp at each of `teacher_outputs.temperatures`), so logit
+distillation does not run the teacher on every step."""
 
 from __future__ import annotations
 

@@ -30,13 +30,13 @@ TRAIN = {"batch_size": 8, "device": "cpu"}
 
 def vanilla(**logit) -> dict:
     """The vanilla recipe (logit KD from the cached teacher outputs), its logit settings replaced."""
-    return {"teacher_input": "data/teacher_outputs", "label_weight": 0.1,
+    return {"teacher_input": "data/teacher_outputs", "targets": "data/tokenized", "label_weight": 0.1,
             "losses": {"logit": logit or {"weight": 0.9, "temperature": 1.0}}}
 
 
 def attention(**settings) -> dict:
     """The attention recipe (live teacher); `settings` replace the attention loss's."""
-    return {"teacher_input": "models/teacher", "label_weight": 1.0,
+    return {"teacher_input": "models/teacher", "targets": "data/tokenized", "label_weight": 1.0,
             "losses": {"attention": {"weight": 1.0, "layer_map": "uniform", "heads": "mean"} | settings}}
 
 
@@ -173,7 +173,7 @@ CASES = [
     pytest.param("distill", lambda c: ["--student", "huge", *c.params(kd={"students": {"vanilla": vanilla()}})],
                  ["unknown student", "huge"], id="recipe-unknown-student"),
     pytest.param("distill", lambda c: ["--student", "teacher", *c.params(kd={"students": {
-        "teacher": {"teacher_input": "models/teacher", "label_weight": 1.0, "losses": {}}}})],
+        "teacher": {"teacher_input": "models/teacher", "targets": "data/tokenized", "label_weight": 1.0, "losses": {}}}})],
                  ["kd.students.teacher", "reserved"], id="recipe-reserved-student-name"),
     pytest.param("distill", lambda c: ["--student", "attention", *c.params(kd={"students": {
         "attention": attention(heads="median")}})],

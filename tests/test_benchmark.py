@@ -24,7 +24,7 @@ PARAMS = {
     "tokenizer": {"prefix": "summarize: ", "max_source_length": 48},
     "benchmark": {"num_beams": 2, "max_new_tokens": 6, "batch_size": 2, "num_examples": 2, "warmup_batches": 1,
                   "lead_n": 3, "device": "cpu", "speed_repeats": 3, "speed_samples": 4},
-    "kd": {"students": {"small": {"teacher_input": "models/teacher"}}},
+    "kd": {"students": {"small": {"teacher_input": "models/teacher", "targets": "data/tokenized"}}},
 }
 
 

@@ -24,16 +24,30 @@ def test_repo_params_file_is_valid():
 @pytest.mark.parametrize("section,body,key", [
     ("kd", {"temperature": 2.0}, "kd.temperature"),                     # the old flat key: unknown now
     ("kd", {"students": {"vanilla": "logit"}}, "kd.students.vanilla"),  # not a recipe mapping
-    ("kd", {"students": {"v": {"losses": {}}}}, "kd.students.v.teacher_input is required"),
-    ("kd", {"students": {"v": {"teacher_input": "models/other"}}}, "kd.students.v.teacher_input"),
-    ("kd", {"students": {"v": {"teacher_input": "models/teacher", "label_weight": -1}}},
+    ("kd", {"students": {"v": {"losses": {}}}}, "kd.students.v.teacher_input, kd.students.v.targets are required"),
+    ("kd", {"students": {"v": {"teacher_input": "models/teacher"}}}, "kd.students.v.targets is required"),
+    ("kd", {"students": {"v": {"teacher_input": "models/teacher", "targets": "data/raw"}}},
+     "kd.students.v.targets must be one of"),
+    ("kd", {"students": {"v": {"teacher_input": "models/teacher", "targets": "data/tokenized", "teacher_share": 0.5}}},
+     "kd.students.v.targets is data/tokenized"),
+    ("kd", {"students": {"v": {"teacher_input": "models/teacher", "targets": "data/teacher_targets",
+                               "teacher_share": 0}}}, "kd.students.v.teacher_share must be in"),
+    ("kd", {"students": {"v": {"teacher_input": "models/teacher", "targets": "data/teacher_targets",
+                               "teacher_share": 0.5, "with_references": True}}},
+     "kd.students.v.with_references trains on both targets"),
+    # the cached logits belong to the reference tokens: teacher targets with them would misalign rows
+    ("kd", {"students": {"v": {"teacher_input": "data/teacher_outputs", "targets": "data/teacher_targets",
+                               "losses": {"logit": {}}}}}, "kd.students.v.targets is the teacher's summaries, "
+     "but teacher_input is the teacher_outputs cache"),
+    ("kd", {"students": {"v": {"teacher_input": "models/other", "targets": "data/tokenized"}}}, "kd.students.v.teacher_input"),
+    ("kd", {"students": {"v": {"teacher_input": "models/teacher", "targets": "data/tokenized", "label_weight": -1}}},
      "kd.students.v.label_weight"),
-    ("kd", {"students": {"v": {"teacher_input": "models/teacher", "label_weight": 0}}},
+    ("kd", {"students": {"v": {"teacher_input": "models/teacher", "targets": "data/tokenized", "label_weight": 0}}},
      "kd.students.v.label_weight must be > 0 when the recipe has no losses"),
-    ("kd", {"students": {"v": {"teacher_input": "models/teacher", "lossses": {}}}}, "kd.students.v.lossses"),
-    ("kd", {"students": {"v": {"teacher_input": "models/teacher", "losses": ["logit"]}}}, "kd.students.v.losses"),
-    ("kd", {"students": {"lead3": {"teacher_input": "models/teacher"}}}, "kd.students.lead3 is a reserved name"),
-    ("kd", {"students": {"my student": {"teacher_input": "models/teacher"}}}, "kd.students.my student must be"),
+    ("kd", {"students": {"v": {"teacher_input": "models/teacher", "targets": "data/tokenized", "lossses": {}}}}, "kd.students.v.lossses"),
+    ("kd", {"students": {"v": {"teacher_input": "models/teacher", "targets": "data/tokenized", "losses": ["logit"]}}}, "kd.students.v.losses"),
+    ("kd", {"students": {"lead3": {"teacher_input": "models/teacher", "targets": "data/tokenized"}}}, "kd.students.lead3 is a reserved name"),
+    ("kd", {"students": {"my student": {"teacher_input": "models/teacher", "targets": "data/tokenized"}}}, "kd.students.my student must be"),
     ("kd", {"students": {}}, "kd.students must name at least one student"),
     ("train", {"batch_size": "16"}, "train.batch_size"),
     ("train", {"batch_size": True}, "train.batch_size"),                # bool is not an int here
@@ -82,7 +96,7 @@ def _resolve(tmp_path, recipe: dict, name="s", **sections):
 
 
 def test_a_recipe_resolves_loss_settings_and_section_overrides(tmp_path):
-    r = _resolve(tmp_path, {"teacher_input": "data/teacher_outputs", "label_weight": 0.3,
+    r = _resolve(tmp_path, {"teacher_input": "data/teacher_outputs", "targets": "data/tokenized", "label_weight": 0.3,
                             "losses": {"logit": {"temperature": 2}},
                             "student": {"num_layers": 3, "lr": 0.01}, "train": {"seed": 7}},
                  student={"num_layers": 2, "d_model": 24}, train={"seed": 1, "batch_size": 4})
@@ -94,22 +108,62 @@ def test_a_recipe_resolves_loss_settings_and_section_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("recipe,key", [
-    ({"teacher_input": "models/teacher", "losses": {"logits": {}}}, r"kd\.students\.s\.losses\.logits: unknown loss"),
-    ({"teacher_input": "models/teacher", "losses": {"logit": {"temperature": 0}}},
+    ({"teacher_input": "models/teacher", "targets": "data/tokenized", "losses": {"logits": {}}}, r"kd\.students\.s\.losses\.logits: unknown loss"),
+    ({"teacher_input": "models/teacher", "targets": "data/tokenized", "losses": {"logit": {"temperature": 0}}},
      r"kd\.students\.s\.losses\.logit\.temperature must be > 0"),
-    ({"teacher_input": "models/teacher", "losses": {"logit": {"temprature": 2}}},
+    ({"teacher_input": "models/teacher", "targets": "data/tokenized", "losses": {"logit": {"temprature": 2}}},
      r"kd\.students\.s\.losses\.logit\.temprature"),
-    ({"teacher_input": "models/teacher", "losses": {"feature": {"weight": -1}}},
+    ({"teacher_input": "models/teacher", "targets": "data/tokenized", "losses": {"feature": {"weight": -1}}},
      r"kd\.students\.s\.losses\.feature\.weight must be >= 0"),
-    ({"teacher_input": "models/teacher", "losses": {"attention": {"heads": "all"}}},
+    ({"teacher_input": "models/teacher", "targets": "data/tokenized", "losses": {"attention": {"heads": "all"}}},
      r"kd\.students\.s\.losses\.attention\.heads must be one of"),
-    ({"teacher_input": "data/teacher_outputs", "losses": {"attention": {}}},
+    ({"teacher_input": "data/teacher_outputs", "targets": "data/tokenized", "losses": {"attention": {}}},
      r"kd\.students\.s\.teacher_input is the teacher_outputs cache .* \['attention'\] need the live teacher"),
-    ({"teacher_input": "data/teacher_outputs", "losses": {}}, r"kd\.students\.s\.teacher_input .* no loss"),
-    ({"teacher_input": "models/teacher", "student": {"num_layer": 3}}, r"kd\.students\.s\.student\.num_layer"),
-    ({"teacher_input": "models/teacher", "student": {"num_layers": 0}}, r"kd\.students\.s\.student\.num_layers"),
-    ({"teacher_input": "models/teacher", "train": {"epochs": 3}}, r"kd\.students\.s\.train\.epochs"),
+    ({"teacher_input": "data/teacher_outputs", "targets": "data/tokenized", "losses": {}}, r"kd\.students\.s\.teacher_input .* no loss"),
+    ({"teacher_input": "models/teacher", "targets": "data/tokenized", "student": {"num_layer": 3}}, r"kd\.students\.s\.student\.num_layer"),
+    ({"teacher_input": "models/teacher", "targets": "data/tokenized", "student": {"num_layers": 0}}, r"kd\.students\.s\.student\.num_layers"),
+    ({"teacher_input": "models/teacher", "targets": "data/tokenized", "train": {"epochs": 3}}, r"kd\.students\.s\.train\.epochs"),
 ])
 def test_bad_recipes_name_the_dotted_key(tmp_path, recipe, key):
     with pytest.raises(ConfigError, match=key):
         _resolve(tmp_path, recipe)
+
+
+@pytest.mark.parametrize("body,key", [
+    ({"select_by": "rouge2"}, "train.select_by must be one of"),
+    ({"select_samples": 0}, "train.select_samples must be > 0"),
+    ({"select_num_beams": 0}, "train.select_num_beams must be > 0"),
+    ({"select_max_new_tokens": -1}, "train.select_max_new_tokens must be > 0"),
+])
+def test_bad_selection_settings_name_the_key(tmp_path, body, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_section("train", write(tmp_path, {"train": body}))
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):  # built in code, not parsed
+        TrainParams(**body)
+
+
+def test_selection_defaults_to_the_loss(tmp_path):
+    train = load_section("train", write(tmp_path, {"train": {"select_by": "rougeLsum"}}))
+    assert (train.select_by, train.select_samples, train.select_num_beams, train.select_max_new_tokens) == \
+        ("rougeLsum", 64, 1, 64)
+    assert TrainParams().select_by == "loss"
+
+
+@pytest.mark.parametrize("temperatures,what", [
+    ([], "must list at least one temperature"),
+    ([1.0, 0.0], "must all be > 0"),
+    ([1.0, -2.0], "must all be > 0"),
+    ([2.0, 4.0], "must contain 1.0"),
+    ([1.0, 2.0, 2.0], "must not repeat a temperature"),
+    ("2.0", "must be a list"),
+])
+def test_teacher_outputs_temperatures_are_validated(tmp_path, temperatures, what):
+    path = write(tmp_path, {"teacher_outputs": {"temperatures": temperatures}})
+    with pytest.raises(ConfigError, match=rf"params: teacher_outputs\.temperatures {what}"):
+        load_section("teacher_outputs", path)
+
+
+def test_teacher_outputs_temperatures_are_a_tuple_of_floats(tmp_path):
+    section = load_section("teacher_outputs", write(tmp_path, {"teacher_outputs": {"temperatures": [1, 3]}}))
+    assert section.temperatures == (1.0, 3.0) and all(isinstance(t, float) for t in section.temperatures)
+    assert load_section("teacher_outputs", write(tmp_path, {})).temperatures == (1.0, 2.0, 4.0)

@@ -17,7 +17,7 @@ from conftest import ROOT
 
 DVC = [sys.executable, "-m", "dvc"]
 COPY = ("kd", "stages", "dvc.yaml", ".dvcignore")
-STUDENTS = ("baseline", "vanilla", "feature", "attention")
+STUDENTS = ("baseline", "vanilla", "feature", "attention", "seqkd", "gkd")
 
 
 def sh(cmd, cwd, check=True):
@@ -86,7 +86,7 @@ def commit(path, message):
 
 def test_repro_runs_every_stage_and_writes_the_outputs(repo):
     path, output = repo
-    assert ran(output) == {"download", "tokenize", "train_teacher", "teacher_outputs", "speed", "report",
+    assert ran(output) == {"download", "tokenize", "train_teacher", "teacher_outputs", "teacher_generate", "speed", "report",
                            *(f"distill@{s}" for s in STUDENTS), *quality_stages()}
     for split in ("train", "validation", "test"):
         assert (path / "data" / "raw" / f"{split}.jsonl").is_file()
@@ -121,6 +121,14 @@ def test_repro_runs_every_stage_and_writes_the_outputs(repo):
     lock = yaml.safe_load((path / "dvc.lock").read_text())
     assert "data/teacher_outputs" in json.dumps(lock["stages"]["distill@vanilla"]["deps"])
     assert "data/teacher_outputs" not in json.dumps(lock["stages"]["distill@baseline"]["deps"])
+    # the seqkd student trained on the teacher's summaries, the others on the references
+    targets = json.loads((path / "data" / "teacher_targets" / "manifest.json").read_text())
+    assert targets["n_examples"] == 32 and set(targets["train_rouge"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+    assert "data/teacher_targets" in json.dumps(lock["stages"]["distill@seqkd"]["deps"])
+    assert "data/teacher_targets" not in json.dumps(lock["stages"]["distill@baseline"]["deps"])
+    assert "trains on the teacher's summaries" in (path / "logs" / "distill_seqkd.log").read_text()
+    assert "teacher's summaries" not in (path / "logs" / "distill_gkd.log").read_text()
+    assert (path / "dvclive" / "student_gkd" / "plots" / "metrics" / "train" / "gkd.tsv").is_file()
 
 
 def test_second_repro_runs_nothing(repo):
@@ -140,13 +148,34 @@ def test_decoding_param_reruns_only_the_benchmark_stages(repo):
     assert status == quality_stages() - {"benchmark_lead3"} | {"speed", "report"}
 
 
+def test_teacher_generate_reruns_for_the_teacher_never_for_a_recipe(repo):
+    """The teacher's summaries are computed once: a student's recipe does not touch them, a changed
+    teacher (here: its output edited in place, as a retrained one would be) does."""
+    path, _ = repo
+    set_param(path, "kd.students.seqkd.label_weight", 0.5)
+    set_param(path, "kd.students.seqkd.teacher_share", 0.5)
+    try:
+        status = set(json.loads(sh(DVC + ["status", "--json"], path).stdout))
+    finally:
+        sh(["git", "checkout", "params.yaml"], path)
+    assert status == {"distill@seqkd"}
+    config = path / "models" / "teacher" / "generation_config.json"
+    config.write_text(config.read_text().replace("{", '{"edited": 1, ', 1))
+    try:
+        status = set(json.loads(sh(DVC + ["status", "--json"], path).stdout))
+    finally:
+        sh(DVC + ["checkout", "--force", "models/teacher"], path)
+    assert "teacher_generate" in status and "train_teacher" in status
+    assert set(json.loads(sh(DVC + ["status", "--json"], path).stdout)) == set()
+
+
 def test_a_student_is_one_params_entry(repo):
     """A copy of a recipe under a new name and a logit + attention combination, added to params.yaml
     only: each becomes a distill and a benchmark stage, trains, and is benchmarked."""
     path, _ = repo
     params = yaml.safe_load((path / "params.yaml").read_text())
     params["kd"]["students"]["vanilla_copy"] = copy.deepcopy(params["kd"]["students"]["vanilla"])
-    params["kd"]["students"]["combo"] = {"teacher_input": "models/teacher", "label_weight": 0.5,
+    params["kd"]["students"]["combo"] = {"teacher_input": "models/teacher", "targets": "data/tokenized", "label_weight": 0.5,
                                          "losses": {"logit": {"weight": 0.5}, "attention": {"weight": 1.0}}}
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     new = {"distill@vanilla_copy", "distill@combo", "benchmark@vanilla_copy", "benchmark@combo"}
@@ -237,7 +266,7 @@ class LogitMSE(Distiller):
 def test_a_loss_is_one_module_usable_by_name(repo):
     path, _ = repo
     (path / "kd" / "losses" / "logit_mse.py").write_text(NEW_LOSS)
-    set_param(path, "kd.students.mse", {"teacher_input": "models/teacher", "label_weight": 1.0,
+    set_param(path, "kd.students.mse", {"teacher_input": "models/teacher", "targets": "data/tokenized", "label_weight": 1.0,
                                         "losses": {"logit_mse": {"weight": 0.1, "scale": 2.0}}})
     # A new file in kd/losses changes every student's code dep (see README, Extending), and never the
     # teacher's: the teacher's stages do not import the losses. Last test: only the new student runs.

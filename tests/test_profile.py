@@ -64,7 +64,7 @@ def test_profile_recipes_are_validated_before_params_is_replaced(tmp_path, monke
     before = params.read_text()
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "typo.yaml").write_text(
-        "kd:\n  students:\n    s:\n      teacher_input: models/teacher\n      losses:\n"
+        "kd:\n  students:\n    s:\n      teacher_input: models/teacher\n      targets: data/tokenized\n      losses:\n"
         "        logit: {temprature: 2.0}\n")
     monkeypatch.setattr(profile, "PROFILES_DIR", tmp_path / "profiles")
     with pytest.raises(ConfigError, match=r"kd\.students\.s\.losses\.logit\.temprature"):

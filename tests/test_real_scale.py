@@ -158,8 +158,8 @@ def _real_scale_params(tmp_path, data: dict, pretrained_dirs) -> dict:
         "student": {"init": "shrink", "num_layers": 1, "num_decoder_layers": 2, "epochs": 1, "lr": 0.003},
         "train": {"batch_size": 8, "device": "cpu", "checkpoint_every": 100},
         "kd": {"students": {
-            "baseline": {"teacher_input": "models/teacher", "losses": {}},
-            "vanilla": {"teacher_input": "data/teacher_outputs", "label_weight": 0.5,
+            "baseline": {"teacher_input": "models/teacher", "targets": "data/tokenized", "losses": {}},
+            "vanilla": {"teacher_input": "data/teacher_outputs", "targets": "data/tokenized", "label_weight": 0.5,
                         "losses": {"logit": {"weight": 0.5}}}}},
         "teacher_outputs": {"top_k": 16, "device": "cpu"},
         "benchmark": {"num_beams": 1, "max_new_tokens": 8, "batch_size": 8, "warmup_batches": 0,

@@ -11,7 +11,7 @@ import torch
 import yaml
 from conftest import ROOT
 
-VANILLA = {"teacher_input": "data/teacher_outputs", "label_weight": 0.5, "losses": {"logit": {"weight": 0.5}}}
+VANILLA = {"teacher_input": "data/teacher_outputs", "targets": "data/tokenized", "label_weight": 0.5, "losses": {"logit": {"weight": 0.5}}}
 STUDENT = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2,
            "epochs": 1, "lr": 0.01}
 
@@ -37,7 +37,7 @@ def save_teacher(path, tokenizer_dir, seed):
 def setup(tiny_data, tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text(yaml.safe_dump({"student": STUDENT, "train": {"batch_size": 8, "device": "cpu"},
-                                 "teacher_outputs": {"top_k": 8, "device": "cpu"},
+                                 "teacher_outputs": {"top_k": 8, "device": "cpu", "temperatures": [1.0, 2.0]},
                                  "kd": {"students": {"vanilla": VANILLA}}}))
     common = ["--params", str(p), "--tokenizer", str(tiny_data / "tokenizer"),
               "--tokenized", str(tiny_data / "tokenized"), "--log-dir", str(tmp_path / "logs")]
@@ -58,6 +58,7 @@ def test_stage_writes_a_manifest_of_what_it_was_made_from(setup, tiny_data):
     tmp_path, _ = setup
     manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
     assert manifest["k"] == 8 and manifest["n_examples"] == 24
+    assert manifest["temperatures"] == [1.0, 2.0]  # teacher_outputs.temperatures, not the default
     assert {"teacher", "tokenizer", "data"} <= set(manifest)
     assert "cached top-8 teacher logits" in (tmp_path / "logs" / "teacher_outputs.log").read_text()
 
@@ -77,6 +78,19 @@ def test_cache_of_another_teacher_is_refused_before_training(setup, tiny_data):
     assert "teacher output cache was made for another teacher/data/tokenizer (teacher: cached" in out.stderr
     assert "rerun the teacher_outputs stage" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "student").exists()
+
+
+def test_a_recipe_temperature_the_cache_lacks_is_refused_before_training(setup):
+    tmp_path, common = setup
+    p = yaml.safe_load(open(common[1]))
+    p["kd"]["students"]["vanilla"]["losses"]["logit"]["temperature"] = 4.0  # a default, but not this cache's
+    (tmp_path / "t4.yaml").write_text(yaml.safe_dump(p))
+    out = distill(tmp_path, ["--params", str(tmp_path / "t4.yaml"), *common[2:]], tmp_path / "teacher", "student")
+    assert out.returncode == 2
+    assert ("params: kd.students.vanilla.losses.logit.temperature 4.0 is not in the teacher_outputs cache "
+            f"({tmp_path / 'cache'} has temperatures [1.0, 2.0]); add it to teacher_outputs.temperatures and "
+            "rerun the teacher_outputs stage (dvc repro)") in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "student").exists()
 
 
 def test_live_mode_needs_no_cache(setup):

@@ -41,7 +41,8 @@ class CrashAt(Hook):
 def _train(tiny_data, tmp_path, name, **kw):
     from kd.teacher import train_teacher
 
-    return train_teacher(spec=TINY, train=kw.pop("train", TRAIN), tokenizer_dir=tiny_data / "tokenizer",
+    return train_teacher(spec=kw.pop("spec", TINY), train=kw.pop("train", TRAIN),
+                         tokenizer_dir=tiny_data / "tokenizer",
                          tokenized_dir=tiny_data / "tokenized", out_dir=tmp_path / name / "model",
                          ckpt_dir=tmp_path / name / "ckpt", live_dir=tmp_path / name / "live", **kw)
 
@@ -97,3 +98,218 @@ def test_checkpoint_files_load_without_unpickling(tiny_data, tmp_path):
     for f in ("optimizer.pt", "rng.pt"):
         torch.load(last / f, weights_only=True)  # raises if anything but tensors/containers were saved
     assert {p.name for p in last.iterdir()} >= {"model.safetensors", "best.safetensors", "state.json"}
+
+
+# ----------------------------------------------------------------------------- train.select_by
+
+SELECT = TrainParams(batch_size=4, checkpoint_every=100, seed=3, select_by="rougeLsum", select_samples=8,
+                     select_max_new_tokens=16)
+FOUR_EPOCHS = ModelParams(d_model=16, d_ff=32, d_kv=8, num_layers=1, num_decoder_layers=1, num_heads=2,
+                          dropout=0.1, epochs=4, lr=1e-2)
+STEPS_PER_EPOCH = 6  # 24 training records in batches of 4
+
+
+class StubScorer:
+    """Scores the k-th validation `scores[k]`; records the rows and the model's weights it was given.
+    It leaves the model in eval mode: the loop must put it back in train mode (dropout)."""
+
+    name = "rougeLsum"
+
+    def __init__(self, scores):
+        self.scores, self.rows, self.weights = list(scores), [], []
+
+    def __call__(self, model, val_ds):
+        model.eval()
+        self.rows.append(len(val_ds))
+        self.weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return self.scores[len(self.weights) - 1]
+
+
+def _tsv(path) -> list[tuple[int, float]]:
+    rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
+    return [(int(r[0]), float(r[1])) for r in rows]
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_select_by_rougeLsum_keeps_the_best_scoring_epoch_not_the_lowest_loss(tiny_data, tmp_path, monkeypatch):
+    import json
+
+    scores = [1.0, 3.0, 3.0, 2.0]  # best: epoch 1 (epoch 2 ties it: the earlier one stays)
+    stub = StubScorer(scores)
+    monkeypatch.setattr("kd.run.make_scorer", lambda train, tokenizer: stub)
+    result = _train(tiny_data, tmp_path, "s", spec=FOUR_EPOCHS, train=SELECT)
+
+    losses = [h["val_loss"] for h in result.history]
+    assert [h["val_rougeLsum"] for h in result.history] == scores
+    assert min(range(4), key=losses.__getitem__) != 1  # the loss would have kept another epoch
+    assert (result.select_by, result.best_epoch, result.best_score) == ("rougeLsum", 1, 3.0)
+    assert result.best_val_loss == losses[1]  # the loss of the selected epoch
+    assert stub.rows == [8] * 4  # the whole validation split, every epoch
+    saved = _weights(tmp_path / "s" / "model")
+    assert _same(saved, stub.weights[1]) and not _same(saved, stub.weights[3])
+
+    live = tmp_path / "s" / "live"
+    steps = [STEPS_PER_EPOCH * (e + 1) for e in range(4)]
+    assert _tsv(live / "plots" / "metrics" / "val" / "rougeLsum.tsv") == list(zip(steps, scores))
+    assert _tsv(live / "plots" / "metrics" / "val" / "loss.tsv") == list(zip(steps, losses))
+    summary = json.loads((live / "metrics.json").read_text())
+    assert (summary["select_by"], summary["best_score"], summary["best_epoch"]) == ("rougeLsum", 3.0, 1)
+    assert summary["best_val_loss"] == losses[1]
+
+
+def test_select_by_loss_is_the_default_and_generates_nothing(tiny_data, tmp_path, monkeypatch):
+    import json
+
+    from transformers import T5ForConditionalGeneration
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("select_by: loss must not generate")
+
+    # The stub's run first: the same training, scored; it shows the scoring does not disturb training.
+    stub = StubScorer([0.0] * 4)
+    with monkeypatch.context() as m:
+        m.setattr("kd.run.make_scorer", lambda train, tokenizer: stub)
+        scored = _train(tiny_data, tmp_path, "scored", spec=FOUR_EPOCHS, train=SELECT)
+    assert TrainParams().select_by == "loss"
+    monkeypatch.setattr(T5ForConditionalGeneration, "generate", no_generation)
+    monkeypatch.setattr("kd.metrics.rouge_scores", no_generation)
+    result = _train(tiny_data, tmp_path, "loss", spec=FOUR_EPOCHS,
+                    train=TrainParams(batch_size=4, checkpoint_every=100, seed=3))
+
+    assert all(set(h) == {"epoch", "step", "val_loss"} for h in result.history)
+    losses = [h["val_loss"] for h in result.history]
+    assert losses == [h["val_loss"] for h in scored.history]  # same trajectory, bit for bit
+    best = min(range(4), key=losses.__getitem__)
+    assert (result.select_by, result.best_epoch, result.best_score) == ("loss", best, None)
+    assert result.best_val_loss == losses[best]
+    assert _same(_weights(tmp_path / "loss" / "model"), stub.weights[best])  # that epoch's weights
+    live = tmp_path / "loss" / "live"
+    assert not (live / "plots" / "metrics" / "val" / "rougeLsum.tsv").exists()
+    summary = json.loads((live / "metrics.json").read_text())
+    assert summary["select_by"] == "loss" and "best_score" not in summary
+
+
+def _scorer_setup(tiny_data, **kw):
+    from kd.modeling import build_model
+    from kd.run import load_tokenized, make_scorer
+    from kd.tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_data / "tokenizer"))
+    val = load_tokenized(tiny_data / "tokenized")["validation"]
+    model = build_model(TINY, tokenizer, seed=0, section="teacher").train()
+    params = TrainParams(batch_size=3, select_by="rougeLsum", **kw)
+    return make_scorer(params, tokenizer), model, tokenizer, val
+
+
+class GenerateSpy:
+    """Wraps `model.generate`: records each batch's real input rows and outputs, and how it was called."""
+
+    def __init__(self, model, fake=None):
+        self.real, self.fake, self.inputs, self.outputs, self.calls = model.generate, fake, [], [], []
+        model.generate = self
+
+    def __call__(self, input_ids, attention_mask, generation_config, **kwargs):
+        self.calls.append(dict(num_beams=generation_config.num_beams, do_sample=generation_config.do_sample,
+                               max_new_tokens=generation_config.max_new_tokens, training=self.real.__self__.training,
+                               inference=torch.is_inference_mode_enabled(), batch=len(input_ids)))
+        self.inputs += [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
+        out = self.fake(len(self.outputs), len(input_ids)) if self.fake else \
+            self.real(input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config,
+                      **kwargs)
+        self.outputs += out.tolist()
+        return out
+
+
+def test_rougeLsum_scorer_generates_the_first_n_validation_examples_and_scores_them(tiny_data):
+    from kd.metrics import rouge_scores
+
+    scorer, model, tokenizer, val = _scorer_setup(tiny_data, select_samples=5, select_num_beams=2,
+                                                  select_max_new_tokens=6)
+    spy = GenerateSpy(model)
+    score = scorer(model, val)
+
+    assert spy.inputs == val["input_ids"][:5]  # exactly the first 5, in order, unpadded as tokenized
+    assert [c["batch"] for c in spy.calls] == [3, 2]  # train.batch_size at a time
+    assert all(c["num_beams"] == 2 and c["max_new_tokens"] == 6 and c["do_sample"] is False
+               and not c["training"] and c["inference"] for c in spy.calls)
+    assert model.training  # back in train mode
+    predictions = [t.strip() for t in tokenizer.batch_decode(spy.outputs, skip_special_tokens=True)]
+    references = [t.strip() for t in tokenizer.batch_decode(val["labels"][:5], skip_special_tokens=True)]
+    assert score == rouge_scores(predictions, references)["rougeLsum"]
+
+
+def test_rougeLsum_scorer_caps_at_the_split_and_scores_against_the_decoded_labels(tiny_data):
+    from kd.data.builtin import generate
+    from kd.metrics import rouge_scores, split_sentences
+    from kd.tokenization import tokenize_records
+
+    scorer, model, tokenizer, _ = _scorer_setup(tiny_data, select_samples=64)
+    # References of several sentences (long enough labels), where rougeLsum and rougeL differ.
+    val = tokenize_records(generate("validation", 8, 0), tokenizer, prefix="summarize: ", max_source_length=48,
+                           max_target_length=128)
+    references = [tokenizer.decode(ids, skip_special_tokens=True) for ids in val["labels"]]
+    # A "model" that writes each reference's sentences in reverse order, plus one of its own.
+    written = [" ".join(reversed(split_sentences(r))) + " Nothing else happened." for r in references]
+
+    def reversed_references(start, n):
+        rows = [[0] + tokenizer(text_target=t)["input_ids"] for t in written[start:start + n]]
+        width = max(map(len, rows))
+        return torch.tensor([r + [0] * (width - len(r)) for r in rows])
+
+    spy = GenerateSpy(model, fake=reversed_references)
+    score = scorer(model, val)
+    assert spy.inputs == val["input_ids"] and len(val) == 8  # min(64, 8): the whole split
+    assert [c["num_beams"] for c in spy.calls] == [1, 1, 1] and spy.calls[0]["max_new_tokens"] == 64
+    expected = rouge_scores(tokenizer.batch_decode(spy.outputs, skip_special_tokens=True), references)
+    assert 0 < score < 100 and score == expected["rougeLsum"] != expected["rougeL"]
+
+
+def test_a_resumed_run_selects_by_rougeLsum_like_an_uninterrupted_one(tiny_data, tmp_path):
+    """The real scorer, a run killed after epoch 3's checkpoint (the best so far is in it), resumed."""
+    import json
+
+    from kd.checkpoint import find_last, read_state
+
+    spec = ModelParams(d_model=32, d_ff=64, d_kv=8, num_layers=1, num_decoder_layers=1, num_heads=2,
+                       dropout=0.1, epochs=5, lr=2e-2)
+    full = _train(tiny_data, tmp_path, "full", spec=spec, train=SELECT)
+    kill = 4 * STEPS_PER_EPOCH
+    with pytest.raises(Interrupt):
+        _train(tiny_data, tmp_path, "cut", spec=spec, train=SELECT, hooks=[CrashAt(kill + 1)])
+    saved = read_state(find_last(tmp_path / "cut" / "ckpt"))
+    so_far = [h["val_rougeLsum"] for h in full.history[:4]]
+    assert saved["step"] == kill and saved["history"] == full.history[:4]
+    assert (saved["select_by"], saved["best_score"], saved["best_epoch"]) == (
+        "rougeLsum", max(so_far), so_far.index(max(so_far)))
+
+    resumed = _train(tiny_data, tmp_path, "cut", spec=spec, train=SELECT)
+    assert resumed.resumed_from_step == kill
+    assert resumed.history == full.history and all("val_rougeLsum" in h for h in full.history)
+    assert (resumed.best_epoch, resumed.best_score, resumed.best_val_loss) == \
+        (full.best_epoch, full.best_score, full.best_val_loss)
+    assert _same(_weights(tmp_path / "full" / "model"), _weights(tmp_path / "cut" / "model"))
+    rouge = "plots/metrics/val/rougeLsum.tsv"
+    assert (tmp_path / "cut" / "live" / rouge).read_text() == (tmp_path / "full" / "live" / rouge).read_text()
+    summaries = [json.loads((tmp_path / run / "live" / "metrics.json").read_text()) for run in ("full", "cut")]
+    for s in summaries:
+        s.pop("train_seconds")
+    assert summaries[0] == summaries[1] and summaries[0]["best_score"] == full.best_score
+
+
+def test_resuming_a_checkpoint_that_selected_otherwise_restarts_the_selection(tiny_data, tmp_path, monkeypatch,
+                                                                               caplog):
+    with pytest.raises(Interrupt):  # a loss-selected run, killed after epoch 0's checkpoint
+        _train(tiny_data, tmp_path, "loss", spec=FOUR_EPOCHS, train=TrainParams(
+            batch_size=4, checkpoint_every=100, seed=3), hooks=[CrashAt(STEPS_PER_EPOCH + 1)])
+    stub = StubScorer([5.0, 2.0, 1.0])  # the resumed epochs 1..3
+    monkeypatch.setattr("kd.run.make_scorer", lambda train, tokenizer: stub)
+    with caplog.at_level(logging.WARNING, logger="kd.train"):
+        result = _train(tiny_data, tmp_path, "score", spec=FOUR_EPOCHS, train=SELECT,
+                        resume_from=tmp_path / "loss" / "ckpt" / "last")
+    assert "selected epochs by loss, this run by rougeLsum" in caplog.text
+    assert result.resumed_from_step == STEPS_PER_EPOCH and "val_rougeLsum" not in result.history[0]
+    assert (result.select_by, result.best_epoch, result.best_score) == ("rougeLsum", 1, 5.0)
+    assert result.best_val_loss == result.history[1]["val_loss"]

@@ -9,7 +9,7 @@ defaults, and `check` validates them with errors naming the dotted key.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import torch
 from torch import nn
@@ -38,11 +38,19 @@ class Distiller(nn.Module):
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
     # True when `forward` also accepts the teacher_outputs stage's cached top-k logits as `teacher`
     reads_cache: ClassVar[bool] = False
+    # True when `distill_batch` may return other targets than the batch's (on-policy losses)
+    chooses_targets: ClassVar[bool] = False
 
     @classmethod
     def from_settings(cls, settings: LossSettings, teacher_config, student_config, *, where: str) -> "Distiller":
         """Build the loss for these model configs (layer maps, projections); errors name `where`."""
         raise NotImplementedError
+
+    def distill_batch(self, model, batch: dict[str, torch.Tensor]) -> Optional[dict[str, torch.Tensor]]:
+        """The batch to distill on, when it is not the training batch itself: e.g. kd.losses.gkd's
+        sequences sampled from the student (`model`). None (the default): the batch's own targets.
+        The label loss always stays on the batch's own targets."""
+        return None
 
     def forward(self, student, teacher, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError

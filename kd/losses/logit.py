@@ -6,8 +6,10 @@ only, scaled by T^2 so its gradient magnitude does not shrink as T grows.
 The teacher side is either its full logits (a live forward pass, `teacher_input: models/teacher`) or
 its cached top-k logits (`kd.teacher_cache.TopK`, from the teacher_outputs stage,
 `teacher_input: data/teacher_outputs`); the latter uses `cached_kl`, a KL over the stored tokens plus
-one tail bin (see kd/teacher_cache.py for how the tail is handled; at T > 1 raise
-`teacher_outputs.top_k`).
+one tail bin. The cache gives the tail bin's teacher mass exactly at every temperature listed in
+`teacher_outputs.temperatures` (a recipe at another temperature is refused), so the only remaining
+approximation is merging the tail tokens into one bin, which can only lower the KL (see
+kd/teacher_cache.py).
 """
 
 from __future__ import annotations

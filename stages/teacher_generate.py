@@ -1,0 +1,40 @@
+"""Stage teacher_generate: the teacher's beam-search summaries of the training split, computed once
+(resumable in shards), the targets of sequence-level KD students (`targets: data/teacher_targets`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# The repo root replaces stages/ on the path: run from anywhere, and stages/tokenize.py must not
+# shadow the stdlib module of the same name.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from kd import cli, paths  # noqa: E402
+from kd.params import load_section  # noqa: E402
+
+
+def main(argv=None) -> None:
+    p = cli.parser(__doc__)
+    p.add_argument("--teacher", type=Path, default=paths.TEACHER_DIR)
+    p.add_argument("--tokenizer", type=Path, default=paths.TOKENIZER_DIR)
+    p.add_argument("--tokenized", type=Path, default=paths.TOKENIZED_DIR)
+    p.add_argument("--raw-train", type=Path, default=paths.raw_split("train"),
+                   help="the references, for the teacher's ROUGE on the training split")
+    p.add_argument("--out", type=Path, default=paths.TEACHER_TARGETS_DIR)
+    p.add_argument("--work-dir", type=Path, default=paths.CHECKPOINTS_DIR / "teacher_generate",
+                   help="finished shards of an interrupted run (not a DVC output)")
+    args = p.parse_args(argv)
+    cli.setup_logging("teacher_generate", args.log_dir)
+    params = load_section("teacher_generate", args.params)
+    cli.log_config(teacher_generate=params)
+
+    from kd.teacher_generate import generate_targets  # heavy imports only after argv and params are valid
+
+    generate_targets(params=params, teacher_dir=args.teacher, tokenizer_dir=args.tokenizer,
+                     tokenized_dir=args.tokenized, raw_train=args.raw_train, out_dir=args.out,
+                     work_dir=args.work_dir)
+
+
+if __name__ == "__main__":
+    cli.run("teacher_generate", main)

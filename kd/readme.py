@@ -39,7 +39,14 @@ def results_table(results_file: Path = RESULTS) -> str:
     faithfulness, the paired difference to the baseline, size, speed and training cost."""
     results = json.loads(Path(results_file).read_text())
     rows = headline(results, "test")
-    return markdown_table(display_rows(rows, faithfulness_key(rows[0])))
+    table = markdown_table(display_rows(rows, faithfulness_key(rows[0])))
+    train = results.get("teacher", {}).get("train_split")
+    if train:  # the teacher_generate stage's summaries of the training split: the seqkd targets
+        test = results["teacher"]["test"].get(train["decoding"], {})
+        table += (f"\nThe teacher on its own training split: its summaries of the {train['n_examples']} training "
+                  f"articles (beam {train['num_beams']}, the `seqkd` targets) score rougeL {train['rougeL']:.2f} against "
+                  f"the training references, against {test.get('rougeL', float('nan')):.2f} on test.\n")
+    return table
 
 
 def seeds_section(seeds_file: Path = SEEDS) -> str:

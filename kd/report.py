@@ -494,6 +494,14 @@ def gather(*, students: Sequence[str], lead: str, quality_dir: Path, examples_di
     return results, examples, speed.get("host")
 
 
+def train_split_block(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The teacher on its own training split, from the teacher_generate stage's manifest: its summaries
+    (the seqkd targets) scored against the training references, with the decoding that made them. A
+    teacher that reproduced its training references would make pseudo-labels that teach nothing new."""
+    return {"decoding": "beam" if manifest["num_beams"] > 1 else "greedy", "num_beams": manifest["num_beams"],
+            "n_examples": manifest["n_examples"], **{k: manifest["train_rouge"][k] for k in ROUGE_KEYS}}
+
+
 def _training_cost(live_dir: Path, name: str, teacher: str) -> dict[str, Any]:
     """train_seconds and train_tokens from dvclive/<teacher | student_name>/metrics.json (None when the
     run did not record them)."""
@@ -532,7 +540,8 @@ def headline(results: Mapping[str, Mapping[str, Any]], split: str = "test") -> l
                 row[f"rougeL_{label}"] = diff["mean_diff"]
                 row[f"rougeL_{label}_low"], row[f"rougeL_{label}_high"] = diff["low"], diff["high"]
                 row[f"rougeL_{label}_p_le_0"] = diff["share_le_0"]
-        row.update({k: v for k, v in entry.items() if k not in ("kind", *SPLITS)})
+        # model-level numbers only (not the splits, nor the teacher's train_split block)
+        row.update({k: v for k, v in entry.items() if k not in ("kind", *SPLITS) and not isinstance(v, Mapping)})
         rows.append(row)
     return rows
 
@@ -541,7 +550,7 @@ def long_rows(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Every (model, split, decoding) as one flat row: the CSV table."""
     rows = []
     for name, entry in results.items():
-        fields = {k: v for k, v in entry.items() if k not in SPLITS}
+        fields = {k: v for k, v in entry.items() if k not in SPLITS and not isinstance(v, Mapping)}
         for split in SPLITS:
             for decoding, m in entry[split].items():
                 row = {"model": name, "kind": entry["kind"], "split": split, "decoding": decoding}
@@ -625,6 +634,12 @@ def write_benchmark(out_dir: Path, results: Mapping[str, Mapping[str, Any]], exa
                   {"model": r["model"], **{k: r.get(k) for k in ("entity_precision", "fact_precision", "fact_recall",
                                                                   "novel_bigram_pct", "repeated_trigram_pct", "length")
                                            if any(k in x for x in test_rows)}} for r in test_rows])]
+    if "train_split" in results[teacher]:  # the teacher_generate stage ran: memorised or generalising?
+        train = results[teacher]["train_split"]
+        test = results[teacher]["test"].get(train["decoding"]) or results[teacher]["test"][
+            primary_decoding(results[teacher]["test"])]
+        tables.append(("Teacher: its training-split summaries (the seqkd targets) vs its test summaries", [
+            {"split": split, **{k: m.get(k) for k in ROUGE_KEYS}} for split, m in (("train", train), ("test", test))]))
     write_report(str(out_dir / REPORT_TXT), tables, examples, decoding, max_examples=max_examples, host=host)
     plot_scores(test_rows, str(out_dir / SCORES_PNG))
     plot_quality_vs_speed(test_rows, str(out_dir / SPEED_PNG))

@@ -67,8 +67,13 @@ def training_split(train: datasets.Dataset, teacher_labels: list[list[int]], *, 
     if len(teacher_labels) != len(train):
         raise ConfigError(f"teacher targets: {len(teacher_labels)} for {len(train)} training examples; {RERUN}")
     if with_references:
-        ours = train.remove_columns("labels").add_column("labels", teacher_labels)
-        return datasets.concatenate_datasets([train, ours.cast(train.features)])
+        return datasets.concatenate_datasets([train, _with_labels(train, teacher_labels)])
     chosen = set(teacher_rows(len(train), share, seed))
     labels = [t if i in chosen else r for i, (r, t) in enumerate(zip(train["labels"], teacher_labels))]
-    return train.remove_columns("labels").add_column("labels", labels).cast(train.features)
+    return _with_labels(train, labels)
+
+
+def _with_labels(train: datasets.Dataset, labels: list[list[int]]) -> datasets.Dataset:
+    # add_column builds the new column in memory with the split's own feature type: no map, so no
+    # cache file is written into the tokenize stage's output (a DVC output must never change under it).
+    return train.remove_columns("labels").add_column("labels", labels, feature=train.features["labels"])

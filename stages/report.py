@@ -1,5 +1,6 @@
 """Stage report: the teacher, every student and lead-N side by side, from the benchmark@<name> stages'
-quality and per-example files, the speed stage's speed.json and the training stages' dvclive summaries.
+quality and per-example files, the speed stage's speed.json, the training stages' dvclive summaries and
+the teacher_generate stage's manifest (the teacher's ROUGE on its training split).
 
 Writes benchmark_results.json (everything, nested {model: {..., split: {decoding: metrics}}}), metrics.json
 (a few keys per model: the DVC metrics file), comparison_table.csv, benchmark_report.txt, scores.png,
@@ -27,6 +28,8 @@ def main(argv=None) -> None:
     p.add_argument("--live-dir", type=Path, default=Path("dvclive"), help="the training stages' dvclive dirs")
     p.add_argument("--validation", type=Path, default=paths.raw_split("validation"))
     p.add_argument("--test", type=Path, default=paths.raw_split("test"))
+    p.add_argument("--teacher-targets", type=Path, default=paths.TEACHER_TARGETS_DIR / "manifest.json",
+                   help="the teacher_generate stage's manifest: the teacher's ROUGE on its training split")
     p.add_argument("--out", type=Path, default=paths.BENCHMARK_DIR)
     args = p.parse_args(argv)
     cli.setup_logging("report", args.log_dir)
@@ -43,6 +46,12 @@ def main(argv=None) -> None:
     results, examples, host = gather(students=students, lead=f"lead{bench.lead_n}", quality_dir=args.quality_dir,
                                examples_dir=args.examples_dir, speed_path=args.speed, live_dir=args.live_dir,
                                ids={split: [r["id"] for r in rs] for split, rs in records.items()})
+    if args.teacher_targets.is_file():
+        import json
+
+        from kd.report import train_split_block
+
+        results["teacher"]["train_split"] = train_split_block(json.loads(args.teacher_targets.read_text()))
     # the examples in the report: each model's test summaries at its headline decoding
     shown = {name: examples[name][("test", primary_decoding(entry["test"]))] for name, entry in results.items()}
     decoding = {k: v for k, v in dataclasses.asdict(bench).items() if k != "num_examples"}

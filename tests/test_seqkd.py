@@ -149,6 +149,25 @@ def test_teacher_share_and_both_targets():
     assert list(both["input_ids"]) == list(train["input_ids"]) * 2
 
 
+def test_the_tokenized_split_on_disk_is_never_written(tiny_data, tmp_path):
+    """The distill stage must not leave files (datasets' cache-*.arrow) in the tokenize stage's output:
+    DVC would see the output changed and rerun everything downstream."""
+    import shutil
+
+    from kd.run import load_tokenized
+
+    copy = tmp_path / "tokenized"
+    shutil.copytree(tiny_data / "tokenized", copy)
+    before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
+    train = load_tokenized(copy)["train"]
+    teacher = [[9, 1]] * len(train)
+    for kw in ({"share": 1.0, "with_references": False}, {"share": 0.5, "with_references": False},
+               {"share": 1.0, "with_references": True}):
+        out = training_split(train, teacher, seed=0, **kw)
+        assert out.features == train.features
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
+
+
 def _student(tiny_data, tmp_path, setup, targets_dir, name, **recipe):
     from kd.distill import distill_student
     from kd.params import KDParams, TrainParams, parse

@@ -228,11 +228,11 @@ def test_speed_missing_or_corrupt_model_fails_in_one_line(work, tmp_path):
 
 # --- report -----------------------------------------------------------------------------------
 
-def report(work, out, quality_dir="results/quality"):
+def report(work, out, quality_dir="results/quality", *extra):
     return run_stage("report", ["--params", "params.yaml", "--quality-dir", quality_dir,
                                 "--examples-dir", "results/examples", "--speed", "results/speed.json",
                                 "--live-dir", "live", "--validation", "validation.jsonl", "--test", "test.jsonl",
-                                "--out", out], work)
+                                *extra, "--out", out], work)
 
 
 def test_report_gathers_every_model_side_by_side(work, teacher_twice, student, lead, speed):
@@ -300,10 +300,7 @@ def test_report_puts_the_teachers_training_split_rouge_beside_its_test_rouge(wor
                                                                   "rougeLsum": 57.75}}
     (work / "tt.json").write_text(json.dumps(manifest))
     out = tmp_path / "report"
-    ok(run_stage("report", ["--params", "params.yaml", "--quality-dir", "results/quality", "--examples-dir",
-                            "results/examples", "--speed", "results/speed.json", "--live-dir", "live",
-                            "--validation", "validation.jsonl", "--test", "test.jsonl", "--teacher-targets",
-                            "tt.json", "--out", str(out)], work))
+    ok(report(work, str(out), "results/quality", "--teacher-targets", "tt.json"))
     results = json.loads((out / "benchmark_results.json").read_text())
     assert results["teacher"]["train_split"] == {"decoding": "beam", "num_beams": 2, "n_examples": 40,
                                                 **manifest["train_rouge"]}

@@ -5,6 +5,8 @@
     python -m kd.bench gpu-smoke  # every stage on a tiny config with CUDA + bf16, 50 steps: throughput
     python -m kd.bench speed      # training loop vs Seq2SeqTrainer, cached vs live KD, generation
     python -m kd.bench distill-memory  # the vanilla distill stage, cached vs live teacher: peak RSS, time
+    python -m kd.bench rehearsal  # the real-scale job offline: CNN/DM-sized data, T5-sized models (kd.rehearsal)
+    python -m kd.bench gpu-real   # t5-base -> t5-small shapes, bf16, 512/128 on one GPU (kd.gpu_real)
 
 Each prints a line per measurement, writes JSON (`--out`), and exits 1 when a budget is missed.
 Budgets: pipeline <= 720 s with peak RSS < 4 GiB and tests <= 600 s (2-core CPU, no GPU);
@@ -25,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGETS = {"pipeline": {"wall_s": 720.0, "peak_rss_mb": 4096.0}, "tests": {"wall_s": 600.0},
-           "gpu-smoke": {"wall_s": 300.0}, "speed": {}, "distill-memory": {}}
+           "gpu-smoke": {"wall_s": 300.0}, "distill-memory": {}}
 
 
 def _timed(cmd: list[str], cwd: Path) -> dict:
@@ -156,14 +158,20 @@ def bench_distill_memory(args) -> dict:
     return result
 
 
-def bench_speed(args) -> dict:
-    from kd import speedbench
+# Checks that live in their own module: `add_arguments(parser)` brings their options (--out included),
+# `run(args) -> dict` measures, prints and writes its JSON, and says {"ok": bool} against its own budgets.
+MODULE_CHECKS = {"speed": "kd.speedbench", "rehearsal": "kd.rehearsal", "gpu-real": "kd.gpu_real"}
 
-    return speedbench.run(args)
+
+def _module(check: str):
+    import importlib
+
+    return importlib.import_module(MODULE_CHECKS[check])
 
 
 CHECKS = {"pipeline": lambda args: bench_pipeline(), "tests": bench_tests, "gpu-smoke": bench_gpu_smoke,
-          "speed": bench_speed, "distill-memory": bench_distill_memory}
+          "distill-memory": bench_distill_memory,
+          **{name: (lambda args, name=name: _module(name).run(args)) for name in MODULE_CHECKS}}
 
 
 def main(argv=None) -> int:
@@ -171,7 +179,7 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="check", required=True)
     for name in CHECKS:
         q = sub.add_parser(name)
-        if name != "speed":  # speedbench brings its own options, --out included
+        if name not in MODULE_CHECKS:  # those bring their own options, --out included
             q.add_argument("--out", type=Path, default=None, help="write the measurements as JSON here")
         if name == "gpu-smoke":
             q.add_argument("--steps", type=int, default=50, help="optimizer steps per model")
@@ -182,13 +190,11 @@ def main(argv=None) -> int:
             q.add_argument("--max-new-tokens", type=int, default=64, help="the benchmark's decoding length")
         if name == "distill-memory":
             q.add_argument("--student", default="vanilla", help="a logit-KD student under kd.students")
-        if name == "speed":
-            from kd import speedbench
-
-            speedbench.add_arguments(q)
+        if name in MODULE_CHECKS and name in (sys.argv[1:] if argv is None else argv)[:1]:
+            _module(name).add_arguments(q)  # imported only when asked for: each has its own dependencies
     args = p.parse_args(argv)
     result = CHECKS[args.check](args)
-    if args.check == "speed":
+    if args.check in MODULE_CHECKS:
         return 0 if result.get("ok", True) else 1
     budget = BUDGETS[args.check]
     ok = all(result[k] <= limit for k, limit in budget.items())

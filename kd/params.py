@@ -76,13 +76,18 @@ class TokenizerParams:
     prefix: str = "summarize: "
     max_source_length: int = 256
     max_target_length: int = 64
-    num_proc: int = 1
+    num_proc: int = 1  # worker processes that tokenize batches (1: in the stage's own process)
+    # SentencePiece trains on a uniform sample of this many of its inputs (texts, long ones in pieces); every
+    # text is read, the sample keeps training time and memory bounded (0: no sampling, all are kept)
+    trainer_sample_size: int = 1_000_000
 
     def __post_init__(self):
         _check(self.vocab_size >= 64, "tokenizer.vocab_size", "must be >= 64")
         _check(self.max_source_length > 0, "tokenizer.max_source_length", "must be > 0")
         _check(self.max_target_length > 0, "tokenizer.max_target_length", "must be > 0")
         _check(self.num_proc >= 1, "tokenizer.num_proc", "must be >= 1")
+        _check(self.trainer_sample_size == 0 or self.trainer_sample_size > 100, "tokenizer.trainer_sample_size",
+               "must be 0 (no sampling) or > 100 (SentencePiece's smallest sample)")
 
 
 @dataclass(frozen=True)

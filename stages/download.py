@@ -23,9 +23,9 @@ def main(argv=None) -> None:
 
     from kd.data.prepare import load_splits, write_splits
 
-    splits = load_splits(data)  # every split validated before any file is written
-    write_splits(splits, args.out)
-    cli.log.info("wrote %s", {s: len(r) for s, r in splits.items()})
+    # Streamed and validated record by record; the files are renamed into place only once every split passed.
+    counts = write_splits(load_splits(data), args.out)
+    cli.log.info("wrote %s", counts)
 
 
 if __name__ == "__main__":

@@ -216,7 +216,7 @@ def test_every_source_passes_the_duplicate_id_check(monkeypatch):
     twice = [{"id": "x", "article": "An article.", "highlights": "A summary."}] * 2
     monkeypatch.setitem(prepare.LOADERS, "builtin", lambda split, data: twice)
     with pytest.raises(ConfigError, match=re.escape("data.source=builtin split 'train': record 1: duplicate id 'x'")):
-        prepare.load_splits(DataParams())
+        list(prepare.load_splits(DataParams())["train"])
 
 
 def test_builtin_splits_pass_load_splits():
@@ -224,7 +224,7 @@ def test_builtin_splits_pass_load_splits():
     from kd.params import BuiltinData, DataParams
 
     splits = load_splits(DataParams(builtin=BuiltinData(train_size=40, validation_size=5, test_size=5)))
-    assert {s: len(r) for s, r in splits.items()} == {"train": 40, "validation": 5, "test": 5}
+    assert {s: len(list(r)) for s, r in splits.items()} == {"train": 40, "validation": 5, "test": 5}
 
 
 @pytest.mark.parametrize("name", ["out.jsonl", "out.jsonl.gz"])
@@ -294,9 +294,9 @@ def test_load_hub_keeps_fields_and_caps_samples(tmp_path):
     local.mkdir()
     for split in ("train", "validation", "test"):
         (local / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    got = load_hub("train", name=str(local), config=None, max_samples=2, cache_dir=cache)
+    got = list(load_hub("train", name=str(local), config=None, max_samples=2, cache_dir=cache))
     assert got == [{k: r[k] for k in ("id", "article", "highlights")} for r in rows[:2]]
-    assert len(load_hub("test", name=str(local), config=None, max_samples=50, cache_dir=cache)) == 5
+    assert len(list(load_hub("test", name=str(local), config=None, max_samples=50, cache_dir=cache))) == 5
 
 
 def test_load_hub_refuses_duplicate_ids(tmp_path):
@@ -307,7 +307,7 @@ def test_load_hub_refuses_duplicate_ids(tmp_path):
     for split in ("train", "validation", "test"):
         (local / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(ConfigError, match=re.escape("split 'test': record 2: duplicate id 'b' (first as record 1)")):
-        load_hub("test", name=str(local), config=None, cache_dir=cache)
+        list(load_hub("test", name=str(local), config=None, cache_dir=cache))
 
 
 @pytest.mark.parametrize("kwargs, key", [(dict(split="dev"), "split"),

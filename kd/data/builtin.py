@@ -16,7 +16,7 @@ so splits differ and nothing depends on global random state.
 
 import random
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from kd.errors import ConfigError
@@ -536,7 +536,7 @@ def _record(rng: random.Random, n_distractors: int, entity_pool: int | None) -> 
 def generate(split: str, n: int, seed: int, *, n_distractors: int = 3,
              entity_pool: int | None = None) -> list[dict]:
     """Returns `n` generated records {"id", "article", "highlights", "facts"} for `split`, the same for the
-    same arguments.
+    same arguments (`stream` yields the same records one at a time).
 
     `facts` records what the generator knows and a reader of the text would have to guess, so that
     `kd.faithfulness` can check a summary's names and numbers against the truth: {"kind": the event kind's
@@ -555,6 +555,12 @@ def generate(split: str, n: int, seed: int, *, n_distractors: int = 3,
     full lists (60 names each) a 2M-parameter T5 trained for 1,500 steps learned the summary
     templates but filled the names in by guessing.
     """
+    return list(stream(split, n, seed, n_distractors=n_distractors, entity_pool=entity_pool))
+
+
+def stream(split: str, n: int, seed: int, *, n_distractors: int = 3,
+           entity_pool: int | None = None) -> Iterator[dict]:
+    """`generate`'s records one at a time (the arguments are checked here, before the first record)."""
     if not isinstance(split, str) or not split:
         raise ConfigError(f"split: expected a non-empty string, got {split!r}")
     for key, value in (("n", n), ("seed", seed), ("n_distractors", n_distractors)):
@@ -564,13 +570,15 @@ def generate(split: str, n: int, seed: int, *, n_distractors: int = 3,
         raise ConfigError(f"entity_pool: expected an integer >= 4 or None, got {entity_pool!r}")
     if n < 0 or n_distractors < 0:
         raise ConfigError(f"n and n_distractors must be >= 0, got n={n}, n_distractors={n_distractors}")
+    return _records(split, n, seed, n_distractors, entity_pool)
+
+
+def _records(split: str, n: int, seed: int, n_distractors: int, entity_pool: int | None) -> Iterator[dict]:
     rng = random.Random(f"{seed}-{split}")
-    records = []
     for i in range(n):
         article, highlights, facts = _record(rng, n_distractors, entity_pool)
-        records.append({"id": f"builtin-{split}-{seed}-{i:06d}", "article": article, "highlights": highlights,
-                        "facts": facts})
-    return records
+        yield {"id": f"builtin-{split}-{seed}-{i:06d}", "article": article, "highlights": highlights,
+               "facts": facts}
 
 
 def template_slots(template: str) -> set[str]:

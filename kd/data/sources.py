@@ -1,6 +1,6 @@
 """Loading the train/validation/test splits from local JSON lines files or the Hugging Face hub.
 
-Every loader returns records normalised to {"id", "article", "highlights"} (highlight sentences joined by
+Every loader yields records normalised to {"id", "article", "highlights"} (highlight sentences joined by
 "\\n", as in CNN/DailyMail), plus "facts" where a JSON lines record has them (the builtin corpus writes
 them; see `kd.data.builtin.generate`), and raises ConfigError, naming the file and line or the dataset, on
 bad input.
@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from kd.errors import ConfigError
 
@@ -66,19 +66,24 @@ def iter_jsonl(path) -> Iterator[tuple[int, dict]]:
 
 def read_jsonl(path, *, article_field: str = "article", summary_field: str = "highlights",
                id_field: str = "id") -> list[dict]:
-    """Reads a `.jsonl` or `.jsonl.gz` file, mapping the named fields to {"id", "article", "highlights"}.
+    """Every record of a `.jsonl` or `.jsonl.gz` file as a list; see `iter_records`."""
+    return list(iter_records(path, article_field=article_field, summary_field=summary_field, id_field=id_field))
+
+
+def iter_records(path, *, article_field: str = "article", summary_field: str = "highlights",
+                 id_field: str = "id") -> Iterator[dict]:
+    """The records of a `.jsonl` or `.jsonl.gz` file, one at a time, the named fields mapped to
+    {"id", "article", "highlights"}, each checked as it is read (errors name the file and line).
 
     Blank lines are skipped; a record without `id_field` gets the id "<file stem>-<line number>". An id
     seen twice is an error naming both lines. A "facts" object (see `kd.data.builtin.generate`) is kept,
     after a check of its shape, so that faithfulness can be scored against it.
     """
     path = Path(path)
-    records, lines = [], []
-    for lineno, obj in iter_jsonl(path):
-        records.append(_record(obj, f"{path}:{lineno}", article_field, summary_field, id_field,
-                               default_id=f"{_stem(path)}-{lineno}"))
-        lines.append(lineno)
-    return validate_records(records, where=str(path), lines=lines)
+    numbered = ((lineno, _record(obj, f"{path}:{lineno}", article_field, summary_field, id_field,
+                                 default_id=f"{_stem(path)}-{lineno}"))
+                for lineno, obj in iter_jsonl(path))
+    return _checked(numbered, where=str(path))
 
 
 def _parse_object(line: str, where: str) -> dict:
@@ -129,19 +134,44 @@ def record_id(obj: dict, id_field: str, where: str, *, default: str) -> str:
 
 
 def validate_records(records, *, where: str, lines: Sequence[int] | None = None) -> list[dict]:
-    """Checks records from any source: a non-empty list of dicts with non-empty string id/article/highlights,
-    no id twice (per-example results are keyed on it). Errors name `where` and the record's index, or its
-    line when `lines` (one line number per record) is given."""
-    if not isinstance(records, list) or not records:
-        raise ConfigError(f"{where}: no records (empty split)")
-    for i, record in enumerate(records):
+    """Checks a list of records from any source (see `validated`); `lines`, one line number per record,
+    makes errors name the line instead of the record's index."""
+    if not isinstance(records, list):
+        raise ConfigError(f"{where}: expected a list of records, got {type(records).__name__}")
+    numbered = zip(lines, records) if lines is not None else ((None, r) for r in records)
+    for _ in _checked(numbered, where=where):
+        pass
+    return records
+
+
+def validated(records: Iterable, *, where: str) -> Iterator[dict]:
+    """`records`, from any source, passed on one at a time as each passes the checks: a dict with
+    non-empty string id/article/highlights, no id twice (per-example results are keyed on it). An error
+    names `where` and the record's index; an empty input is an error once it is exhausted."""
+    return _checked(((None, r) for r in records), where=where)
+
+
+def _checked(numbered: Iterable[tuple[int | None, object]], *, where: str) -> Iterator[dict]:
+    """(line number or None, record) pairs -> the records, checked as they pass (see `validated`).
+
+    Only the ids are kept (to find the first of a duplicate), so a split of any size streams through.
+    """
+    first: dict[str, int] = {}  # id -> its first line, or its first record index when there are no lines
+    n = 0
+    for n, (line, record) in enumerate(numbered, start=1):
+        at, mark = (f"{where}: record {n - 1}", n - 1) if line is None else (f"{where}:{line}", line)
         if not isinstance(record, dict):
-            raise ConfigError(f"{_at(where, i, lines)}: expected a dict, got {type(record).__name__}")
+            raise ConfigError(f"{at}: expected a dict, got {type(record).__name__}")
         for field in FIELDS:
             if problem := _bad_text(record, field):
-                raise ConfigError(f"{_at(where, i, lines)}: {problem}")
-    check_unique_ids([r["id"] for r in records], where=where, lines=lines)
-    return records
+                raise ConfigError(f"{at}: {problem}")
+        seen = first.setdefault(record["id"], mark)
+        if seen != mark:
+            raise ConfigError(f"{at}: duplicate id {record['id']!r} "
+                              f"(first {'as record' if line is None else 'on line'} {seen})")
+        yield record
+    if not n:
+        raise ConfigError(f"{where}: no records (empty split)")
 
 
 def check_unique_ids(ids: Sequence[str], *, where: str, lines: Sequence[int] | None = None) -> None:
@@ -159,8 +189,10 @@ def _at(where: str, i: int, lines: Sequence[int] | None) -> str:
 
 
 def load_hub(split: str, *, name: str = "abisee/cnn_dailymail", config: str | None = "3.0.0",
-             max_samples: int | None = None, cache_dir=None) -> list[dict]:
-    """Loads one split of a Hugging Face dataset with article/highlights/id columns, like CNN/DailyMail.
+             max_samples: int | None = None, cache_dir=None) -> Iterator[dict]:
+    """Loads one split of a Hugging Face dataset with article/highlights/id columns, like CNN/DailyMail, and
+    returns its records, read and checked one at a time (errors with the dataset or the arguments are raised
+    here, bad records as they are reached).
 
     `name` is a hub dataset id or, through the same `datasets.load_dataset` call, a local dataset
     directory (e.g. one with train/validation/test JSON lines files; then `config` is null).
@@ -195,8 +227,15 @@ def load_hub(split: str, *, name: str = "abisee/cnn_dailymail", config: str | No
         raise ConfigError(f"{where}: dataset has no column(s) {missing}; columns are {dataset.column_names}")
     if max_samples is not None:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
-    records = dataset.select_columns(list(FIELDS)).to_list()
-    return validate_records(records, where=where)
+    return validated(_rows(dataset.select_columns(list(FIELDS))), where=where)
+
+
+def _rows(dataset, batch_size: int = 1000) -> Iterator[dict]:
+    """The rows of a datasets.Dataset as dicts, read from its memory-mapped Arrow data a batch at a time
+    (`to_list` would hold the whole split in memory)."""
+    for batch in dataset.iter(batch_size=batch_size):
+        for values in zip(*batch.values()):
+            yield dict(zip(batch, values))
 
 
 def _hub_unreachable(endpoint: str, *, timeout: float = 5.0) -> str | None:
@@ -213,19 +252,30 @@ def _hub_unreachable(endpoint: str, *, timeout: float = 5.0) -> str | None:
     return None
 
 
-def write_jsonl_atomic(records, path) -> None:
-    """Writes records as JSON lines (gzipped for `.gz`) to a temp file beside `path`, then renames it."""
+def write_jsonl_atomic(records, path) -> int:
+    """Writes records as JSON lines (gzipped for `.gz`) to a temp file beside `path`, then renames it;
+    returns how many were written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as raw:
-            # mtime=0 keeps the bytes, and so the DVC hash, the same for the same records
-            stream = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if path.name.endswith(".gz") else raw
-            with io.TextIOWrapper(stream, encoding="utf-8") as f:
-                for record in records:
-                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        n = write_jsonl(records, tmp, gz=path.name.endswith(".gz"))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return n
+
+
+def write_jsonl(records: Iterable[dict], path, *, gz: bool = False) -> int:
+    """Writes records, as they come, as JSON lines to `path` (not atomic: see `write_jsonl_atomic`); returns
+    how many were written."""
+    n = 0
+    with open(path, "wb") as raw:
+        # mtime=0 keeps the bytes, and so the DVC hash, the same for the same records
+        stream = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if gz else raw
+        with io.TextIOWrapper(stream, encoding="utf-8") as f:
+            for n, record in enumerate(records, start=1):
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return n

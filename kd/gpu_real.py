@@ -22,10 +22,11 @@ What is measured, each after untimed warm-up work, with the project's own code:
    new tokens per article. Random weights never emit EOS on cue, so min_new_tokens = max_new_tokens:
    every beam runs the full length, a worst case. With fp32 weights, as the benchmark stages load
    models today (`kd.generation.load_summarizer`), and on CUDA also with bf16 weights.
-4. mfu: model FLOPs per second over the card's dense bf16 peak (PEAK_BF16_TFLOPS by device name, or
-   --peak-tflops). Model FLOPs are counted per layer (`forward_flops`: every matmul, attention scores
-   included, 2 FLOPs per multiply-add); a training step is 3x a forward pass (the backward pass
-   computes two matmuls for each of the forward's). Not counted: norms, softmax, the loss, the optimizer.
+4. mfu: model FLOPs per second over the card's dense bf16 peak (kd.flops.PEAK_BF16_TFLOPS by device
+   name, or --peak-tflops). Model FLOPs are counted per layer (kd.flops.forward_flops: every matmul,
+   attention scores included, 2 FLOPs per multiply-add); a training step is 3x a forward pass (the
+   backward pass computes two matmuls for each of the forward's). Not counted: norms, softmax, the loss,
+   the optimizer.
 """
 
 from __future__ import annotations
@@ -45,38 +46,15 @@ from typing import Callable, Optional
 
 import torch
 
-# Dense bf16 tensor-core peak (TFLOP/s, no sparsity) by a substring of torch's device name; the first
-# match wins, so the PCIe H100 is listed before the SXM one. Vendor datasheet numbers.
-PEAK_BF16_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0))
+from kd.flops import Shape, forward_flops, peak_tflops, training_flops
+
 BUDGET_S = 180.0  # the whole gpu-real run on one H100/H200 (tools/gpu_check.sh stops it at 210 s)
-
-
-@dataclass(frozen=True)
-class Shape:
-    """A T5 encoder-decoder's size (the T5Config fields that set its cost)."""
-
-    d_model: int
-    d_ff: int
-    d_kv: int
-    num_layers: int
-    num_decoder_layers: int
-    num_heads: int
-    feed_forward_proj: str = "relu"  # t5-base and t5-small: one ReLU matrix pair (flan-t5: gated-gelu)
-
-    def config(self, vocab_size: int, dropout: float = 0.0):
-        from transformers import T5Config
-
-        return T5Config(vocab_size=vocab_size, d_model=self.d_model, d_ff=self.d_ff, d_kv=self.d_kv,
-                        num_layers=self.num_layers, num_decoder_layers=self.num_decoder_layers,
-                        num_heads=self.num_heads, feed_forward_proj=self.feed_forward_proj,
-                        dropout_rate=dropout, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
 
 
 @dataclass(frozen=True)
 class Setup:
     teacher: Shape
     student: Shape
-    vocab_size: int
     source_len: int
     target_len: int
     batch_size: int  # training (the profile's train.batch_size)
@@ -88,43 +66,29 @@ class Setup:
     top_k: int = 64
     num_beams: int = 4
 
+    def __post_init__(self):
+        if self.teacher.vocab_size != self.student.vocab_size:  # logit KD compares them token by token
+            raise ValueError(f"gpu-real: teacher vocab_size {self.teacher.vocab_size} != student's "
+                             f"{self.student.vocab_size}")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.student.vocab_size
+
 
 T5_BASE = Shape(d_model=768, d_ff=3072, d_kv=64, num_layers=12, num_decoder_layers=12, num_heads=12)
 T5_SMALL = Shape(d_model=512, d_ff=2048, d_kv=64, num_layers=6, num_decoder_layers=6, num_heads=8)
-REAL = Setup(teacher=T5_BASE, student=T5_SMALL, vocab_size=32128, source_len=512, target_len=128,
+REAL = Setup(teacher=T5_BASE, student=T5_SMALL, source_len=512, target_len=128,  # T5's 32,128-token vocab
              batch_size=32, cache_batch_size=64, gen_batch_size=64, steps=20, warmup_steps=3, gen_batches=2)
-TINY = Setup(teacher=Shape(32, 64, 8, 2, 2, 4), student=Shape(16, 32, 8, 1, 1, 2), vocab_size=96,
+TINY = Setup(teacher=Shape(d_model=32, d_ff=64, d_kv=8, num_layers=2, num_decoder_layers=2, num_heads=4,
+                           vocab_size=96),
+             student=Shape(d_model=16, d_ff=32, d_kv=8, num_layers=1, num_decoder_layers=1, num_heads=2,
+                           vocab_size=96),
              source_len=24, target_len=8, batch_size=4, cache_batch_size=4, gen_batch_size=2, steps=2,
              warmup_steps=1, gen_batches=1, top_k=16)
 
 
 # ----------------------------------------------------------------------------- pure helpers
-
-
-def forward_flops(cfg, *, batch: int, source_len: int, target_len: int) -> int:
-    """Matmul FLOPs (2 per multiply-add) of one teacher-forced forward pass of a T5 `cfg` over `batch`
-    examples of `source_len` source and `target_len` target tokens, LM head included. Attention is
-    counted in full (the decoder's causal mask skips no matmul work in eager or SDPA kernels)."""
-    d, inner, ff, S, T = cfg.d_model, cfg.num_heads * cfg.d_kv, cfg.d_ff, source_len, target_len
-    ff_mats = 3 if cfg.is_gated_act else 2  # gated: wi_0, wi_1, wo
-    proj = 2 * d * inner  # one d -> inner (or inner -> d) projection, per token
-    encoder_layer = S * (4 * proj + ff_mats * 2 * d * ff) + 2 * (2 * S * S * inner)  # q k v o, FF, QK^T and AV
-    decoder_layer = (T * (4 * proj + ff_mats * 2 * d * ff) + 2 * (2 * T * T * inner)  # self-attention and FF
-                     + T * 2 * proj + S * 2 * proj + 2 * (2 * T * S * inner))  # cross: q o on T, k v on S
-    lm_head = T * 2 * d * cfg.vocab_size
-    return batch * (cfg.num_layers * encoder_layer + cfg.num_decoder_layers * decoder_layer + lm_head)
-
-
-def train_flops(cfg, *, batch: int, source_len: int, target_len: int) -> int:
-    """One training step's matmul FLOPs: forward + backward (2x forward) = 3x forward."""
-    return 3 * forward_flops(cfg, batch=batch, source_len=source_len, target_len=target_len)
-
-
-def peak_tflops(device_name: str, override: Optional[float] = None) -> Optional[float]:
-    """The card's dense bf16 peak: `override` when given, else from PEAK_BF16_TFLOPS, else None."""
-    if override is not None:
-        return override
-    return next((tf for key, tf in PEAK_BF16_TFLOPS if key in device_name), None)
 
 
 def mfu(flops: float, seconds: float, peak: Optional[float]) -> Optional[float]:
@@ -175,8 +139,7 @@ class Bench:
         from transformers import AutoModelForSeq2SeqLM
 
         torch.manual_seed(seed)
-        return AutoModelForSeq2SeqLM.from_config(shape.config(self.setup.vocab_size, dropout),
-                                                 attn_implementation="sdpa")
+        return AutoModelForSeq2SeqLM.from_config(shape.to_config(dropout), attn_implementation="sdpa")
 
     def rows(self, n: int, seed: int = 0):
         """`n` random examples: ids in [2, vocab) (never pad 0 or EOS 1), no padding anywhere."""
@@ -202,7 +165,7 @@ def measure_teacher_outputs(b: Bench, teacher, ds, written: list[Path]) -> dict:
     b.memory("teacher_outputs")  # reset: the warm-up's peak is the same work
     out = b.workdir / "teacher_outputs"
     seconds = b.timed(lambda: write_cache(out, dataset=ds, **kwargs))
-    flops = forward_flops(teacher.config, batch=len(ds), source_len=s.source_len, target_len=s.target_len)
+    flops = forward_flops(Shape.from_config(teacher.config), s.source_len, s.target_len, batch=len(ds))
     result = {"teacher_outputs_examples_per_s": len(ds) / seconds,
               "teacher_outputs_tokens_per_s": len(ds) * (s.source_len + s.target_len) / seconds,
               "teacher_outputs_tflops": flops / seconds / 1e12,
@@ -232,8 +195,8 @@ def measure_training(b: Bench, name: str, *, objective, source, ds) -> dict:
     if not all(math.isfinite(x) for x in losses):
         raise RuntimeError(f"gpu-real: {name} loss is not finite: {losses}")
     tokens = sum(int(x["attention_mask"].sum()) + int((x["labels"] != -100).sum()) for x in timed)
-    flops = len(timed) * train_flops(student.config, batch=s.batch_size, source_len=s.source_len,
-                                     target_len=s.target_len)
+    flops = len(timed) * training_flops(Shape.from_config(student.config), s.source_len, s.target_len,
+                                        batch=s.batch_size)
     return {f"{name}_step_s": seconds / len(timed), f"{name}_tokens_per_s": tokens / seconds,
             f"{name}_tflops": flops / seconds / 1e12, f"{name}_mfu": mfu(flops, seconds, b.peak),
             **b.memory(name)}

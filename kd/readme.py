@@ -9,6 +9,8 @@ Each section sits between `<!-- <name>:start (python -m kd.readme) -->` and `<!-
               the paired bootstrap against the baseline and the teacher
     results   benchmark_results/benchmark_results.json (the report stage): the committed run, test split
     cnndm     benchmark_results/cnndm/lead3.json: lead-3 on the real CNN/DailyMail sample (see README)
+    rehearsal benchmark_results/rehearsal/rehearsal.json (python -m kd.bench rehearsal): the real-scale job
+              rehearsed on this CPU, each row labelled measured or estimate
 
 tests/test_readme.py runs the check, so a README that disagrees with benchmark_results/ fails CI.
 """
@@ -28,6 +30,7 @@ from kd.report import display_rows, faithfulness_key, headline, markdown_table, 
 RESULTS = paths.BENCHMARK_DIR / "benchmark_results.json"
 SEEDS = paths.BENCHMARK_DIR / "seeds.json"
 CNNDM = paths.BENCHMARK_DIR / "cnndm" / "lead3.json"
+REHEARSAL = paths.BENCHMARK_DIR / "rehearsal" / "rehearsal.json"
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -72,7 +75,51 @@ def cnndm_table(lead_file: Path = CNNDM) -> str:
     return markdown_table(rows)
 
 
-SECTIONS: dict[str, Callable[[], str]] = {"seeds": seeds_section, "results": results_table, "cnndm": cnndm_table}
+def _bytes(n) -> str:
+    from kd.rehearsal import human_bytes
+
+    return human_bytes(n) if n else "-"
+
+
+def _seconds(s) -> str:
+    from kd.rehearsal import human_seconds
+
+    return human_seconds(s) if s else "-"
+
+
+def rehearsal_table(rehearsal_file: Path = REHEARSAL) -> str:
+    """The rehearsal's stages as measured here, then the full job's estimates (this CPU; one H100 from
+    FLOPs at the stated utilisation), then its budgets: every row says which it is."""
+    if not Path(rehearsal_file).is_file():
+        return "(not run yet: `python -m kd.bench rehearsal --out benchmark_results/rehearsal/rehearsal.json`)\n"
+    r = json.loads(Path(rehearsal_file).read_text())
+    job = r["full_job"]
+    rows = []
+    for st in r["stages"]:
+        rate = st.get("throughput") or {}
+        full = st.get("full") or {}
+        rows.append({
+            "stage": st["stage"], "measured here, on": st["kind"], "time": _seconds(st["wall_s"]),
+            "peak RSS": f"{st['peak_rss_mb'] / 1024:.1f} GB",
+            "disk (workspace + DVC cache, once)": _bytes(st["disk_bytes"]["total"]),
+            "throughput": f"{rate['value']:g} {rate['unit']}" if rate else "-",
+            "full job, this CPU (estimate)": _seconds(full.get("cpu_s")),
+            "full job, one H100 (estimate)": _seconds(full.get("h100_s")),
+            "full job, disk (estimate)": _bytes(full.get("disk_bytes"))})
+    rows.append({"stage": "**whole job**", "measured here, on": f"rehearsal wall time {_seconds(r['wall_s'])}",
+                 "time": "", "peak RSS": "", "disk (workspace + DVC cache, once)": "", "throughput": "",
+                 "full job, this CPU (estimate)": _seconds(job["cpu_s"]),
+                 "full job, one H100 (estimate)": _seconds(job["h100_box_s"]),
+                 "full job, disk (estimate)": _bytes(job["disk_bytes"])})
+    budgets = "; ".join(f"{k} {b['value']:g} (limit {b['limit']:g}) {'ok' if b['ok'] else 'OVER'}"
+                        for k, b in r["budgets"].items())
+    return (f"Measured {r['date']} on {r['host']['cpus']} CPU cores, scale {r['options']['scale']:g}, "
+            f"utilisation assumed for the H100 estimates: {job['utilisation']:.0%} training, "
+            f"{job['decode_utilisation']:.0%} decoding.\n\n{markdown_table(rows)}\nBudgets: {budgets}.\n")
+
+
+SECTIONS: dict[str, Callable[[], str]] = {"seeds": seeds_section, "results": results_table, "cnndm": cnndm_table,
+                                          "rehearsal": rehearsal_table}
 
 
 def render(readme: str, name: str, body: str) -> str:

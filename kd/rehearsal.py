@@ -23,12 +23,12 @@ and the GPU:
    student's distill on --train-rows articles (a few optimizer steps), teacher_outputs on the same rows,
    teacher_generate and the benchmark on --generate-rows articles (beam 4: random weights rarely stop
    early, so those timings are worst cases), speed on one batch, report.
-5. Per stage: wall time, peak RSS (os.wait4 of the stage's process tree: its largest process, DVC's
-   own included; with tokenizer.num_proc > 1 the workers are not summed), disk written (workspace, DVC
+5. Per stage: wall time, peak RSS (os.wait4 of the stage's process tree from a small launcher,
+   kd.peakrss: its largest process, DVC's own included; with tokenizer.num_proc > 1 the workers are not summed), disk written (workspace, DVC
    cache and the datasets cache, each inode once: kd.diskuse), throughput. Then the full job
    extrapolated: on this CPU (measured rates times the full counts and the profile's epochs) and on one
-   H100 (FLOPs against its 989 TFLOP/s dense bf16 peak at an assumed utilisation: an estimate), and the
-   teacher-outputs cache's full size.
+   H100 (FLOPs counted by kd.flops against its 989 TFLOP/s dense bf16 peak at an assumed utilisation:
+   an estimate), and the teacher-outputs cache's full size.
 
 Budgets (exit 1 past any): peak RSS <= 16 GiB in every stage (the data stages are measured at --scale;
 the slice stages' memory does not grow with the data: datasets are memory-mapped, batches bounded), no
@@ -55,11 +55,12 @@ from typing import Iterable, Optional
 import yaml
 
 from kd.errors import ConfigError
+from kd.flops import (H100_BF16_FLOPS, VOCAB_SIZE, Shape, forward_flops, generate_flops, gpu_seconds,
+                      training_flops)
+from kd.peakrss import measured
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = "cnndm-t5-base-small"
-VOCAB_SIZE = 32_128  # T5's embedding rows (32,000 pieces + 100 sentinels, padded to a multiple of 128)
-H100_BF16_FLOPS = 989e12  # dense bf16 peak of one H100 SXM
 BUDGETS = {"peak_rss_mb": 16 * 1024.0, "stored_ratio": 1.05, "wall_s": 45 * 60.0}
 _T5 = {"d_kv": 64, "feed_forward_proj": "relu", "tie_word_embeddings": True}
 # T5 v1.1 (flan-t5): gated-GELU and no output scaling. transformers 5 reads tie_word_embeddings=False as
@@ -86,74 +87,6 @@ TRAIN_SLICE, GENERATE_SLICE = "data/rehearsal_slices/train", "data/rehearsal_sli
 
 
 # ----------------------------------------------------------------------------- pure helpers
-
-
-@dataclass(frozen=True)
-class Shape:
-    """What the FLOPs of a T5 depend on (a config.json's keys)."""
-
-    d_model: int
-    d_ff: int
-    d_kv: int
-    num_heads: int
-    num_layers: int
-    num_decoder_layers: int
-    vocab_size: int = VOCAB_SIZE
-    gated: bool = False
-
-    @staticmethod
-    def from_config(cfg: dict) -> "Shape":
-        return Shape(d_model=cfg["d_model"], d_ff=cfg["d_ff"], d_kv=cfg["d_kv"], num_heads=cfg["num_heads"],
-                     num_layers=cfg["num_layers"],
-                     num_decoder_layers=cfg.get("num_decoder_layers") or cfg["num_layers"],
-                     vocab_size=cfg["vocab_size"], gated=cfg.get("feed_forward_proj", "relu").startswith("gated"))
-
-    @property
-    def inner(self) -> int:
-        return self.num_heads * self.d_kv
-
-    @property
-    def ffn(self) -> int:
-        """Weights of one feed-forward block (wi, wo; gated: wi_0, wi_1, wo)."""
-        return (3 if self.gated else 2) * self.d_model * self.d_ff
-
-    @property
-    def attn(self) -> int:
-        """Weights of one attention block (q, k, v, o)."""
-        return 4 * self.d_model * self.inner
-
-
-def forward_flops(s: Shape, src: float, tgt: float) -> float:
-    """FLOPs (2 per multiply-add) of one teacher-forced forward pass over `src` source and `tgt` target
-    tokens: every matmul, attention scores and weighted sums included; norms and softmax left out."""
-    encoder = s.num_layers * (2 * (s.attn + s.ffn) * src + 4 * src * src * s.inner)
-    decoder = s.num_decoder_layers * (
-        2 * (s.attn + 2 * s.d_model * s.inner + s.ffn) * tgt  # self-attention, cross q/o, feed-forward
-        + 2 * 2 * s.d_model * s.inner * src  # cross-attention k/v over the encoder's output
-        + 4 * tgt * tgt * s.inner + 4 * tgt * src * s.inner)  # scores and weighted sums
-    return encoder + decoder + 2 * s.d_model * s.vocab_size * tgt  # + the LM head
-
-
-def training_flops(s: Shape, src: float, tgt: float) -> float:
-    """Forward + backward (twice the forward): 3x the forward's FLOPs."""
-    return 3 * forward_flops(s, src, tgt)
-
-
-def generate_flops(s: Shape, src: float, new_tokens: int, beams: int) -> float:
-    """Worst-case FLOPs of generating `new_tokens` tokens with `beams` beams (every beam runs to the end),
-    with a KV cache: the encoder once, the cross-attention k/v once per beam, then each step one token
-    per beam attending to its cache and to the source."""
-    encoder = s.num_layers * (2 * (s.attn + s.ffn) * src + 4 * src * src * s.inner)
-    cross_kv = beams * s.num_decoder_layers * 2 * 2 * s.d_model * s.inner * src
-    per_step = s.num_decoder_layers * (2 * (s.attn + 2 * s.d_model * s.inner + s.ffn) + 4 * src * s.inner) \
-        + 2 * s.d_model * s.vocab_size
-    self_attn = s.num_decoder_layers * 4 * s.inner * new_tokens * (new_tokens + 1) / 2  # cache grows 1..n
-    return encoder + cross_kv + beams * (new_tokens * per_step + self_attn)
-
-
-def gpu_seconds(flops: float, utilisation: float, peak: float = H100_BF16_FLOPS) -> float:
-    """Seconds for `flops` at `utilisation` of the card's `peak` FLOP/s."""
-    return flops / (peak * utilisation)
 
 
 def scaled_seconds(measured_s: float, measured_units: float, full_units: float) -> float:
@@ -366,13 +299,11 @@ class Rehearsal:
         before = self.areas()
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{name}.txt"
-        start = time.perf_counter()
         with open(log, "w") as out:  # kept: a stage's output is what explains a failure or a number
-            proc = subprocess.Popen(cmd, cwd=self.repo, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-            # os.wait4: this child's tree's peak RSS (the largest process), as kd.bench._timed measures it
-            _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        code = os.waitstatus_to_exitcode(status)
+            # From a small launcher (kd.peakrss): started straight from this process, which holds the
+            # stand-ins, a stage's peak RSS would be at least this process's.
+            m = measured(cmd, cwd=self.repo, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        wall, code, peak_mb = m["wall_s"], m["returncode"], m["peak_rss_mb"]
         if code != 0:
             tail = log.read_text(errors="replace")[-4000:]
             raise SystemExit(f"rehearsal: stage {name} failed (exit {code}): {' '.join(cmd)}\n{tail}\n"
@@ -380,9 +311,9 @@ class Rehearsal:
         after = self.areas()
         disk = {area: after[area] - before[area] for area in after}
         record = {"stage": name, "kind": kind, "wall_s": round(wall, 2),
-                  "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "disk_bytes": disk}
+                  "peak_rss_mb": peak_mb, "disk_bytes": disk}
         self.stages.append(record)
-        print(f"rehearsal: {name} ({kind}): {wall:.1f} s, peak RSS {usage.ru_maxrss / 1024:.0f} MB, "
+        print(f"rehearsal: {name} ({kind}): {wall:.1f} s, peak RSS {peak_mb:.0f} MB, "
               f"disk +{human_bytes(disk['total'])}", file=sys.stderr, flush=True)
         return record
 
@@ -477,7 +408,9 @@ def annotate(reh: Rehearsal, job: FullJob, *, shapes: dict[str, Shape], epochs: 
             rate = {"value": round(manifest["n_tokens"] / wall, 1), "unit": "target tokens/s"}
             cpu = scaled_seconds(wall, slice_rows, train_n)
             gpu = gpu_seconds(train_n * forward_flops(shapes["teacher"], job.src, job.tgt), job.utilisation)
-            disk_scale = train_n / slice_rows
+            # Per target token (the cache's rows), as the full cache's size below: the slice's few rows
+            # need not have the corpus' mean summary length.
+            disk_scale = train_n * job.tgt / manifest["n_tokens"]
         elif name == "teacher_generate":
             rate = {"value": round(generate_rows["train"] / wall, 3), "unit": "articles/s (worst case)"}
             cpu = scaled_seconds(wall, generate_rows["train"], train_n)

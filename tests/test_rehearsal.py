@@ -1,5 +1,5 @@
 """The real-scale rehearsal (kd.rehearsal, `python -m kd.bench rehearsal`): its corpus' length statistics,
-its FLOPs and extrapolation arithmetic, its disk accounting, and one tiny run through every stage."""
+its extrapolation arithmetic, its disk accounting, and one tiny run through every stage."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from conftest import ROOT, SHARED_CNNDM
 
 from kd.errors import ConfigError
-from kd.rehearsal import (H100_BF16_FLOPS, Shape, forward_flops, generate_flops, gpu_seconds, overrides,
-                          rehearsal_params, scaled_seconds, stored_ratio, training_flops)
+from kd.rehearsal import overrides, rehearsal_params, scaled_seconds, stored_ratio
 from kd.rehearsal_corpus import (ARTICLE_WORDS, CNNDM_SIZES, SUMMARY_WORDS, LengthStats, generate_split,
                                  load_pool, lognormal_lengths, scaled_sizes, take_nearest)
 
@@ -63,55 +61,11 @@ def test_corpus_has_cnndm_length_statistics(sample):
     assert next(generate_split(pool, "train", 5, seed=1))["article"] != records[0]["article"]
 
 
-# --- FLOPs and extrapolation -----------------------------------------------------------------------------
+# --- extrapolation (the FLOP counts it uses: tests/test_flops.py) ----------------------------------------
 
 
-def _tiny(gated: bool, layers: int = 2, decoder_layers: int = 2):
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    cfg = T5Config(vocab_size=300, d_model=32, d_ff=48, d_kv=8, num_heads=3, num_layers=layers,
-                   num_decoder_layers=decoder_layers, feed_forward_proj="gated-gelu" if gated else "relu",
-                   tie_word_embeddings=not gated, dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
-                   decoder_start_token_id=0)
-    torch.manual_seed(0)
-    model = T5ForConditionalGeneration._from_config(cfg, attn_implementation="eager").eval()
-    return model, Shape.from_config(cfg.to_dict())
-
-
-@pytest.mark.parametrize("gated", [False, True])
-def test_forward_flops_match_torchs_flop_counter(gated):
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model, shape = _tiny(gated, layers=2, decoder_layers=3)
-    src, tgt = 40, 12
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(input_ids=torch.randint(3, 300, (1, src)), labels=torch.randint(3, 300, (1, tgt)))
-    assert forward_flops(shape, src, tgt) == counter.get_total_flops()
-
-
-@pytest.mark.parametrize("gated,beams", [(False, 1), (False, 3), (True, 3)])
-def test_generate_flops_match_torchs_flop_counter(gated, beams):
-    """Every beam runs to max_new_tokens (min_new_tokens = max): the worst case the estimate assumes."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model, shape = _tiny(gated)
-    src, new = 40, 10
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.generate(input_ids=torch.randint(3, 300, (1, src)), max_new_tokens=new, min_new_tokens=new,
-                       num_beams=beams, do_sample=False)
-    assert generate_flops(shape, src, new, beams) == counter.get_total_flops()
-
-
-def test_extrapolation_arithmetic():
-    assert gpu_seconds(H100_BF16_FLOPS * 0.4 * 10, 0.4) == pytest.approx(10)
-    assert gpu_seconds(1e15, 1.0, peak=1e14) == pytest.approx(10)
+def test_scaled_seconds():
     assert scaled_seconds(10.0, 4, 400) == pytest.approx(1000)
-    # t5-base at 512/128: a token goes through the encoder or the decoder, about half of its 220M
-    # parameters, at 2 FLOPs each, plus attention; training is 3x the forward
-    base = Shape(d_model=768, d_ff=3072, d_kv=64, num_heads=12, num_layers=12, num_decoder_layers=12)
-    per_token = forward_flops(base, 512, 128) / 640
-    assert 2 * 100e6 < per_token < 2 * 130e6
-    assert training_flops(base, 512, 128) == 3 * forward_flops(base, 512, 128)
 
 
 # --- disk: stored once or twice --------------------------------------------------------------------------

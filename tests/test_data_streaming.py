@@ -21,6 +21,7 @@ from kd.data.sources import SPLITS, load_hub
 from kd.errors import ConfigError
 from kd.params import BuiltinData, DataParams, JsonlData, TokenizerParams
 from kd.paths import raw_split
+from kd.peakrss import measured
 
 SIZES = {"train": 40, "validation": 6, "test": 5}
 
@@ -228,29 +229,19 @@ def _write_corpus(root: Path, sizes: dict[str, int], seed: int = 0) -> None:
                                              for i in range(n)))
 
 
-_MEASURE = """
-import os, subprocess, sys
-with open(sys.argv[1], "w") as out:
-    proc = subprocess.Popen(sys.argv[2:], stdout=out, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(proc.pid, 0)
-print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
-"""
-
-
 def _peak_rss_mb(cmd: list[str], cwd: Path) -> float:
-    """Peak RSS of `cmd` (os.wait4, as kd.bench's `_timed` measures it). Through a small Python process:
-    a child's ru_maxrss counts the pages it shared with its parent before exec, and this one has torch."""
+    """Peak RSS of `cmd`, from kd.peakrss's small launcher: started from this process, which holds torch,
+    the child's figure would start at this process's."""
     env = {**os.environ, "TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run([sys.executable, "-c", _MEASURE, str(cwd / "out.log"), *cmd], cwd=cwd, env=env,
-                            capture_output=True, text=True, check=True)
-    status, maxrss = map(int, result.stdout.split())
-    assert status == 0, (cwd / "out.log").read_text()[-3000:]
-    return maxrss / 1024  # KiB on Linux
+    with open(cwd / "out.log", "w") as out:
+        result = measured(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    assert result["returncode"] == 0, (cwd / "out.log").read_text()[-3000:]
+    return result["peak_rss_mb"]
 
 
 def test_download_and_tokenize_of_50000_articles_stay_in_bounded_memory(tmp_path):
     """Both stages as subprocesses on a 50,000-article train split (20-word articles, 11 MB of JSONL), peak
-    RSS measured with os.wait4 (MB, new / the in-memory code it replaced):
+    RSS measured with os.wait4 through kd.peakrss (MB, new / the in-memory code it replaced):
 
                   5,000 articles   50,000 articles
         download      20 / 22          29 / 51      (the ids seen, kept to find duplicates)

@@ -101,21 +101,26 @@ def rehearsal_table(rehearsal_file: Path = REHEARSAL) -> str:
         rows.append({
             "stage": st["stage"], "measured here, on": st["kind"], "time": _seconds(st["wall_s"]),
             "peak RSS": f"{st['peak_rss_mb'] / 1024:.1f} GB",
-            "disk (workspace + DVC cache, once)": _bytes(st["disk_bytes"]["total"]),
+            "disk written (each inode once)": _bytes(st["disk_bytes"]["total"]),
             "throughput": f"{rate['value']:g} {rate['unit']}" if rate else "-",
             "full job, this CPU (estimate)": _seconds(full.get("cpu_s")),
             "full job, one H100 (estimate)": _seconds(full.get("h100_s")),
             "full job, disk (estimate)": _bytes(full.get("disk_bytes"))})
     rows.append({"stage": "**whole job**", "measured here, on": f"rehearsal wall time {_seconds(r['wall_s'])}",
-                 "time": "", "peak RSS": "", "disk (workspace + DVC cache, once)": "", "throughput": "",
+                 "time": "", "peak RSS": "", "disk written (each inode once)": "", "throughput": "",
                  "full job, this CPU (estimate)": _seconds(job["cpu_s"]),
                  "full job, one H100 (estimate)": _seconds(job["h100_box_s"]),
                  "full job, disk (estimate)": _bytes(job["disk_bytes"])})
+    hf = sum(st["disk_bytes"].get("hf_cache", 0) for st in r["stages"])
+    cached = sum(st["disk_bytes"]["dvc_cache"] for st in r["stages"])
+    disk_note = (f"Disk written counts the workspace, the DVC cache ({_bytes(cached)} of objects, each the same inode "
+                 f"as its workspace file) and the datasets library's cache ({_bytes(hf)}: `load_dataset` keeps an "
+                 f"Arrow copy of the corpus' text), each inode once.")
     budgets = "; ".join(f"{k} {b['value']:g} (limit {b['limit']:g}) {'ok' if b['ok'] else 'OVER'}"
                         for k, b in r["budgets"].items())
     return (f"Measured {r['date']} on {r['host']['cpus']} CPU cores, scale {r['options']['scale']:g}, "
             f"utilisation assumed for the H100 estimates: {job['utilisation']:.0%} training, "
-            f"{job['decode_utilisation']:.0%} decoding.\n\n{markdown_table(rows)}\nBudgets: {budgets}.\n")
+            f"{job['decode_utilisation']:.0%} decoding.\n\n{markdown_table(rows)}\n{disk_note} Budgets: {budgets}.\n")
 
 
 SECTIONS: dict[str, Callable[[], str]] = {"seeds": seeds_section, "results": results_table, "cnndm": cnndm_table,

@@ -31,20 +31,18 @@ BUDGETS = {"pipeline": {"wall_s": 720.0, "peak_rss_mb": 4096.0}, "tests": {"wall
 
 
 def _timed(cmd: list[str], cwd: Path) -> dict:
-    """Wall time and peak RSS of `cmd` and the descendants it waited for (os.wait4 reports this one
-    child's tree, not the high-water mark of everything this process ever ran)."""
+    """Wall time and peak RSS of `cmd` and the descendants it waited for (kd.peakrss.measure: os.wait4
+    reports this one child's tree, not the high-water mark of everything this process ever ran)."""
+    from kd.peakrss import measure
+
     env = dict(os.environ, TQDM_DISABLE="1")
-    start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
+        m = measure(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        if m["returncode"] != 0:
             out.seek(0)
             sys.stderr.write(out.read()[-8000:])
-            raise SystemExit(f"{' '.join(cmd)} failed with exit status {os.waitstatus_to_exitcode(status)}")
-    # ru_maxrss is KiB on Linux.
-    return {"wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+            raise SystemExit(f"{' '.join(cmd)} failed with exit status {m['returncode']}")
+    return {"wall_s": round(m["wall_s"], 1), "peak_rss_mb": m["peak_rss_mb"]}
 
 
 def bench_pipeline() -> dict:

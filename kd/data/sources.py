@@ -9,12 +9,11 @@ bad input.
 import gzip
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from kd.errors import ConfigError
+from kd.io import atomic_file
 
 SPLITS = ("train", "validation", "test")
 FIELDS = ("id", "article", "highlights")
@@ -159,16 +158,13 @@ def _checked(numbered: Iterable[tuple[int | None, object]], *, where: str) -> It
     first: dict[str, int] = {}  # id -> its first line, or its first record index when there are no lines
     n = 0
     for n, (line, record) in enumerate(numbered, start=1):
-        at, mark = (f"{where}: record {n - 1}", n - 1) if line is None else (f"{where}:{line}", line)
+        at = _at(where, n - 1, line)
         if not isinstance(record, dict):
             raise ConfigError(f"{at}: expected a dict, got {type(record).__name__}")
         for field in FIELDS:
             if problem := _bad_text(record, field):
                 raise ConfigError(f"{at}: {problem}")
-        seen = first.setdefault(record["id"], mark)
-        if seen != mark:
-            raise ConfigError(f"{at}: duplicate id {record['id']!r} "
-                              f"(first {'as record' if line is None else 'on line'} {seen})")
+        _check_new_id(first, record["id"], n - 1, line, at=at)
         yield record
     if not n:
         raise ConfigError(f"{where}: no records (empty split)")
@@ -178,14 +174,20 @@ def check_unique_ids(ids: Sequence[str], *, where: str, lines: Sequence[int] | N
     """An id seen twice is an error naming where it was first seen (`lines`: one line number per id)."""
     first: dict[str, int] = {}
     for i, rid in enumerate(ids):
-        j = first.setdefault(rid, i)
-        if j != i:
-            seen = f"on line {lines[j]}" if lines is not None else f"as record {j}"
-            raise ConfigError(f"{_at(where, i, lines)}: duplicate id {rid!r} (first {seen})")
+        line = lines[i] if lines is not None else None
+        _check_new_id(first, rid, i, line, at=_at(where, i, line))
 
 
-def _at(where: str, i: int, lines: Sequence[int] | None) -> str:
-    return f"{where}:{lines[i]}" if lines is not None else f"{where}: record {i}"
+def _check_new_id(first: dict[str, int], rid: str, index: int, line: int | None, *, at: str) -> None:
+    """Records `rid` in `first` (id -> its first line, or record index without lines); a second is an error."""
+    mark = index if line is None else line
+    seen = first.setdefault(rid, mark)
+    if seen != mark:
+        raise ConfigError(f"{at}: duplicate id {rid!r} (first {'as record' if line is None else 'on line'} {seen})")
+
+
+def _at(where: str, index: int, line: int | None) -> str:
+    return f"{where}: record {index}" if line is None else f"{where}:{line}"
 
 
 def load_hub(split: str, *, name: str = "abisee/cnn_dailymail", config: str | None = "3.0.0",
@@ -257,15 +259,8 @@ def write_jsonl_atomic(records, path) -> int:
     returns how many were written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        n = write_jsonl(records, tmp, gz=path.name.endswith(".gz"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return n
+    with atomic_file(path) as tmp:
+        return write_jsonl(records, tmp, gz=path.name.endswith(".gz"))
 
 
 def write_jsonl(records: Iterable[dict], path, *, gz: bool = False) -> int:

@@ -40,7 +40,7 @@ from kd import paths
 from kd.bootstrap import paired
 from kd.errors import ConfigError
 from kd.io import atomic_write_json, atomic_write_text
-from kd.report import COST_FIELDS, live_run
+from kd.report import COST_FIELDS, RESULTS_JSON as REPORT_JSON, live_run
 
 Row = Mapping[str, Any]
 PerSeed = Mapping[int, Mapping[str, Sequence[Row]]]  # training seed -> model -> its example rows
@@ -55,6 +55,9 @@ TABLE_METRICS = ("rougeL", "rouge1", "fact_precision", "entity_precision")
 # Each model's training cost (kd.report.COST_FIELDS), from its training stage's dvclive summary in the
 # experiment's commit.
 LIVE_DIR = PurePosixPath(paths.DVCLIVE_DIR.as_posix())
+# Each model's size and decoding speed, from the report stage's results in the experiment's commit.
+RESULTS_JSON = PurePosixPath(paths.BENCHMARK_DIR.as_posix()) / REPORT_JSON
+EFFICIENCY_FIELDS = ("params", "samples_per_s")
 DELTA_METRIC = "rougeL"
 DIGITS = 4
 EXPS_NAMESPACE = "refs/exps"
@@ -197,9 +200,11 @@ def collect(
     Returns `models` (model -> decoding -> metric -> per_seed, mean, sd of the corpus means),
     `vs_baseline` for every student but the baseline and `vs_teacher` for every student (each
     model -> decoding -> metric -> per_seed, mean, sd of the paired differences, plus `bootstrap`:
-    mean_diff, low, high, share_le_0), `skipped` metrics that some rows lacked, and `cost` (model ->
+    mean_diff, low, high, share_le_0), `skipped` metrics that some rows lacked, `cost` (model ->
     train_seconds / train_tokens -> per_seed, mean, sd) from `costs` (seed -> model -> its training
-    stage's summary), for the models that have one.
+    stage's summary, plus `params` and `samples_per_s` from its benchmark), for the models that have
+    one, and `efficiency` (model -> compression / speedup against the teacher -> per_seed, mean, sd).
+    Retention (a mean as a share of the teacher's) is derived from `models` where it is shown.
     """
     seeds = sorted(per_seed)
     if not seeds:
@@ -240,6 +245,7 @@ def collect(
         "vs_teacher": {m: _compare(scores[m], scores[teacher], seeds, **bootstrap) for m in students},
         "skipped": skipped,
         "cost": _costs(costs or {}, seeds),
+        "efficiency": _efficiency(costs or {}, seeds, teacher),
     }
 
 
@@ -253,6 +259,33 @@ def _costs(costs: Mapping[int, Mapping[str, Mapping[str, float]]], seeds: Sequen
             if all(_is_score(v) for v in values):
                 out.setdefault(model, {})[field] = _spread(np.array(values, dtype=float), seeds)
     return out
+
+
+def _efficiency(costs: Mapping[int, Mapping[str, Mapping[str, float]]], seeds: Sequence[int],
+                teacher: str) -> dict[str, Any]:
+    """model -> compression (the teacher's parameters over the model's) and speedup (its samples/s over
+    the teacher's, measured in the same speed run) -> spread over seeds; a ratio is left out unless
+    every seed has both numbers for the model and the teacher."""
+    out: dict[str, Any] = {}
+    for model in dict.fromkeys(m for s in seeds for m in costs.get(s, {})):
+        for name, field, teacher_over_model in (("compression", "params", True), ("speedup", "samples_per_s", False)):
+            pairs = [(costs.get(s, {}).get(teacher, {}).get(field), costs.get(s, {}).get(model, {}).get(field))
+                     for s in seeds]
+            if all(_is_score(t) and _is_score(m) and t > 0 and m > 0 for t, m in pairs):
+                ratios = [t / m if teacher_over_model else m / t for t, m in pairs]
+                out.setdefault(model, {})[name] = _spread(np.array(ratios, dtype=float), seeds)
+    return out
+
+
+def retention(result: Mapping[str, Any], model: str, decoding: str, metric: str = DELTA_METRIC) -> float | None:
+    """`model`'s mean `metric` over seeds as a percentage of the teacher's mean with the same decoding
+    (lead-3, with its own decoding, against the teacher's beam); None where either is missing."""
+    teacher = result["models"][result["teacher"]]
+    mine = result["models"][model].get(decoding, {}).get(metric)
+    theirs = (teacher.get(decoding) or teacher.get("beam") or {}).get(metric)
+    if mine is None or theirs is None or not theirs["mean"]:
+        return None
+    return 100.0 * mine["mean"] / theirs["mean"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,9 +338,13 @@ def markdown(result: Mapping[str, Any]) -> str:
         rows = _table_rows(result, decoding)
         metrics = [k for k in TABLE_METRICS if any(k in result["models"][m][d] for m, d in rows)]
         cost = result.get("cost", {})
+        efficiency = result.get("efficiency", {})
         header = ["model", *metrics, *(["train_s"] if cost else [])]
-        if any(DELTA_METRIC in result["models"][m][d] for m, d in rows):
+        deltas = any(DELTA_METRIC in result["models"][m][d] for m, d in rows)
+        if deltas:
             header += [f"Δ {DELTA_METRIC} vs {result[role]}" for role in ("baseline", "teacher")]
+            header.append(f"{DELTA_METRIC} % of teacher")
+        header += [name for name in ("compression", "speedup") if any(name in e for e in efficiency.values())]
         lines += [f"### {decoding}", "", "| " + " | ".join(header) + " |",
                   "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         for model, shown in rows:
@@ -315,9 +352,14 @@ def markdown(result: Mapping[str, Any]) -> str:
             cells += [_fmt_spread(result["models"][model][shown].get(k)) for k in metrics]
             if cost:
                 cells.append(_fmt_spread(cost.get(model, {}).get("train_seconds"), digits=0))
-            if len(header) > len(cells):
+            if deltas:
                 for section in ("vs_baseline", "vs_teacher"):
                     cells.append(_fmt_delta(result[section].get(model, {}).get(shown, {}).get(DELTA_METRIC)))
+                kept = retention(result, model, shown)
+                cells.append("–" if kept is None else f"{kept:.1f}%")
+            for name in header[len(cells):]:  # compression, speedup
+                ratio = efficiency.get(model, {}).get(name)
+                cells.append("–" if ratio is None else _fmt_spread(ratio) + "x")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     if result["skipped"]:
@@ -406,14 +448,22 @@ def read_examples(repo: Path, rev: str) -> dict[str, list[dict[str, Any]]]:
 
 def read_costs(repo: Path, rev: str, models: Iterable[str], teacher: str = "teacher") -> dict[str, dict[str, Any]]:
     """model -> its training stage's dvclive summary (dvclive/<teacher | student_name>/metrics.json) in
-    commit `rev`; models without one (lead-3) are left out."""
+    commit `rev`, plus its `params` and `samples_per_s` from the report's benchmark_results.json where
+    that has them; models with neither (lead-3) are left out."""
+    try:
+        report = json.loads(_git(repo, "show", f"{rev}:{RESULTS_JSON}"))
+    except (ConfigError, ValueError):
+        report = {}
     out = {}
     for model in models:
+        entry = report.get(model) if isinstance(report.get(model), dict) else {}
+        sizes = {k: entry[k] for k in EFFICIENCY_FIELDS if _is_score(entry.get(k))}
         path = LIVE_DIR / live_run(model, teacher) / "metrics.json"
         try:
-            out[model] = json.loads(_git(repo, "show", f"{rev}:{path}"))
+            out[model] = {**json.loads(_git(repo, "show", f"{rev}:{path}")), **sizes}
         except (ConfigError, ValueError):
-            continue
+            if sizes:
+                out[model] = sizes
     return out
 
 

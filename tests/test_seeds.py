@@ -129,6 +129,31 @@ def test_markdown_has_the_numbers():
     assert seeds.markdown(json.loads(json.dumps(got))) == text  # renders from seeds.json read back
 
 
+def test_retention_compression_and_speedup():
+    # teacher 1000 params; vanilla 100 (10x) every seed; samples/s: teacher 10, vanilla 20, 30, 40
+    costs = {s: {"teacher": {"params": 1000, "samples_per_s": 10.0},
+                 "vanilla": {"params": 100, "samples_per_s": 20.0 + 10 * s},
+                 "baseline": {"params": 100}} for s in (0, 1, 2)}  # no speed: no speedup, not a 0
+    got = seeds.collect(_per_seed(), **BOOT, costs=costs)
+    assert got["efficiency"]["vanilla"]["compression"] == {"per_seed": {"0": 10.0, "1": 10.0, "2": 10.0},
+                                                           "mean": 10.0, "sd": 0.0}
+    assert got["efficiency"]["vanilla"]["speedup"]["mean"] == pytest.approx(3.0)
+    assert got["efficiency"]["vanilla"]["speedup"]["per_seed"] == {"0": 2.0, "1": 3.0, "2": 4.0}
+    assert "speedup" not in got["efficiency"]["baseline"]
+    assert seeds.retention(got, "vanilla", "beam") == pytest.approx(100 * 28 / 35)
+    assert seeds.retention(got, "lead3", "lead") == pytest.approx(100 * 5 / 35)  # against the teacher's beam
+    text = seeds.markdown(json.loads(json.dumps(got)))
+    assert "| Δ rougeL vs teacher | rougeL % of teacher | compression | speedup |" in text
+    vanilla_row = next(line for line in text.splitlines() if line.startswith("| vanilla |"))
+    assert vanilla_row.endswith("| 80.0% | 10.00 ± 0.00x | 3.00 ± 1.00x |")
+    baseline_row = next(line for line in text.splitlines() if line.startswith("| baseline |"))
+    assert baseline_row.endswith("| 71.4% | 10.00 ± 0.00x | – |")
+    teacher_row = next(line for line in text.splitlines() if line.startswith("| teacher |"))
+    assert teacher_row.endswith("| 100.0% | 1.00 ± 0.00x | 1.00 ± 0.00x |")
+    # without sizes (an old seeds.json) the columns are simply absent
+    assert "compression" not in seeds.markdown(seeds.collect(_per_seed(), **BOOT))
+
+
 def test_parse_experiment_ref_skips_dvc_bookkeeping():
     sha = "ab" + "c" * 38
     assert seeds.parse_experiment_ref(f"refs/exps/ab/{'c' * 38}/seed-0") == seeds.Experiment(
@@ -173,6 +198,9 @@ def _experiment(repo, baseline, seed, models=("teacher", "baseline", "vanilla", 
         (repo / "dvclive" / run).mkdir(parents=True, exist_ok=True)
         (repo / "dvclive" / run / "metrics.json").write_text(json.dumps({"train_seconds": seconds,
                                                                          "train_tokens": 1000}))
+    report = {"teacher": {"params": 1000, "samples_per_s": 10.0}, "vanilla": {"params": 100, "samples_per_s": 25.0},
+              "lead3": {"kind": "lead"}}  # the report stage's results: sizes and speed
+    (repo / "benchmark_results" / "benchmark_results.json").write_text(json.dumps(report))
     _git(repo, "add", "benchmark_results", "dvclive")
     _git(repo, "commit", "-q", "-m", f"dvc: commit experiment seed-{seed}")
     commit = _git(repo, "rev-parse", "HEAD")
@@ -204,14 +232,17 @@ def test_collect_cli_reads_the_experiments_from_git(repo, capsys):
     assert seeds.main(["collect", "--seeds", "0", "1", "2", "--out-dir", "out", "--resamples", "200",
                        "--bootstrap-seed", "3"]) == 0
     written = json.loads((repo / "out" / "seeds.json").read_text())
-    costs = {s: {"teacher": {"train_seconds": 100.0 + s, "train_tokens": 1000},
-                 "vanilla": {"train_seconds": 10.0 * (s + 1), "train_tokens": 1000}} for s in (0, 1, 2)}
+    costs = {s: {"teacher": {"train_seconds": 100.0 + s, "train_tokens": 1000, "params": 1000, "samples_per_s": 10.0},
+                 "vanilla": {"train_seconds": 10.0 * (s + 1), "train_tokens": 1000, "params": 100,
+                             "samples_per_s": 25.0}} for s in (0, 1, 2)}
     assert {k: v for k, v in written.items() if k not in ("baseline_commit", "experiments")} == \
         seeds.collect(_per_seed(), **BOOT, costs=costs)
     # the training cost of the models that have a training summary (not the baseline here, not lead-3)
     assert written["cost"]["vanilla"]["train_seconds"] == {"per_seed": {"0": 10.0, "1": 20.0, "2": 30.0},
                                                            "mean": 20.0, "sd": 10.0}
     assert set(written["cost"]) == {"teacher", "vanilla"}
+    assert written["efficiency"]["vanilla"]["speedup"]["mean"] == 2.5  # from benchmark_results.json
+    assert written["efficiency"]["vanilla"]["compression"]["mean"] == 10.0
     assert written["baseline_commit"] == head
     assert written["experiments"]["1"] == {"name": "seed-1", "ref": f"refs/exps/{head[:2]}/{head[2:]}/seed-1",
                                            "commit": commits[1]}

@@ -40,7 +40,7 @@ from kd import paths
 from kd.bootstrap import paired
 from kd.errors import ConfigError
 from kd.io import atomic_write_json, atomic_write_text
-from kd.report import COST_FIELDS, RESULTS_JSON as REPORT_JSON, live_run
+from kd.report import COST_FIELDS, RESULTS_JSON as REPORT_JSON, live_run, primary_decoding
 
 Row = Mapping[str, Any]
 PerSeed = Mapping[int, Mapping[str, Sequence[Row]]]  # training seed -> model -> its example rows
@@ -55,9 +55,10 @@ TABLE_METRICS = ("rougeL", "rouge1", "fact_precision", "entity_precision")
 # Each model's training cost (kd.report.COST_FIELDS), from its training stage's dvclive summary in the
 # experiment's commit.
 LIVE_DIR = PurePosixPath(paths.DVCLIVE_DIR.as_posix())
-# Each model's size and decoding speed, from the report stage's results in the experiment's commit.
+# Each model's compression and speedup against its seed's teacher, as the report stage computed them,
+# from its results in the experiment's commit.
 RESULTS_JSON = PurePosixPath(paths.BENCHMARK_DIR.as_posix()) / REPORT_JSON
-EFFICIENCY_FIELDS = ("params", "samples_per_s")
+EFFICIENCY_FIELDS = ("compression", "speedup")
 DELTA_METRIC = "rougeL"
 DIGITS = 4
 EXPS_NAMESPACE = "refs/exps"
@@ -202,8 +203,8 @@ def collect(
     model -> decoding -> metric -> per_seed, mean, sd of the paired differences, plus `bootstrap`:
     mean_diff, low, high, share_le_0), `skipped` metrics that some rows lacked, `cost` (model ->
     train_seconds / train_tokens -> per_seed, mean, sd) from `costs` (seed -> model -> its training
-    stage's summary, plus `params` and `samples_per_s` from its benchmark), for the models that have
-    one, and `efficiency` (model -> compression / speedup against the teacher -> per_seed, mean, sd).
+    stage's summary, plus `compression` and `speedup` from its report), for the models that have one,
+    and `efficiency` (model -> compression / speedup against the teacher -> per_seed, mean, sd).
     Retention (a mean as a share of the teacher's) is derived from `models` where it is shown.
     """
     seeds = sorted(per_seed)
@@ -245,44 +246,30 @@ def collect(
         "vs_teacher": {m: _compare(scores[m], scores[teacher], seeds, **bootstrap) for m in students},
         "skipped": skipped,
         "cost": _costs(costs or {}, seeds),
-        "efficiency": _efficiency(costs or {}, seeds, teacher),
+        "efficiency": _costs(costs or {}, seeds, EFFICIENCY_FIELDS),
     }
 
 
-def _costs(costs: Mapping[int, Mapping[str, Mapping[str, float]]], seeds: Sequence[int]) -> dict[str, Any]:
-    """model -> cost field -> spread over seeds, for the fields every seed recorded for that model."""
+def _costs(costs: Mapping[int, Mapping[str, Mapping[str, float]]], seeds: Sequence[int],
+           fields: Sequence[str] = COST_FIELDS) -> dict[str, Any]:
+    """model -> field -> spread over seeds, for the fields every seed recorded for that model."""
     out: dict[str, Any] = {}
     models = dict.fromkeys(m for s in seeds for m in costs.get(s, {}))
     for model in models:
-        for field in COST_FIELDS:
+        for field in fields:
             values = [costs.get(s, {}).get(model, {}).get(field) for s in seeds]
             if all(_is_score(v) for v in values):
                 out.setdefault(model, {})[field] = _spread(np.array(values, dtype=float), seeds)
     return out
 
 
-def _efficiency(costs: Mapping[int, Mapping[str, Mapping[str, float]]], seeds: Sequence[int],
-                teacher: str) -> dict[str, Any]:
-    """model -> compression (the teacher's parameters over the model's) and speedup (its samples/s over
-    the teacher's, measured in the same speed run) -> spread over seeds; a ratio is left out unless
-    every seed has both numbers for the model and the teacher."""
-    out: dict[str, Any] = {}
-    for model in dict.fromkeys(m for s in seeds for m in costs.get(s, {})):
-        for name, field, teacher_over_model in (("compression", "params", True), ("speedup", "samples_per_s", False)):
-            pairs = [(costs.get(s, {}).get(teacher, {}).get(field), costs.get(s, {}).get(model, {}).get(field))
-                     for s in seeds]
-            if all(_is_score(t) and _is_score(m) and t > 0 and m > 0 for t, m in pairs):
-                ratios = [t / m if teacher_over_model else m / t for t, m in pairs]
-                out.setdefault(model, {})[name] = _spread(np.array(ratios, dtype=float), seeds)
-    return out
-
-
 def retention(result: Mapping[str, Any], model: str, decoding: str, metric: str = DELTA_METRIC) -> float | None:
     """`model`'s mean `metric` over seeds as a percentage of the teacher's mean with the same decoding
-    (lead-3, with its own decoding, against the teacher's beam); None where either is missing."""
+    (lead-3, with its own decoding, against the teacher's primary one, as the report does); None where
+    either is missing."""
     teacher = result["models"][result["teacher"]]
     mine = result["models"][model].get(decoding, {}).get(metric)
-    theirs = (teacher.get(decoding) or teacher.get("beam") or {}).get(metric)
+    theirs = (teacher.get(decoding) or teacher[primary_decoding(teacher)]).get(metric)
     if mine is None or theirs is None or not theirs["mean"]:
         return None
     return 100.0 * mine["mean"] / theirs["mean"]
@@ -448,7 +435,7 @@ def read_examples(repo: Path, rev: str) -> dict[str, list[dict[str, Any]]]:
 
 def read_costs(repo: Path, rev: str, models: Iterable[str], teacher: str = "teacher") -> dict[str, dict[str, Any]]:
     """model -> its training stage's dvclive summary (dvclive/<teacher | student_name>/metrics.json) in
-    commit `rev`, plus its `params` and `samples_per_s` from the report's benchmark_results.json where
+    commit `rev`, plus its `compression` and `speedup` from the report's benchmark_results.json where
     that has them; models with neither (lead-3) are left out."""
     try:
         report = json.loads(_git(repo, "show", f"{rev}:{RESULTS_JSON}"))

@@ -8,6 +8,7 @@ the teacher cache, so the teacher's stage does not depend on them.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Optional, Sequence
@@ -148,6 +149,8 @@ class DvcLiveHook(Hook):
 
     def on_train_start(self, loop: TrainLoop) -> None:
         resumed = loop.state.step > 0
+        if resumed:
+            discard_unreadable_summary(self.live_dir)
         # dvclive: no DVC experiment side effects from inside a stage; DVC owns the experiment.
         self.live = Live(dir=str(self.live_dir), resume=resumed, save_dvc_exp=False, dvcyaml=None)
         # Live.next_step() re-reads every metric file for DVC Studio even when Studio is not configured
@@ -164,7 +167,7 @@ class DvcLiveHook(Hook):
         if self.studio:
             self.live.next_step()  # writes metrics.json and posts the new points to Studio
         else:
-            self.live.make_summary()
+            self.write_summary()
 
     def on_validation_end(self, loop: TrainLoop, val_loss: float) -> None:
         self.live.step = loop.state.step  # the epoch's last step: next_step moved past it
@@ -172,7 +175,12 @@ class DvcLiveHook(Hook):
         if loop.scorer is not None:
             name = loop.scorer.name
             self.live.log_metric(f"val/{name}", loop.state.history[-1][f"val_{name}"])
-        self.live.make_summary()
+        self.write_summary()
+
+    def write_summary(self) -> None:
+        """Live.make_summary, atomically: dvclive rewrites metrics.json in place, so a kill mid-write
+        left a truncated file that the resumed run's Live(resume=True) could not parse."""
+        atomic_write_json(self.live.metrics_file, {**self.live.summary, "step": self.live.step})
 
     def on_train_end(self, loop: TrainLoop) -> None:
         s = loop.state
@@ -186,12 +194,30 @@ class DvcLiveHook(Hook):
         self.live.end()
 
 
+def discard_unreadable_summary(live_dir: Path) -> None:
+    """Before a resume: delete a metrics.json that is not valid JSON, and temp files of the summary.
+
+    The killed run may have died while writing it (dvclive's own end() writes in place). Nothing in it
+    is needed: the resumed run logs every metric again and on_train_end writes the whole summary."""
+    live_dir = Path(live_dir)
+    for tmp in live_dir.glob(".metrics.json.tmp-*"):
+        tmp.unlink()
+    summary = live_dir / "metrics.json"
+    if summary.is_file():
+        try:
+            json.loads(summary.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            log.warning("%s: unreadable (the killed run died writing it); the resumed run rewrites it", summary)
+            summary.unlink()
+
+
 def drop_rows_after(metrics_dir: Path, step: int) -> None:
-    """Keep only the rows of steps <= `step` in every dvclive metric file (.tsv) under `metrics_dir`."""
+    """Keep only the rows of steps <= `step` in every dvclive metric file (.tsv) under `metrics_dir`,
+    and only whole rows: a kill mid-append leaves a last row without its newline."""
     for path in Path(metrics_dir).rglob("*.tsv"):
         header, *rows = path.read_text(encoding="utf-8").splitlines(keepends=True)
         at = header.rstrip("\r\n").split("\t").index("step")
-        kept = [row for row in rows if int(row.split("\t")[at]) <= step]
+        kept = [row for row in rows if row.endswith("\n") and int(row.split("\t")[at]) <= step]
         atomic_write_text(path, header + "".join(kept))
 
 

@@ -206,3 +206,63 @@ def test_no_weight_decay_on_norm_weights_and_biases():
     trainable = {n for n, p in model.named_parameters() if p.requires_grad} | {"objective.0.weight"}
     assert by_decay[0.1] == sorted(trainable - set(by_decay[0.0]))
     assert len(by_decay[0.1]) == len(set(by_decay[0.1]))  # tied embeddings once
+
+
+# ----------------------------------------------------------------------------- dvclive files left by a kill
+
+
+class _Loop:
+    """What DvcLiveHook reads of the training loop."""
+
+    def __init__(self, step: int):
+        self.state, self.scorer = type("State", (), {"step": step, "history": []})(), None
+
+
+def _killed_live_dir(tmp_path):
+    """A dvclive dir as a kill at step 7 can leave it: the summary cut mid-write, a temp file of the
+    next one, and a metric row half appended (the checkpoint is at step 6)."""
+    live = tmp_path / "live"
+    ce = live / "plots" / "metrics" / "train" / "ce.tsv"
+    ce.parent.mkdir(parents=True)
+    ce.write_text("step\tce\n5\t2.5\n6\t2.4\n7\t2.3\n8\t2.")
+    (live / "metrics.json").write_text('{\n    "train": {\n        "ce": 2.')
+    (live / ".metrics.json.tmp-abc.json").write_text("{")
+    return live, ce
+
+
+def test_a_resumed_hook_survives_the_files_a_kill_cut_short(tmp_path):
+    from kd.run import DvcLiveHook
+
+    live, ce = _killed_live_dir(tmp_path)
+    hook = DvcLiveHook(live)
+    hook.on_train_start(_Loop(step=6))  # Live(resume=True) parses metrics.json: it must not be the cut one
+    assert ce.read_text() == "step\tce\n5\t2.5\n6\t2.4\n"
+    assert not list(live.glob(".metrics.json.tmp-*"))
+
+    loop = _Loop(step=7)
+    hook.on_step_end(loop, {"ce": 2.25})
+    assert json.loads((live / "metrics.json").read_text()) == {"train": {"ce": 2.25}, "step": 7}
+    assert _logged_steps(ce) == [5, 6, 7]
+
+
+def test_the_step_summary_is_written_atomically(tmp_path, monkeypatch):
+    """A write that dies midway leaves the previous summary whole, never a truncated one."""
+    import kd.io
+    from kd.run import DvcLiveHook
+
+    live = tmp_path / "live"
+    hook = DvcLiveHook(live)
+    hook.on_train_start(_Loop(step=0))
+    hook.on_step_end(_Loop(step=1), {"ce": 3.0})
+    before = (live / "metrics.json").read_text()
+
+    def dies_midway(path, text):
+        with kd.io.atomic_file(path) as tmp:
+            tmp.write_text(text[: len(text) // 2])
+            raise KeyboardInterrupt  # the kill
+
+    monkeypatch.setattr("kd.io.atomic_write_text", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        hook.on_step_end(_Loop(step=2), {"ce": 2.0})
+    assert (live / "metrics.json").read_text() == before
+    assert json.loads(before)["step"] == 1

@@ -8,7 +8,10 @@ Why: settings are chosen on the validation split, and a sweep is only evidence i
 regenerated from the experiments themselves, not typed by hand. Each row is one (experiment, model):
 the params the experiment changed against its baseline commit, and the model's validation scores
 from `benchmark_results/quality/<model>.json` in the experiment's commit. Test scores are left out on
-purpose: nothing here may be chosen on them.
+purpose: nothing here may be chosen on them. The one non-validation column is `speedup` (the model's
+samples/s over the teacher's, from the experiment's `benchmark_results/speed.json`): a timing of decoding
+the first test articles, which reads no reference. It is timed afresh in every experiment, so it moves
+between experiments for unchanged models too (the machine's noise, not the model's).
 
 An experiment may rerun only some stages (a target such as `benchmark_teacher`, or a change that
 touches one recipe): a model whose quality file is byte-identical to the baseline commit's was not
@@ -24,7 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
@@ -34,6 +37,7 @@ from kd.io import atomic_write_json, atomic_write_text
 from kd.seeds import _git, experiment_refs, parse_experiment_ref, resolve_commit
 
 QUALITY_DIR = PurePosixPath(paths.BENCHMARK_DIR.as_posix()) / "quality"
+SPEED_JSON = PurePosixPath(paths.BENCHMARK_DIR.as_posix()) / "speed.json"
 SPLIT = "validation"
 # (decoding, metric) pairs in the markdown; sweep.json keeps every metric of both decodings.
 TABLE_COLUMNS = (("beam", "rougeL"), ("greedy", "rougeL"), ("beam", "rouge1"), ("beam", "fact_precision"))
@@ -61,9 +65,21 @@ def changed_params(base: Mapping[str, Any], exp: Mapping[str, Any]) -> dict[str,
     return {k: flat_exp.get(k) for k in keys if flat_base.get(k, ...) != flat_exp.get(k, ...)}
 
 
+def speedups(speed: Optional[Mapping[str, Any]]) -> dict[str, float]:
+    """model -> its samples/s over the teacher's, from a speed.json (kd.speed); {} without one."""
+    if not speed or "teacher" not in speed:
+        return {}
+    teacher = speed["teacher"]["samples_per_s"]
+    return {m: round(v["samples_per_s"] / teacher, 4) for m, v in speed.items()
+            if m != "host" and isinstance(v, Mapping) and "samples_per_s" in v}
+
+
 def rows(name: str, changed: Mapping[str, Any], quality: Mapping[str, Mapping[str, Any]],
-         base_quality: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per model of `quality` (model -> its quality JSON), validation scores only."""
+         base_quality: Mapping[str, Mapping[str, Any]],
+         speed: Optional[Mapping[str, Any]] = None) -> list[dict[str, Any]]:
+    """One row per model of `quality` (model -> its quality JSON), validation scores only, with its
+    speedup from the experiment's `speed` (None when it was not timed)."""
+    ratios = speedups(speed)
     out = []
     for model in sorted(quality):
         split = quality[model].get(SPLIT)
@@ -73,7 +89,7 @@ def rows(name: str, changed: Mapping[str, Any], quality: Mapping[str, Mapping[st
                   for decoding, block in split.items() if isinstance(block, Mapping)}
         out.append({"experiment": name, "changed": dict(changed), "model": model,
                     "rerun": quality[model] != base_quality.get(model), "params": quality[model].get("params"),
-                    SPLIT: scores})
+                    "speedup": ratios.get(model), SPLIT: scores})
     return out
 
 
@@ -92,22 +108,23 @@ def _changes(changed: Mapping[str, Any]) -> str:
 def markdown(result: Mapping[str, Any]) -> str:
     """The table: experiments in the given order, each model's validation scores; models not retrained
     by an experiment are collapsed into one "= base" note."""
-    header = ["experiment", "changed params", "model"] + [f"{m} {d}" for d, m in TABLE_COLUMNS] + ["params"]
+    header = ["experiment", "changed params", "model"] + [f"{m} {d}" for d, m in TABLE_COLUMNS] + ["params", "speedup"]
     lines = [f"Sweep on baseline commit {result['baseline_commit'][:7]} · split {SPLIT} · "
              f"{result['n_experiments']} experiments (`python -m kd.sweep`). One training seed each; "
              "choose on these, confirm over seeds.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---:|" * (len(TABLE_COLUMNS) + 1)]
+             "| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---:|" * (len(TABLE_COLUMNS) + 2)]
     for name in result["order"]:
         exp_rows = [r for r in result["rows"] if r["experiment"] == name]
         changes = _changes(exp_rows[0]["changed"]) if exp_rows else ""
         shown = [r for r in exp_rows if r["rerun"] or name == "base"]
         for r in shown:
             cells = [name, changes, r["model"]] + [_value(r, d, m) for d, m in TABLE_COLUMNS]
-            lines.append("| " + " | ".join(cells + [f"{r['params']:,}" if r["params"] else "–"]) + " |")
+            speedup = "–" if r.get("speedup") is None else f"{r['speedup']:.2f}x"
+            lines.append("| " + " | ".join(cells + [f"{r['params']:,}" if r["params"] else "–", speedup]) + " |")
             changes = "〃"
         same = sorted(r["model"] for r in exp_rows if not r["rerun"] and name != "base")
         if same and shown:
-            lines.append(f"| {name} | 〃 | = base: {', '.join(same)} |" + " |" * (len(TABLE_COLUMNS) + 1))
+            lines.append(f"| {name} | 〃 | = base: {', '.join(same)} |" + " |" * (len(TABLE_COLUMNS) + 2))
     return "\n".join(lines) + "\n"
 
 
@@ -121,6 +138,13 @@ def read_quality(repo: Path, rev: str) -> dict[str, dict[str, Any]]:
     if not files:
         raise ConfigError(f"{rev} has no {QUALITY_DIR}/*.json")
     return {f.stem: json.loads(_git(repo, "show", f"{rev}:{f}")) for f in files}
+
+
+def read_speed(repo: Path, rev: str) -> Optional[dict[str, Any]]:
+    """The revision's speed.json, or None when it has none (a pipeline without the speed stage)."""
+    if not _git(repo, "ls-tree", "--full-tree", "--name-only", rev, "--", str(SPEED_JSON)):
+        return None
+    return json.loads(_git(repo, "show", f"{rev}:{SPEED_JSON}"))
 
 
 def read_params(repo: Path, rev: str) -> dict[str, Any]:
@@ -137,10 +161,10 @@ def collect(repo: Path, *, rev: str = "HEAD", prefixes: Sequence[str] = ()) -> d
         raise ConfigError(f"no experiments{' named ' + '|'.join(p + '*' for p in prefixes) if prefixes else ''}"
                           f" on baseline {baseline[:7]} (pass --rev the commit they ran on)")
     base_params, base_quality = read_params(repo, baseline), read_quality(repo, baseline)
-    table = rows("base", {}, base_quality, base_quality)
+    table = rows("base", {}, base_quality, base_quality, read_speed(repo, baseline))
     for e in experiments:
         table += rows(e.name, changed_params(base_params, read_params(repo, e.ref)),
-                      read_quality(repo, e.ref), base_quality)
+                      read_quality(repo, e.ref), base_quality, read_speed(repo, e.ref))
     return {"baseline_commit": baseline, "split": SPLIT, "n_experiments": len(experiments),
             "order": ["base"] + [e.name for e in experiments],
             "commits": {e.name: resolve_commit(repo, e.ref) for e in experiments}, "rows": table}

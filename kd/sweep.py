@@ -9,7 +9,8 @@ regenerated from the experiments themselves, not typed by hand. Each row is one 
 the params the experiment changed against its baseline commit, and the model's validation scores
 from `benchmark_results/quality/<model>.json` in the experiment's commit. Test scores are left out on
 purpose: nothing here may be chosen on them. The one non-validation column is `speedup` (the model's
-samples/s over the teacher's, from the experiment's `benchmark_results/speed.json`): a timing of decoding
+samples/s over the teacher's, as the report stage wrote it in the experiment's `benchmark_results.json`,
+from the `speed` stage): a timing of decoding
 the first test articles, which reads no reference. It is timed afresh in every experiment, so it moves
 between experiments for unchanged models too (the machine's noise, not the model's).
 
@@ -34,10 +35,9 @@ import yaml
 from kd import paths
 from kd.errors import ConfigError
 from kd.io import atomic_write_json, atomic_write_text
-from kd.seeds import _git, experiment_refs, parse_experiment_ref, resolve_commit
+from kd.seeds import RESULTS_JSON, _git, experiment_refs, parse_experiment_ref, resolve_commit
 
 QUALITY_DIR = PurePosixPath(paths.BENCHMARK_DIR.as_posix()) / "quality"
-SPEED_JSON = PurePosixPath(paths.BENCHMARK_DIR.as_posix()) / "speed.json"
 SPLIT = "validation"
 # (decoding, metric) pairs in the markdown; sweep.json keeps every metric of both decodings.
 TABLE_COLUMNS = (("beam", "rougeL"), ("greedy", "rougeL"), ("beam", "rouge1"), ("beam", "fact_precision"))
@@ -65,21 +65,12 @@ def changed_params(base: Mapping[str, Any], exp: Mapping[str, Any]) -> dict[str,
     return {k: flat_exp.get(k) for k in keys if flat_base.get(k, ...) != flat_exp.get(k, ...)}
 
 
-def speedups(speed: Optional[Mapping[str, Any]]) -> dict[str, float]:
-    """model -> its samples/s over the teacher's, from a speed.json (kd.speed); {} without one."""
-    if not speed or "teacher" not in speed:
-        return {}
-    teacher = speed["teacher"]["samples_per_s"]
-    return {m: round(v["samples_per_s"] / teacher, 4) for m, v in speed.items()
-            if m != "host" and isinstance(v, Mapping) and "samples_per_s" in v}
-
-
 def rows(name: str, changed: Mapping[str, Any], quality: Mapping[str, Mapping[str, Any]],
          base_quality: Mapping[str, Mapping[str, Any]],
-         speed: Optional[Mapping[str, Any]] = None) -> list[dict[str, Any]]:
+         speedups: Optional[Mapping[str, float]] = None) -> list[dict[str, Any]]:
     """One row per model of `quality` (model -> its quality JSON), validation scores only, with its
-    speedup from the experiment's `speed` (None when it was not timed)."""
-    ratios = speedups(speed)
+    speedup from `speedups` (model -> the report's ratio; None when it was not timed)."""
+    ratios = speedups or {}
     out = []
     for model in sorted(quality):
         split = quality[model].get(SPLIT)
@@ -140,11 +131,12 @@ def read_quality(repo: Path, rev: str) -> dict[str, dict[str, Any]]:
     return {f.stem: json.loads(_git(repo, "show", f"{rev}:{f}")) for f in files}
 
 
-def read_speed(repo: Path, rev: str) -> Optional[dict[str, Any]]:
-    """The revision's speed.json, or None when it has none (a pipeline without the speed stage)."""
-    if not _git(repo, "ls-tree", "--full-tree", "--name-only", rev, "--", str(SPEED_JSON)):
-        return None
-    return json.loads(_git(repo, "show", f"{rev}:{SPEED_JSON}"))
+def read_speedups(repo: Path, rev: str) -> dict[str, float]:
+    """model -> its `speedup` in the revision's report (kd.report); {} when the revision has none."""
+    if not _git(repo, "ls-tree", "--full-tree", "--name-only", rev, "--", str(RESULTS_JSON)):
+        return {}
+    report = json.loads(_git(repo, "show", f"{rev}:{RESULTS_JSON}"))
+    return {m: e["speedup"] for m, e in report.items() if isinstance(e, Mapping) and e.get("speedup") is not None}
 
 
 def read_params(repo: Path, rev: str) -> dict[str, Any]:
@@ -161,10 +153,10 @@ def collect(repo: Path, *, rev: str = "HEAD", prefixes: Sequence[str] = ()) -> d
         raise ConfigError(f"no experiments{' named ' + '|'.join(p + '*' for p in prefixes) if prefixes else ''}"
                           f" on baseline {baseline[:7]} (pass --rev the commit they ran on)")
     base_params, base_quality = read_params(repo, baseline), read_quality(repo, baseline)
-    table = rows("base", {}, base_quality, base_quality, read_speed(repo, baseline))
+    table = rows("base", {}, base_quality, base_quality, read_speedups(repo, baseline))
     for e in experiments:
         table += rows(e.name, changed_params(base_params, read_params(repo, e.ref)),
-                      read_quality(repo, e.ref), base_quality, read_speed(repo, e.ref))
+                      read_quality(repo, e.ref), base_quality, read_speedups(repo, e.ref))
     return {"baseline_commit": baseline, "split": SPLIT, "n_experiments": len(experiments),
             "order": ["base"] + [e.name for e in experiments],
             "commits": {e.name: resolve_commit(repo, e.ref) for e in experiments}, "rows": table}

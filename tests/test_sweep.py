@@ -48,10 +48,8 @@ def test_markdown_collapses_models_not_rerun_and_shows_the_changes():
     assert "| base | 〃 | lead3 | 20.00 | 20.00 | 25.00 | 90.00 | – | – |" in text  # lead-3's own decoding
 
 
-def test_speedup_is_each_model_over_the_teacher_from_the_experiments_speed_file():
-    speed = {"host": {"cpu": "x"}, "teacher": {"samples_per_s": 50.0}, "baseline": {"samples_per_s": 125.0}}
-    assert sweep.speedups(speed) == {"teacher": 1.0, "baseline": 2.5}
-    assert sweep.speedups(None) == {} and sweep.speedups({"baseline": {"samples_per_s": 1.0}}) == {}
+def test_speedup_is_each_models_ratio_from_the_experiments_report():
+    speed = {"teacher": 1.0, "baseline": 2.5}
     base = {"teacher": quality(40.0), "baseline": quality(30.0)}
     rows = sweep.rows("sw-x", {"train.lr": 0.1}, {**base, "baseline": quality(31.0)}, base, speed)
     assert {r["model"]: r["speedup"] for r in rows} == {"baseline": 2.5, "teacher": 1.0}
@@ -68,7 +66,7 @@ def commit(repo, params: dict, qualities: dict, message: str, speed: dict | None
     qdir = repo / "benchmark_results" / "quality"
     qdir.mkdir(parents=True, exist_ok=True)
     if speed is not None:
-        (repo / "benchmark_results" / "speed.json").write_text(json.dumps(speed))
+        (repo / "benchmark_results" / "benchmark_results.json").write_text(json.dumps(speed))
     for model, q in qualities.items():
         (qdir / f"{model}.json").write_text(json.dumps(q))
     git(repo, "add", "-A")
@@ -82,7 +80,7 @@ def test_collect_reads_experiment_refs_of_the_baseline_commit_only(tmp_path):
     git(repo, "init", "-q")
     base_q = {"teacher": quality(40.0), "baseline": quality(30.0)}
     base = commit(repo, {"train": {"lr": 0.01}}, base_q, "base")
-    speed = {"teacher": {"samples_per_s": 40.0}, "baseline": {"samples_per_s": 100.0}}
+    speed = {"teacher": {"speedup": 1.0}, "baseline": {"speedup": 2.5}, "lead3": {"speedup": None}}
     exp = commit(repo, {"train": {"lr": 0.02}}, {**base_q, "baseline": quality(33.0)}, "exp", speed)
     git(repo, "update-ref", f"refs/exps/{base[:2]}/{base[2:]}/sw-lr", exp)
     git(repo, "update-ref", f"refs/exps/{base[:2]}/{base[2:]}/other", exp)
@@ -93,7 +91,7 @@ def test_collect_reads_experiment_refs_of_the_baseline_commit_only(tmp_path):
     assert result["order"] == ["base", "sw-lr"]
     row = next(r for r in result["rows"] if r["experiment"] == "sw-lr" and r["model"] == "baseline")
     assert row["changed"] == {"train.lr": 0.02} and row["validation"]["beam"]["rougeL"] == 33.0
-    assert row["speedup"] == 2.5  # from the experiment's own speed.json; the base commit has none
+    assert row["speedup"] == 2.5  # from the experiment's own report; the base commit has none
     assert all(r["speedup"] is None for r in result["rows"] if r["experiment"] == "base")
     with pytest.raises(ConfigError, match="no experiments named nope"):
         sweep.collect(repo, rev="HEAD", prefixes=["nope"])

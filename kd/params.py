@@ -80,6 +80,9 @@ class TokenizerParams:
     # SentencePiece trains on a uniform sample of this many of its inputs (texts, long ones in pieces); every
     # text is read, the sample keeps training time and memory bounded (0: no sampling, all are kept)
     trainer_sample_size: int = 1_000_000
+    # Every digit its own piece (as LLaMA's and PaLM's tokenizers do): a number is spelled from ten common
+    # pieces instead of being one rare piece, so a model can learn to copy numbers it has never seen
+    split_digits: bool = False
 
     def __post_init__(self):
         _check(self.vocab_size >= 64, "tokenizer.vocab_size", "must be >= 64")

@@ -98,7 +98,7 @@ class _Feed:
 
 
 def train_sentencepiece(texts: Iterable[str], vocab_size: int, model_type: str = "bpe", *,
-                        sample_size: int = 0) -> T5Tokenizer:
+                        sample_size: int = 0, split_digits: bool = False) -> T5Tokenizer:
     """Train a SentencePiece model in memory and wrap it as a T5 tokenizer (T5's special-token layout).
 
     Every text is read once, as it comes (long ones in pieces, see `trainer_inputs`); when there are more
@@ -112,6 +112,9 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, model_type: str =
     BPE is the default because on small, repetitive corpora (such as the builtin one) unigram
     training stops near 1,250 pieces and splits common words ("buy" -> "bu" + "y"), which makes
     copying names and numbers much harder for a small model.
+
+    `split_digits` keeps every digit a piece of its own, so no learned piece holds two digits and
+    "81,000" is spelled "8" "1" "," "0" "0" "0" rather than being one or two rare pieces.
     """
     # SentencePiece's protobuf module needs the `protobuf` package; import here so only this path pays.
     from sentencepiece import sentencepiece_model_pb2
@@ -120,7 +123,8 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, model_type: str =
     feed = _Feed(trainer_inputs(texts))  # every text reaches the trainer: long ones in pieces
     spm.set_random_generator_seed(SAMPLE_SEED)
     try:
-        _train(feed, buf, vocab_size=vocab_size, model_type=model_type, sample_size=sample_size)
+        _train(feed, buf, vocab_size=vocab_size, model_type=model_type, sample_size=sample_size,
+               split_digits=split_digits)
     except RuntimeError:
         if feed.error is not None:
             raise feed.error from None
@@ -140,7 +144,8 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, model_type: str =
     )
 
 
-def _train(sentences: Iterator[str], model_writer, *, vocab_size: int, model_type: str, sample_size: int) -> None:
+def _train(sentences: Iterator[str], model_writer, *, vocab_size: int, model_type: str, sample_size: int,
+           split_digits: bool) -> None:
     spm.SentencePieceTrainer.train(
         # Read as they come, never all held: the trainer keeps at most `sample_size` of them.
         sentence_iterator=sentences,
@@ -154,6 +159,7 @@ def _train(sentences: Iterator[str], model_writer, *, vocab_size: int, model_typ
         character_coverage=1.0,
         # A small corpus may not support the requested size; take what it supports.
         hard_vocab_limit=False,
+        split_digits=split_digits,
         # One thread keeps the learned vocabulary identical from run to run.
         num_threads=1,
         minloglevel=2,
@@ -318,7 +324,8 @@ def prepare_tokenized(*, raw_dir, tokenizer_out, tokenized_out, params, pretrain
         tokenizer = load_tokenizer(pretrained)
     else:
         tokenizer = train_sentencepiece(_trainer_texts(raw["train"], params.prefix), params.vocab_size,
-                                        params.model_type, sample_size=params.trainer_sample_size)
+                                        params.model_type, sample_size=params.trainer_sample_size,
+                                        split_digits=params.split_digits)
     encode = Encoder(tokenizer, params.prefix, params.max_source_length, params.max_target_length)
     with atomic_dir(tokenized_out) as tmp:
         counts = write_tokenized({s: iter_records(path) for s, path in raw.items()}, tmp, encode,

@@ -216,6 +216,33 @@ def test_trainer_sample_is_seeded_and_leaves_a_small_corpus_as_it_was():
     assert vocab(200) == vocab(200) != vocab(0)  # a smaller sample: used, and the same every run
 
 
+
+def test_split_digits_spells_every_number_digit_by_digit(tmp_path):
+    """tokenizer.split_digits reaches the trainer through the stage's worker: no piece of the saved tokenizer
+    holds two digits, so a number is its digits; without it the builtin corpus' numbers are whole pieces."""
+    import re
+
+    from transformers import AutoTokenizer
+
+    from kd.tokenization import prepare_tokenized
+
+    raw = _raw_dir(tmp_path / "raw", {s: builtin.generate(s, n * 5, 0) for s, n in SIZES.items()})
+
+    def tokenizer(split_digits: bool):
+        out = tmp_path / f"split-{split_digits}"
+        prepare_tokenized(raw_dir=raw, tokenizer_out=out / "tok", tokenized_out=out / "tokd", pretrained=None,
+                          params=TokenizerParams(vocab_size=400, max_source_length=64, max_target_length=16,
+                                                 split_digits=split_digits))
+        return AutoTokenizer.from_pretrained(out / "tok")
+
+    def multi_digit(tok):
+        return [p for p in tok.get_vocab() if len(re.findall(r"\d", p)) > 1]
+
+    split, whole = tokenizer(True), tokenizer(False)
+    assert multi_digit(split) == [] and multi_digit(whole)
+    assert [p.lstrip("\u2581") for p in split.tokenize("81,000") if p != "\u2581"] == ["8", "1", ",", "0", "0", "0"]
+    assert split.decode(split("About 81,000 homes").input_ids, skip_special_tokens=True) == "About 81,000 homes"
+
 # --- bounded memory ---------------------------------------------------------------------------------------
 
 

@@ -100,7 +100,8 @@ def markdown(result: Mapping[str, Any]) -> str:
     """The table: experiments in the given order, each model's validation scores; models not retrained
     by an experiment are collapsed into one "= base" note."""
     header = ["experiment", "changed params", "model"] + [f"{m} {d}" for d, m in TABLE_COLUMNS] + ["params", "speedup"]
-    lines = [f"Sweep on baseline commit {result['baseline_commit'][:7]} · split {SPLIT} · "
+    also = "".join(f" (and {c[:7]}, same results)" for c in result.get("also_baselines", []))
+    lines = [f"Sweep on baseline commit {result['baseline_commit'][:7]}{also} · split {SPLIT} · "
              f"{result['n_experiments']} experiments (`python -m kd.sweep`). One training seed each; "
              "choose on these, confirm over seeds.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---:|" * (len(TABLE_COLUMNS) + 2)]
@@ -143,22 +144,33 @@ def read_params(repo: Path, rev: str) -> dict[str, Any]:
     return yaml.safe_load(_git(repo, "show", f"{rev}:params.yaml"))
 
 
-def collect(repo: Path, *, rev: str = "HEAD", prefixes: Sequence[str] = ()) -> dict[str, Any]:
+def collect(repo: Path, *, rev: str = "HEAD", prefixes: Sequence[str] = (), also_revs: Sequence[str] = ()) -> dict[str, Any]:
+    """The table of the experiments run on `rev`, and on each of `also_revs`: later commits that changed no
+    result (their committed quality files equal `rev`'s, e.g. a commit of docs or of a new option left
+    off), so that one sweep queued across them stays one table. Each experiment's changed params are
+    against its own baseline commit's; the base rows are `rev`'s."""
     baseline = resolve_commit(repo, rev)
+    base_params, base_quality = read_params(repo, baseline), read_quality(repo, baseline)
+    baselines = {baseline: base_params}
+    for other in also_revs:
+        commit = resolve_commit(repo, other)
+        if read_quality(repo, commit) != base_quality:
+            raise ConfigError(f"{commit[:7]}'s committed results differ from {baseline[:7]}'s: its experiments "
+                              "have another base; sweep them in a table of their own")
+        baselines[commit] = read_params(repo, commit)
     experiments = sorted((e for e in map(parse_experiment_ref, experiment_refs(repo))
-                          if e is not None and e.baseline == baseline
+                          if e is not None and e.baseline in baselines
                           and (not prefixes or e.name.startswith(tuple(prefixes)))),
                          key=lambda e: e.name)
     if not experiments:
         raise ConfigError(f"no experiments{' named ' + '|'.join(p + '*' for p in prefixes) if prefixes else ''}"
                           f" on baseline {baseline[:7]} (pass --rev the commit they ran on)")
-    base_params, base_quality = read_params(repo, baseline), read_quality(repo, baseline)
     table = rows("base", {}, base_quality, base_quality, read_speedups(repo, baseline))
     for e in experiments:
-        table += rows(e.name, changed_params(base_params, read_params(repo, e.ref)),
+        table += rows(e.name, changed_params(baselines[e.baseline], read_params(repo, e.ref)),
                       read_quality(repo, e.ref), base_quality, read_speedups(repo, e.ref))
-    return {"baseline_commit": baseline, "split": SPLIT, "n_experiments": len(experiments),
-            "order": ["base"] + [e.name for e in experiments],
+    return {"baseline_commit": baseline, "also_baselines": list(baselines)[1:], "split": SPLIT,
+            "n_experiments": len(experiments), "order": ["base"] + [e.name for e in experiments],
             "commits": {e.name: resolve_commit(repo, e.ref) for e in experiments}, "rows": table}
 
 
@@ -166,10 +178,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prefix", nargs="*", default=[], help="only experiments whose name starts with one of these")
     p.add_argument("--rev", default="HEAD", help="the baseline commit the experiments were run on")
+    p.add_argument("--also-rev", nargs="*", default=[], metavar="REV",
+                   help="later baseline commits with the same committed results whose experiments join the table")
     p.add_argument("--out-dir", type=Path, default=paths.BENCHMARK_DIR / "sweep")
     args = p.parse_args(argv)
     try:
-        result = collect(Path.cwd(), rev=args.rev, prefixes=args.prefix)
+        result = collect(Path.cwd(), rev=args.rev, prefixes=args.prefix, also_revs=args.also_rev)
     except ConfigError as e:
         print(f"error: {e}")
         return 2

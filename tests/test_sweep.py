@@ -95,3 +95,27 @@ def test_collect_reads_experiment_refs_of_the_baseline_commit_only(tmp_path):
     assert all(r["speedup"] is None for r in result["rows"] if r["experiment"] == "base")
     with pytest.raises(ConfigError, match="no experiments named nope"):
         sweep.collect(repo, rev="HEAD", prefixes=["nope"])
+
+
+def test_later_baselines_with_the_same_results_join_the_table(tmp_path):
+    """--also-rev: experiments queued on a later commit that changed no result join the first baseline's
+    table, their changes against their own baseline's params; a commit whose results differ is refused."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    base_q = {"teacher": quality(40.0), "baseline": quality(30.0)}
+    base = commit(repo, {"train": {"lr": 0.01}}, base_q, "base")
+    docs = commit(repo, {"train": {"lr": 0.01, "new_option": False}}, base_q, "a new option, off")
+    exp = commit(repo, {"train": {"lr": 0.02, "new_option": False}}, {**base_q, "teacher": quality(45.0)}, "exp")
+    git(repo, "update-ref", f"refs/exps/{docs[:2]}/{docs[2:]}/sw-later", exp)
+    other = commit(repo, {"train": {"lr": 0.01}}, {**base_q, "baseline": quality(31.0)}, "new results")
+
+    with pytest.raises(ConfigError, match="no experiments named sw-"):
+        sweep.collect(repo, rev=base, prefixes=["sw-"])
+    result = sweep.collect(repo, rev=base, prefixes=["sw-"], also_revs=[docs])
+    assert result["order"] == ["base", "sw-later"] and result["also_baselines"] == [docs]
+    row = next(r for r in result["rows"] if r["experiment"] == "sw-later" and r["model"] == "teacher")
+    assert row["changed"] == {"train.lr": 0.02} and row["rerun"]  # new_option is not a change: its base has it
+    assert f"baseline commit {base[:7]} (and {docs[:7]}, same results)" in sweep.markdown(result)
+    with pytest.raises(ConfigError, match=f"{other[:7]}'s committed results differ"):
+        sweep.collect(repo, rev=base, prefixes=["sw-"], also_revs=[docs, other])

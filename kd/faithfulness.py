@@ -164,7 +164,7 @@ def mentions(text: str) -> list[tuple[str, ...]]:
     return [mention for sentence in split_sentences(text) for mention in _sentence_mentions(sentence)]
 
 
-def _distinct(found: Iterable[Mention]) -> list[Mention]:
+def distinct(found: Iterable[Mention]) -> list[Mention]:
     """One mention per token tuple; it opens a sentence only if every statement of it does."""
     opens: dict[tuple[str, ...], bool] = {}
     for mention in found:
@@ -177,6 +177,14 @@ def ngram_set(text_tokens: Sequence[str], max_n: int) -> set[tuple[str, ...]]:
     return {tuple(text_tokens[i:i + n]) for n in range(1, max_n + 1) for i in range(len(text_tokens) - n + 1)}
 
 
+def texts_ngrams(texts: Iterable[str], max_n: int) -> set[tuple[str, ...]]:
+    """The union of each text's own `ngram_set`: a mention is supported only if it fits inside one text."""
+    grams: set[tuple[str, ...]] = set()
+    for text in texts:
+        grams |= ngram_set(tokens(text), max_n)
+    return grams
+
+
 def supported(mention: tuple[str, ...], grams: set[tuple[str, ...]]) -> bool:
     """Whether `mention` occurs contiguously in the text whose `ngram_set` is `grams` (built with a
     `max_n` of at least its length); a sentence-opening run may also match without its first token."""
@@ -187,14 +195,11 @@ def supported(mention: tuple[str, ...], grams: set[tuple[str, ...]]) -> bool:
 
 def _precision(found: list[Mention], texts: Iterable[str]) -> float:
     """Percent of the distinct `found` mentions supported by at least one of `texts` (100 if none)."""
-    distinct = _distinct(found)
-    if not distinct:
+    unique = distinct(found)
+    if not unique:
         return 100.0
-    max_n = max(len(mention) for mention in distinct)
-    grams: set[tuple[str, ...]] = set()
-    for text in texts:  # a union of each text's own n-grams: a mention must fit inside one text
-        grams |= ngram_set(tokens(text), max_n)
-    return 100.0 * sum(supported(mention, grams) for mention in distinct) / len(distinct)
+    grams = texts_ngrams(texts, max(len(mention) for mention in unique))
+    return 100.0 * sum(supported(mention, grams) for mention in unique) / len(unique)
 
 
 def entity_precision(summary: str, source: str) -> float:

@@ -30,26 +30,19 @@ from pathlib import Path, PurePosixPath
 
 from kd import paths
 from kd.errors import ConfigError
-from kd.faithfulness import _distinct, mentions, ngram_set, supported, tokens
+from kd.faithfulness import distinct, mentions, supported, texts_ngrams
 
 KINDS = ("name", "number")
 SOURCES = ("event", "article", "invented")
 
 
-def _grams(texts: Iterable[str], max_n: int) -> set[tuple[str, ...]]:
-    grams: set[tuple[str, ...]] = set()
-    for text in texts:  # each text's own n-grams: a mention must fit inside one of them
-        grams |= ngram_set(tokens(text), max_n)
-    return grams
-
-
 def classify(summary: str, article: str, facts: Mapping) -> list[tuple[str, str]]:
     """(kind, source) of each distinct mention of `summary`, in order of first statement."""
-    found = _distinct(mentions(summary))
+    found = distinct(mentions(summary))
     if not found:
         return []
     max_n = max(len(m) for m in found)
-    event, source = _grams(facts["event"].values(), max_n), _grams([article], max_n)
+    event, source = texts_ngrams(facts["event"].values(), max_n), texts_ngrams([article], max_n)
     out = []
     for mention in found:
         kind = "number" if mention[0][0].isdigit() else "name"

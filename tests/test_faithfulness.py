@@ -17,6 +17,7 @@ from kd.faithfulness import (
     repeated_trigram_pct,
     summary_length,
     supported,
+    texts_ngrams,
     tokens,
 )
 from kd.metrics import lead_n
@@ -102,6 +103,13 @@ def test_fact_recall_and_precision():
     # a mention must fit inside one event value
     assert fact_precision("They saw Ruiz Marlow there.", FACTS) == 0.0
     assert entity_precision("They saw Ruiz Marlow there.", "Ana Ruiz Marlow") == 100.0
+
+
+def test_texts_ngrams_is_the_union_of_each_texts_own():
+    grams = texts_ngrams(["Ana Ruiz", "Marlow Foods"], 2)
+    assert ("ana", "ruiz") in grams and ("marlow", "foods") in grams and ("ruiz",) in grams
+    assert ("ruiz", "marlow") not in grams  # no n-gram spans two texts
+    assert texts_ngrams([], 3) == set()
 
 
 def test_novel_and_repeated_ngrams():

@@ -62,7 +62,13 @@ def changed_params(base: Mapping[str, Any], exp: Mapping[str, Any]) -> dict[str,
     """Dotted key -> the experiment's value, for every key that differs (a removed key -> None)."""
     flat_base, flat_exp = flatten(base), flatten(exp)
     keys = sorted(set(flat_base) | set(flat_exp))
-    return {k: flat_exp.get(k) for k in keys if flat_base.get(k, ...) != flat_exp.get(k, ...)}
+
+    def filled(k: str) -> bool:
+        """An empty mapping on one side whose keys the other side lists: shown by those keys alone."""
+        side, other = (flat_base, flat_exp) if k in flat_base else (flat_exp, flat_base)
+        return side[k] == {} and any(o.startswith(k + ".") for o in other)
+
+    return {k: flat_exp.get(k) for k in keys if flat_base.get(k, ...) != flat_exp.get(k, ...) and not filled(k)}
 
 
 def rows(name: str, changed: Mapping[str, Any], quality: Mapping[str, Mapping[str, Any]],

@@ -24,6 +24,12 @@ def test_changed_params_lists_only_differences_with_dotted_keys():
     exp = {"a": {"b": 1, "c": [1, 3]}, "d": 3, "new": {"y": True}}
     assert sweep.changed_params(base, exp) == {"a.c": [1, 3], "d": 3, "gone.x": None, "new.y": True}
     assert sweep.changed_params(base, base) == {}
+    # a loss added to a recipe that had none (`-S +kd.students.s.losses.attention.weight=1.0`): the
+    # empty mapping it filled is not a removal, and emptying it again shows as the mapping emptied
+    recipe, combo = {"s": {"losses": {}}}, {"s": {"losses": {"attention": {"weight": 1.0}}}}
+    assert sweep.changed_params(recipe, combo) == {"s.losses.attention.weight": 1.0}
+    assert sweep.changed_params(combo, recipe) == {"s.losses.attention.weight": None}
+    assert sweep.changed_params({"s": {"losses": {}}}, {"s": {"losses": None}}) == {"s.losses": None}
 
 
 def test_rows_mark_models_the_experiment_did_not_retrain_and_keep_validation_only():

@@ -33,3 +33,37 @@ def test_a_changed_result_fails_the_check(tmp_path):
                               "entity_precision": 100.0}}}
     (tmp_path / "lead3.json").write_text(json.dumps(lead))
     assert "| test | 3 | 40.00 [39.00, 41.00] |" in cnndm_table(tmp_path / "lead3.json")
+
+
+def _git(cwd, *args):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+                   capture_output=True)
+
+
+def test_the_check_accepts_the_committed_results_after_a_rerun(tmp_path):
+    """After `dvc repro` rewrites the run's timings in the working tree, the README still shows the committed
+    run and passes; a README that matches neither the committed nor the working tree's results fails."""
+    import shutil
+
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    shutil.copytree(ROOT / "benchmark_results", tmp_path / "benchmark_results")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "README.md", "benchmark_results")
+    _git(tmp_path, "commit", "-q", "-m", "results")
+
+    def check():
+        env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+        return subprocess.run([sys.executable, "-m", "kd.readme", "--check"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True)
+
+    assert check().returncode == 0
+    results_file = tmp_path / "benchmark_results" / "benchmark_results.json"
+    results = json.loads(results_file.read_text())
+    results["teacher"]["test"]["beam"]["rougeL"] += 1.0  # a rerun elsewhere: the working tree differs
+    results_file.write_text(json.dumps(results))
+    assert check().returncode == 0, "the README shows the committed run"
+    readme = (tmp_path / "README.md").read_text()
+    start, _ = markers("results")
+    (tmp_path / "README.md").write_text(readme.replace(start, start + "\n| typed by hand |"))
+    failed = check()
+    assert failed.returncode == 1 and "differs" in failed.stderr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -43,8 +45,6 @@ def _git(cwd, *args):
 def test_the_check_accepts_the_committed_results_after_a_rerun(tmp_path):
     """After `dvc repro` rewrites the run's timings in the working tree, the README still shows the committed
     run and passes; a README that matches neither the committed nor the working tree's results fails."""
-    import shutil
-
     shutil.copy(ROOT / "README.md", tmp_path / "README.md")
     shutil.copytree(ROOT / "benchmark_results", tmp_path / "benchmark_results")
     _git(tmp_path, "init", "-q")
@@ -52,7 +52,7 @@ def test_the_check_accepts_the_committed_results_after_a_rerun(tmp_path):
     _git(tmp_path, "commit", "-q", "-m", "results")
 
     def check():
-        env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         return subprocess.run([sys.executable, "-m", "kd.readme", "--check"], cwd=tmp_path, env=env,
                               capture_output=True, text=True)
 

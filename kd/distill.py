@@ -17,7 +17,7 @@ from kd import paths
 from kd.errors import ConfigError
 from kd.io import atomic_write_json
 from kd.losses import loss_class
-from kd.modeling import build_model, check_same_vocab, load_model, pick_device
+from kd.modeling import build_model, check_same_vocab, load_model, pick_device, resolve_attention
 from kd.objective import LiveTeacher, freeze_teacher
 from kd.recipe import RECIPE_FILE, Recipe, build_objective
 from kd.run import file_digest, load_tokenized, train_and_save
@@ -62,9 +62,10 @@ def distill_student(*, recipe: Recipe, teacher_dir: Path, tokenizer_dir: Path, t
         log.info("%s: trains on the teacher's summaries in %s (teacher_share %s, with_references %s): %d "
                  "training examples", recipe.name, teacher_targets_dir, recipe.teacher_share,
                  recipe.with_references, len(tokenized["train"]))
-    accelerator = make_accelerator(pick_device(train))
-    # Attention weights exist only with eager attention; SDPA stays for everything else.
-    attn = "eager" if "attentions" in recipe.needs else "sdpa"
+    device = pick_device(train)
+    accelerator = make_accelerator(device)
+    # Attention weights exist only with eager attention; otherwise train.attn_implementation decides.
+    attn = "eager" if "attentions" in recipe.needs else resolve_attention(train.attn_implementation, device)
     teacher = load_model(teacher_path, attn_implementation=attn) if recipe.needs_teacher_model else None
     model = build_model(spec, tokenizer, seed=train.seed, attn_implementation=attn, teacher=teacher,
                         section=f"kd.students.{recipe.name}.student")

@@ -157,6 +157,12 @@ class TrainParams:
     seed: int = 0
     checkpoint_every: int = 50  # optimizer steps between resumable checkpoints
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+    # Batches of articles of similar length (shuffled within megabatches of 50 batches, as the Hugging
+    # Face Trainer's group_by_length does), so a batch pads to about its own length, not its longest.
+    group_by_length: bool = False
+    # auto: eager attention on CPU (the SDPA path builds T5's position-bias mask per layer, slower for
+    # small models there), SDPA on CUDA. Attention-map KD always uses eager (it needs the weights).
+    attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
     # Which epoch's weights are kept: the lowest validation loss, or the highest validation rougeLsum
     # of summaries generated (greedy unless select_num_beams > 1) for the first `select_samples`
     # validation examples after each epoch (kd.run.RougeLsumScorer).
@@ -174,6 +180,8 @@ class TrainParams:
         _check(self.checkpoint_every > 0, "train.checkpoint_every", "must be > 0")
         _check(self.select_by in ("loss", "rougeLsum"), "train.select_by",
                f"must be one of ['loss', 'rougeLsum'], got {self.select_by!r}")
+        _check(self.attn_implementation in ("auto", "eager", "sdpa"), "train.attn_implementation",
+               f"must be one of ['auto', 'eager', 'sdpa'], got {self.attn_implementation!r}")
         for key in ("select_samples", "select_num_beams", "select_max_new_tokens"):
             _check(getattr(self, key) > 0, f"train.{key}", "must be > 0")
 

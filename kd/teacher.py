@@ -9,7 +9,7 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
-from kd.modeling import build_model, pick_device
+from kd.modeling import build_model, pick_device, resolve_attention
 from kd.objective import Objective
 from kd.params import ModelParams, TrainParams
 from kd.run import load_tokenized, train_and_save
@@ -22,8 +22,10 @@ def train_teacher(*, spec: ModelParams, train: TrainParams, tokenizer_dir: Path,
                   hooks=()) -> FitResult:
     tokenizer = load_tokenizer(str(tokenizer_dir))
     tokenized = load_tokenized(tokenized_dir)
-    accelerator = make_accelerator(pick_device(train))
-    model = build_model(spec, tokenizer, seed=train.seed, section="teacher")
+    device = pick_device(train)
+    accelerator = make_accelerator(device)
+    model = build_model(spec, tokenizer, seed=train.seed, section="teacher",
+                        attn_implementation=resolve_attention(train.attn_implementation, device))
     return train_and_save(name="teacher", model=model, teacher=None, objective=Objective.labels_only(),
                           tokenizer=tokenizer, tokenized=tokenized, spec=spec, train=train,
                           accelerator=accelerator, out_dir=out_dir, ckpt_dir=ckpt_dir, live_dir=live_dir,

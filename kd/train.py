@@ -95,12 +95,17 @@ def with_index(collate):
 
 
 def shard_order(n: int, *, seed: int, epoch: int, shuffle: bool, rank: int = 0, world: int = 1,
-                pad: bool = True) -> list[int]:
+                pad: bool = True, lengths: Optional[Sequence[int]] = None, batch_size: int = 1) -> list[int]:
     """This process's example indices for one epoch; the order depends only on (seed, epoch), so a
     resumed epoch replays the same batches. With `world` processes the permutation is dealt out
     round-robin; `pad` repeats its head so every process gets the same number of batches (DDP steps
-    in lockstep), as torch's DistributedSampler does."""
-    order = torch.randperm(n, generator=_epoch_generator(seed, epoch)).tolist() if shuffle else list(range(n))
+    in lockstep), as torch's DistributedSampler does. With `lengths` (and `shuffle`) the permutation is
+    regrouped by length first (`length_grouped`), in global batches of `batch_size * world`, so each
+    process's batches hold examples of similar length."""
+    generator = _epoch_generator(seed, epoch)
+    order = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
+    if shuffle and lengths is not None:
+        order = length_grouped(order, lengths, batch_size=batch_size * world, generator=generator)
     if world > 1:
         if pad and n % world:
             order += order[: world - n % world]
@@ -108,12 +113,39 @@ def shard_order(n: int, *, seed: int, epoch: int, shuffle: bool, rank: int = 0, 
     return order
 
 
+MEGABATCH = 50  # batches per length-sorted group: enough to find similar lengths, few enough to stay random
+
+
+def length_grouped(order: list[int], lengths: Sequence[int], *, batch_size: int,
+                   generator: torch.Generator) -> list[int]:
+    """`order` cut into megabatches of MEGABATCH batches, each sorted by length (longest first) and cut
+    into batches, then the full batches shuffled and the one short batch (if any) kept last, so batch
+    boundaries stay where a loader of `batch_size` puts them. The Hugging Face Trainer's group_by_length:
+    a batch pads to about its own length instead of its longest member's."""
+    mega = batch_size * MEGABATCH
+    batches = []
+    for start in range(0, len(order), mega):
+        chunk = sorted(order[start:start + mega], key=lambda i: -lengths[i])  # stable: ties keep the shuffle
+        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+    short = [batches.pop()] if batches and len(batches[-1]) < batch_size else []
+    shuffled = [batches[b] for b in torch.randperm(len(batches), generator=generator).tolist()]
+    return [i for batch in shuffled + short for i in batch]
+
+
+def source_lengths(ds) -> list[int]:
+    """Each row's input length, read a thousand rows at a time (no whole-column copy at real scale)."""
+    return [len(ids) for rows in ds.select_columns(["input_ids"]).iter(batch_size=1000)
+            for ids in rows["input_ids"]]
+
+
 def epoch_loader(ds, *, batch_size: int, collate, seed: int, epoch: int, shuffle: bool = True,
-                 rank: int = 0, world: int = 1, start: int = 0) -> DataLoader:
+                 rank: int = 0, world: int = 1, start: int = 0,
+                 lengths: Optional[Sequence[int]] = None) -> DataLoader:
     """Batches of this process's shard of `ds` for one epoch, from batch `start` on (a resumed epoch
-    does not even load the batches it trained on before); each batch carries "idx" (B,)."""
+    does not even load the batches it trained on before); each batch carries "idx" (B,). `lengths`
+    (`source_lengths(ds)`) groups the batches by length (`train.group_by_length`)."""
     order = shard_order(len(ds), seed=seed, epoch=epoch, shuffle=shuffle, rank=rank, world=world,
-                        pad=shuffle)[start * batch_size:]
+                        pad=shuffle, lengths=lengths, batch_size=batch_size)[start * batch_size:]
     # A loader without a generator draws its base seed from the global RNG, which would shift
     # dropout after a resume; this one never touches it.
     return DataLoader(Indexed(ds, order), batch_size=batch_size, shuffle=False,
@@ -387,6 +419,7 @@ class TrainLoop:
         p = self.params
         val_loader = epoch_loader(val_ds, batch_size=p.batch_size, collate=collate, seed=p.seed, epoch=0,
                                   shuffle=False, rank=self.accelerator.process_index, world=self.world)
+        self.lengths = source_lengths(train_ds) if p.group_by_length else None
         self._call("on_train_start")
         while self.state.epoch < self.epochs and not self._stopping():
             self._train_epoch(train_ds, collate, val_loader, val_ds)
@@ -396,7 +429,8 @@ class TrainLoop:
         """The rest of epoch `state.epoch`, then its validation; returns early when stopping."""
         p, s = self.params, self.state
         loader = epoch_loader(train_ds, batch_size=p.batch_size, collate=collate, seed=p.seed, epoch=s.epoch,
-                              rank=self.accelerator.process_index, world=self.world, start=s.batch)
+                              rank=self.accelerator.process_index, world=self.world, start=s.batch,
+                              lengths=self.lengths)
         # A resumed epoch starts on a step boundary, so the groups are those of an uninterrupted run.
         for micro_batches in _groups(loader, p.grad_accum):
             logs = self.train_step(micro_batches)

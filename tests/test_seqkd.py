@@ -204,7 +204,7 @@ def test_teacher_targets_equal_to_the_references_train_the_baselines_weights(set
 
 
 def test_a_combination_trains_on_teacher_targets_with_a_live_loss(setup, tiny_data, targets, tmp_path):
-    """seqkd_attention's shape (the default's combination): the teacher's summaries as targets and the
+    """seqkd_attention's shape (the README's combination): the teacher's summaries as targets and the
     attention loss from the live teacher, both at work: its weights differ from seqkd's, and the saved
     recipe records both."""
     seqkd = _student(tiny_data, tmp_path, setup, targets, "seqkd", targets="data/teacher_targets")
@@ -213,15 +213,3 @@ def test_a_combination_trains_on_teacher_targets_with_a_live_loss(setup, tiny_da
     assert not all(torch.equal(seqkd[k], combo[k]) for k in seqkd)
     recipe = json.loads((tmp_path / "combo" / "recipe.json").read_text())
     assert recipe["targets"] == "data/teacher_targets" and list(recipe["losses"]) == ["attention"]
-
-
-def test_the_default_combination_is_seqkd_plus_attention():
-    from kd.params import read_params_file, section_from
-    from kd.recipe import resolve
-
-    raw = read_params_file(ROOT / "params.yaml")
-    sections = [section_from(raw, name) for name in ("kd", "student", "train")]
-    recipe, seqkd = resolve("seqkd_attention", *sections), resolve("seqkd", *sections)
-    assert recipe.teacher_targets and not recipe.cached and list(recipe.losses) == ["attention"]
-    assert (recipe.teacher_share, recipe.with_references, recipe.student, recipe.train) == \
-        (seqkd.teacher_share, seqkd.with_references, seqkd.student, seqkd.train)

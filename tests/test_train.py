@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from kd.errors import ConfigError
 from kd.params import ModelParams, TrainParams
-from kd.train import Hook, lr_factor
+from kd.train import MEGABATCH, Hook, length_grouped, lr_factor, shard_order
 
 TINY = ModelParams(d_model=16, d_ff=32, d_kv=8, num_layers=1, num_decoder_layers=1, num_heads=2,
                    dropout=0.1, epochs=2, lr=1e-2)
@@ -21,6 +22,56 @@ def test_lr_factor_warms_up_then_decays_to_zero():
     assert f[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8])
     assert f[4] == pytest.approx(1.0) and f[10] == 0.0
     assert all(a >= b for a, b in zip(f[4:], f[5:]))
+
+
+def _padded(order, lengths, batch_size):
+    """Source tokens a loader of `batch_size` pads `order` to: each batch to its longest member."""
+    return sum(max(lengths[i] for i in order[j:j + batch_size]) * len(order[j:j + batch_size])
+               for j in range(0, len(order), batch_size))
+
+
+def test_length_grouped_batches_pad_less_and_keep_every_example_once():
+    lengths = torch.randint(20, 200, (1003,), generator=torch.Generator().manual_seed(0)).tolist()
+    order = torch.randperm(1003, generator=torch.Generator().manual_seed(1)).tolist()
+    grouped = length_grouped(order, lengths, batch_size=8, generator=torch.Generator().manual_seed(2))
+    assert sorted(grouped) == list(range(1003))
+    assert _padded(grouped, lengths, 8) < 0.85 * _padded(order, lengths, 8)  # random batches: ~25% padding
+    assert set(grouped[-3:]) == set(sorted(order[800:], key=lambda i: -lengths[i])[-3:])  # the short batch last
+    # Each batch comes from one megabatch, sorted: its longest and shortest are neighbours in that order.
+    for j in range(0, 1000, 8):
+        batch = grouped[j:j + 8]
+        assert len({order.index(i) // (8 * MEGABATCH) for i in batch}) == 1
+    again = length_grouped(order, lengths, batch_size=8, generator=torch.Generator().manual_seed(2))
+    other = length_grouped(order, lengths, batch_size=8, generator=torch.Generator().manual_seed(3))
+    assert grouped == again and grouped != other  # the batch order is the generator's: seeded, not fixed
+
+
+def test_length_grouped_shards_give_every_process_batches_of_similar_length():
+    lengths = [10 * (i % 37) + 5 for i in range(800)]
+    kw = dict(seed=0, epoch=1, shuffle=True, lengths=lengths, batch_size=4)
+    shards = [shard_order(800, rank=r, world=2, **kw) for r in (0, 1)]
+    assert sorted(shards[0] + shards[1]) == list(range(800))
+    def mean_span(shard):  # a batch's longest minus its shortest, averaged over the shard's batches
+        batches = [shard[j:j + 4] for j in range(0, len(shard), 4)]
+        return sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+
+    ungrouped = shard_order(800, rank=0, world=2, **{**kw, "lengths": None})
+    assert mean_span(ungrouped) > 200  # random batches of 4 from 37 lengths, 5..365
+    assert all(mean_span(shard) < 20 for shard in shards)  # sorted megabatches: neighbours in length
+    assert shard_order(800, rank=0, world=2, **kw) == shards[0]  # (seed, epoch) fix the order: resumable
+    assert shard_order(800, rank=0, world=2, **{**kw, "epoch": 2}) != shards[0]
+    plain = shard_order(500, seed=0, epoch=1, shuffle=True)
+    assert plain == torch.randperm(500, generator=torch.Generator().manual_seed(0 * 1_000_003 + 1)).tolist()
+
+
+def test_attention_auto_is_eager_on_cpu_and_sdpa_on_cuda():
+    from kd.modeling import resolve_attention
+
+    assert resolve_attention("auto", torch.device("cpu")) == "eager"
+    assert resolve_attention("auto", torch.device("cuda")) == "sdpa"
+    assert resolve_attention("sdpa", torch.device("cpu")) == "sdpa"
+    with pytest.raises(ConfigError, match="train.attn_implementation"):
+        TrainParams(attn_implementation="flash")
 
 
 class Interrupt(Exception):
@@ -61,14 +112,16 @@ def test_same_seed_same_weights(tiny_data, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_interrupted_run_resumes_to_identical_weights(tiny_data, tmp_path):
-    full = _train(tiny_data, tmp_path, "full")
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_interrupted_run_resumes_to_identical_weights(tiny_data, tmp_path, group_by_length):
+    train = dataclasses.replace(TRAIN, group_by_length=group_by_length)
+    full = _train(tiny_data, tmp_path, "full", train=train)
 
     with pytest.raises(Interrupt):  # step 3: after the step-2 checkpoint, mid-epoch
-        _train(tiny_data, tmp_path, "cut", hooks=[CrashAt(3)])
+        _train(tiny_data, tmp_path, "cut", hooks=[CrashAt(3)], train=train)
     assert not (tmp_path / "cut" / "model").exists()  # nothing half-written
     assert (tmp_path / "cut" / "ckpt" / "last" / "state.json").is_file()
-    resumed = _train(tiny_data, tmp_path, "cut")
+    resumed = _train(tiny_data, tmp_path, "cut", train=train)
     assert resumed.resumed_from_step == 2
     assert resumed.best_val_loss == full.best_val_loss
     wf, wr = _weights(tmp_path / "full" / "model"), _weights(tmp_path / "cut" / "model")

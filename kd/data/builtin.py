@@ -15,9 +15,11 @@ so splits differ and nothing depends on global random state.
 """
 
 import random
+import re
 import string
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Optional
 
 from kd.errors import ConfigError
 
@@ -97,14 +99,16 @@ class EventKind:
     """One kind of event: how to draw its slots, how the article states it and how the highlights sum it up.
 
     `facts` are the key facts, each a tuple of paraphrases; every fact is always in the article, so the
-    highlights may use any of their slots. `details` are true but not key; a random subset is included.
-    `highlights` are alternative summaries, each a tuple of 1-3 sentences.
+    highlights may use any of their slots. `highlights` are the headline forms, one per phrasing of the
+    main fact (`facts[0]`): the phrasing an article uses decides its headline, so the reference follows
+    from the text. `details` are (sentence, highlight or None): true but not key, a random subset is
+    included, and an included detail with a highlight adds that sentence to the summary, in this order.
     """
 
     name: str
     slots: Callable[["_Draw"], dict]
     facts: tuple[tuple[str, ...], ...]
-    details: tuple[str, ...]
+    details: tuple[tuple[str, Optional[str]], ...]
     highlights: tuple[tuple[str, ...], ...]
 
 
@@ -232,10 +236,10 @@ EVENT_KINDS = (
             ("The takeover is expected to be completed in {month}, subject to approval by regulators in {city}.",
              "Regulators in {city} must still approve the purchase, which should close in {month}."),
         ),
-        details=("Shares in {target} rose {pct} percent after the news.",
-                 "{target} employs about {staff} people in several countries.",
-                 "It is the largest deal for {buyer} since {year}, when it bought a smaller firm abroad.",
-                 "Both companies said no jobs would be lost in the first year."),
+        details=(("Shares in {target} rose {pct} percent after the news.", "{target} shares rise {pct} percent."),
+                 ("{target} employs about {staff} people in several countries.", "{target} employs {staff} people."),
+                 ("It is the largest deal for {buyer} since {year}, when it bought a smaller firm abroad.", None),
+                 ("Both companies said no jobs would be lost in the first year.", None)),
         highlights=(
             ("{buyer} agrees to buy {target} for {amount}.",),
             ("{buyer} to take over {target} in {amount} deal.", "The purchase should close in {month}."),
@@ -254,10 +258,10 @@ EVENT_KINDS = (
             ("Turnout was {turnout} percent, election officials said, higher than at the last vote.",
              "About {turnout} percent of voters took part in the election, officials said."),
         ),
-        details=("During the campaign, {winner} promised to build {homes} new homes.",
-                 "{loser} congratulated {winner} in a short speech to supporters.",
-                 "The new mayor will take office in {month}.",
-                 "Housing and public transport were the main issues in the campaign."),
+        details=(("During the campaign, {winner} promised to build {homes} new homes.", "{winner} promised {homes} new homes."),
+                 ("{loser} congratulated {winner} in a short speech to supporters.", None),
+                 ("The new mayor will take office in {month}.", "The new mayor takes office in {month}."),
+                 ("Housing and public transport were the main issues in the campaign.", None)),
         highlights=(
             ("{winner} elected mayor of {city} with {share} percent of the vote.",),
             ("{winner} beats {loser} to become mayor of {city}.", "Turnout was {turnout} percent."),
@@ -276,10 +280,10 @@ EVENT_KINDS = (
             ("Winds reached {wind} kilometres per hour, according to the weather service.",
              "The weather service recorded winds of up to {wind} kilometres per hour."),
         ),
-        details=("Schools in {place} will stay closed for {days} days.",
-                 "Repairs could cost {amount}, according to {mayor}, the mayor of {place}.",
-                 "Rescue teams worked through the night to clear roads and reach people in their homes.",
-                 "Trains and flights were cancelled for most of the day."),
+        details=(("Schools in {place} will stay closed for {days} days.", "Schools in {place} closed for {days} days."),
+                 ("Repairs could cost {amount}, according to {mayor}, the mayor of {place}.", "Repairs could cost {amount}, says mayor {mayor}."),
+                 ("Rescue teams worked through the night to clear roads and reach people in their homes.", None),
+                 ("Trains and flights were cancelled for most of the day.", None)),
         highlights=(
             ("{storm} kills {deaths} people in {place}.", "About {homes} homes lose power."),
             ("At least {deaths} dead as {storm} hits {place}.",),
@@ -298,10 +302,10 @@ EVENT_KINDS = (
             ("A crowd of {crowd} watched the game, the largest at the ground this season.",
              "{crowd} fans were at the stadium for the game."),
         ),
-        details=("{loser} coach {coach} said the team had played well but made too many mistakes.",
-                 "{winner} have now won {wins} games in a row.",
-                 "Both teams had good chances in the first half but could not score.",
-                 "The game was stopped for ten minutes in the second half because of heavy rain."),
+        details=(("{loser} coach {coach} said the team had played well but made too many mistakes.", "{loser} coach {coach} blames mistakes."),
+                 ("{winner} have now won {wins} games in a row.", "{winner} have won {wins} in a row."),
+                 ("Both teams had good chances in the first half but could not score.", None),
+                 ("The game was stopped for ten minutes in the second half because of heavy rain.", None)),
         highlights=(
             ("{winner} beat {loser} {wgoals}-{lgoals} in {comp}.", "{scorer} scores the winning goal."),
             ("{scorer} goal gives {winner} win over {loser}.",),
@@ -319,10 +323,10 @@ EVENT_KINDS = (
              "It will sell for {price}, a little more than the last model."),
             ("It goes on sale in {month} in most countries.", "The {kind} will reach shops in {month}."),
         ),
-        details=("{designer}, who leads the design team, said the {kind} took {years} years to build.",
-                 "{company} sold about {units} devices last year.",
-                 "Reviewers who tried the {kind} said the battery lasted a long time.",
-                 "The company hopes the new model will help it win back younger customers."),
+        details=(("{designer}, who leads the design team, said the {kind} took {years} years to build.", "The {kind} took {years} years to build, says {designer}."),
+                 ("{company} sold about {units} devices last year.", "{company} sold {units} devices last year."),
+                 ("Reviewers who tried the {kind} said the battery lasted a long time.", None),
+                 ("The company hopes the new model will help it win back younger customers.", None)),
         highlights=(
             ("{company} launches {product} {kind} for {price}.",),
             ("{company} unveils the {product} in {city}.",
@@ -341,10 +345,10 @@ EVENT_KINDS = (
             ("The work was led by professor {lead} and a small team of doctors.",
              "{lead}, the professor who led the study, said more work was needed."),
         ),
-        details=("The results were published on {day} in a medical journal.",
-                 "The study cost about {amount} and was paid for by the government.",
-                 "Doctors said the findings were promising but should be checked by other teams.",
-                 "Earlier studies had found smaller effects."),
+        details=(("The results were published on {day} in a medical journal.", "The results were published on {day}."),
+                 ("The study cost about {amount} and was paid for by the government.", "The study cost {amount}."),
+                 ("Doctors said the findings were promising but should be checked by other teams.", None),
+                 ("Earlier studies had found smaller effects.", None)),
         highlights=(
             ("{Treatment} cuts {outcome} by {pct} percent, {uni} study finds.",),
             ("Study of {count} people finds {treatment} reduces {outcome}.",
@@ -363,10 +367,10 @@ EVENT_KINDS = (
             ("{company} has {days} days to appeal against the decision.",
              "The company can appeal within {days} days, the court said."),
         ),
-        details=("A lawyer for {company}, {lawyer}, said the firm was disappointed.",
-                 "The case began in {month} {year} after complaints from customers.",
-                 "Customers who lost money may now be able to claim it back.",
-                 "It is one of the largest fines of its kind."),
+        details=(("A lawyer for {company}, {lawyer}, said the firm was disappointed.", "Lawyer {lawyer} says {company} is disappointed."),
+                 ("The case began in {month} {year} after complaints from customers.", "The case began in {month} {year}."),
+                 ("Customers who lost money may now be able to claim it back.", None),
+                 ("It is one of the largest fines of its kind.", None)),
         highlights=(
             ("{company} fined {fine} for {offence}.",),
             ("Court in {city} orders {company} to pay {fine}.", "The company has {days} days to appeal."),
@@ -384,10 +388,10 @@ EVENT_KINDS = (
             ("Union leader {leader} said talks had failed after weeks of meetings.",
              "{leader}, who leads the union, said workers had no choice."),
         ),
-        details=("{employer} said it had offered {offer} percent and called the demand unrealistic.",
-                 "Services across {city} are expected to be badly disrupted.",
-                 "It is the first strike of its kind in {city} for many years.",
-                 "Both sides said they were ready to return to talks."),
+        details=(("{employer} said it had offered {offer} percent and called the demand unrealistic.", "{employer} has offered {offer} percent."),
+                 ("Services across {city} are expected to be badly disrupted.", "Services in {city} disrupted."),
+                 ("It is the first strike of its kind in {city} for many years.", None),
+                 ("Both sides said they were ready to return to talks.", None)),
         highlights=(
             ("{count} {workers} strike in {city} over pay.", "They want a {pct} percent rise from {employer}."),
             ("{Workers} in {city} begin {days}-day strike.",),
@@ -398,16 +402,17 @@ EVENT_KINDS = (
         "results", _results,
         facts=(
             ("{company} said on {day} that its profit for the {quarter} quarter {rose} {pct} percent to {profit}.",
-             "Profit at {company} {rose} {pct} percent to {profit} in the {quarter} quarter, it said on {day}."),
+             "Profit at {company} {rose} {pct} percent to {profit} in the {quarter} quarter, it said on {day}.",
+             "On {day}, {company} reported that {quarter} quarter profit {rose} {pct} percent to {profit}."),
             ("{Role} {ceo} said the result was mainly due to {reason}.",
              "{ceo}, the {role}, put the result down to {reason}."),
             ("The company, which is based in {city}, employs {staff} people.",
              "Based in {city}, {company} has {staff} staff in several countries."),
         ),
-        details=("Shares in {company} moved little after the figures were published.",
-                 "The company did not change its forecast for the year.",
-                 "Analysts had expected a smaller change.",
-                 "The company will publish its next figures in three months."),
+        details=(("Shares in {company} moved little after the figures were published.", "Shares in {company} moved little."),
+                 ("The company did not change its forecast for the year.", "The forecast for the year is unchanged."),
+                 ("Analysts had expected a smaller change.", None),
+                 ("The company will publish its next figures in three months.", None)),
         highlights=(
             ("{company} profit {rose} {pct} percent to {profit}.",),
             ("{Quarter} quarter profit at {company} {rose} to {profit}.", "{Role} {ceo} points to {reason}."),
@@ -418,16 +423,17 @@ EVENT_KINDS = (
         "appointment", _appointment,
         facts=(
             ("{company} has named {new} as its new {role}, the company said on {day}.",
-             "On {day}, {company} said {new} would become its next {role}."),
+             "On {day}, {company} said {new} would become its next {role}.",
+             "{new} will be the next {role} of {company}, the board said on {day}."),
             ("{new} replaces {old}, who has held the job since {year}.",
              "{old}, who took the job in {year}, is stepping down and will be replaced by {new}."),
             ("{new} joins from {prev} and will start in {month}.",
              "{new} currently works at {prev} and starts the new job in {month}."),
         ),
-        details=("Under {old}, sales at {company} grew by {pct} percent.",
-                 "The company is based in {city} and has offices in many countries.",
-                 "The board thanked the outgoing {role} for many years of service.",
-                 "The search for a new leader took almost a year."),
+        details=(("Under {old}, sales at {company} grew by {pct} percent.", "Sales grew {pct} percent under {old}."),
+                 ("The company is based in {city} and has offices in many countries.", "{company} is based in {city}."),
+                 ("The board thanked the outgoing {role} for many years of service.", None),
+                 ("The search for a new leader took almost a year.", None)),
         highlights=(
             ("{new} named {role} of {company}.", "{new} replaces {old} in {month}."),
             ("{company} appoints {new} from {prev} as {role}.",),
@@ -494,12 +500,14 @@ def _record(rng: random.Random, n_distractors: int, entity_pool: int | None) -> 
     kind = rng.choice(EVENT_KINDS)
     event = kind.slots(d)
     slots = _with_capitals(event)
-    facts = [_fill(rng.choice(paraphrases), slots) for paraphrases in kind.facts]
+    phrasing = rng.randrange(len(kind.facts[0]))  # how the main fact is put; it decides the headline's form
+    facts = [_fill(kind.facts[0][phrasing], slots)] + [_fill(rng.choice(p), slots) for p in kind.facts[1:]]
     if rng.random() < 0.3:  # the main fact is not always stated first
         facts[0], facts[1] = facts[1], facts[0]
     else:
         facts[1:] = rng.sample(facts[1:], len(facts) - 1)
-    others = [_fill(template, slots) for template in rng.sample(kind.details, rng.randint(2, 4))]
+    picked = sorted(rng.sample(range(len(kind.details)), rng.randint(2, 4)))
+    others = [_fill(kind.details[i][0], slots) for i in picked]
     k = max(0, n_distractors + rng.choice((-1, 0, 1, 2)))
     opener = []
     distractor_values: list[str] = []  # in draw order; the rng calls and their order are as before facts existed
@@ -522,7 +530,10 @@ def _record(rng: random.Random, n_distractors: int, entity_pool: int | None) -> 
         body.insert(rng.randint(1, len(body) - 1), sentence)
     body = opener + body + others[between:]
 
-    templates = rng.choice(kind.highlights)
+    # Nothing here is drawn: the headline follows the main fact's phrasing and each included detail
+    # with a highlight adds its sentence, so the generator's own rules applied to the article give
+    # exactly the reference.
+    templates = kind.highlights[phrasing] + tuple(kind.details[i][1] for i in picked if kind.details[i][1])
     highlights = "\n".join(_fill(t, slots) for t in templates)
     record_facts = {
         "kind": kind.name,
@@ -584,3 +595,82 @@ def _records(split: str, n: int, seed: int, n_distractors: int, entity_pool: int
 def template_slots(template: str) -> set[str]:
     """The slot names a template uses, lower-cased ("{Role}" and "{role}" are the same slot)."""
     return {name.lower() for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+# ----------------------------------------------------------------------------- the ceiling
+# The generator's own rules run backwards: find the event's sentences in an article, read their slots,
+# and write the highlights as `_record` does. What it scores against the references is the task's
+# ceiling (kd.data.builtin.rule_summary; tests check it reproduces them).
+
+# What a slot's value looks like where the generator draws a number or an amount; any other value is
+# a run of text without a sentence end or a ", " (numbers are "4,500", amounts "$1.5 billion").
+_NUMBER, _AMOUNT, _TEXT = r"[0-9][0-9,]*", r"\$[0-9.]+(?: million| billion)?", r"(?:(?!\. |, ).)+?"
+_SLOT_VALUES = {**dict.fromkeys(("amount", "fine", "profit", "price"), _AMOUNT),
+                **dict.fromkeys(("pct", "share", "turnout", "homes", "deaths", "wind", "days", "staff", "count",
+                                 "months", "wgoals", "lgoals", "minute", "crowd", "wins", "years", "units",
+                                 "offer", "year"), _NUMBER),
+                **{slot: "(?i:" + "|".join(map(re.escape, values)) + ")" for slot, values in (
+                    ("role", ROLES), ("rose", ("rose", "fell")), ("quarter", QUARTERS), ("day", DAYS),
+                    ("month", MONTHS))}}
+
+
+def _pattern(template: str) -> re.Pattern:
+    """A regex matching `template` filled in as one whole sentence of an article, a group per slot (a
+    slot used twice must match the same text twice); the first letter may have been capitalized. A
+    capitalized slot ("{Role}") is a group "<slot>__cap": its value with the first letter raised."""
+    parts, seen = [r"(?:^|(?<=[.!?\"] ))"], set()
+    for i, (literal, name, _, _) in enumerate(string.Formatter().parse(template)):
+        if i == 0 and literal:
+            literal_re = f"[{literal[0].upper()}{literal[0].lower()}]" + re.escape(literal[1:])
+        else:
+            literal_re = re.escape(literal)
+        parts.append(literal_re)
+        if name:
+            key = name.lower() + ("__cap" if name[0].isupper() else "")
+            parts.append(f"(?P={key})" if key in seen else f"(?P<{key}>{_SLOT_VALUES.get(name.lower(), _TEXT)})")
+            seen.add(key)
+    return re.compile("".join(parts) + r"(?= |$)")
+
+
+def _slot_values(match: re.Match) -> dict[str, str]:
+    """A match's {slot: value}, capitalized slots' values with their first letter lowered again."""
+    return {k.removesuffix("__cap"): (v[0].lower() + v[1:] if k.endswith("__cap") else v)
+            for k, v in match.groupdict().items()}
+
+
+def _patterns(kind: EventKind) -> tuple[list[list[re.Pattern]], list[re.Pattern]]:
+    return ([[_pattern(t) for t in paraphrases] for paraphrases in kind.facts],
+            [_pattern(sentence) for sentence, _ in kind.details])
+
+
+_COMPILED: dict[str, tuple] = {}
+
+
+def rule_summary(article: str) -> Optional[str]:
+    """The highlights the generator's rules give for `article` (one of its own), or None when no event
+    kind's main fact is found: the best any model can do, so its ROUGE against the references is the
+    task's ceiling."""
+    for kind in EVENT_KINDS:
+        facts, details = _COMPILED.setdefault(kind.name, _patterns(kind))
+        slots: dict[str, str] = {}
+        phrasing = None
+        for f, paraphrases in enumerate(facts):
+            for p, pattern in enumerate(paraphrases):
+                if m := pattern.search(article):
+                    slots.update(_slot_values(m))
+                    phrasing = p if f == 0 else phrasing
+                    break
+        if phrasing is None:
+            continue
+        found = []
+        for i, pattern in enumerate(details):
+            if m := pattern.search(article):
+                slots.update(_slot_values(m))
+                found.append(i)
+        templates = kind.highlights[phrasing] + tuple(kind.details[i][1] for i in found if kind.details[i][1])
+        filled = _with_capitals(slots)
+        try:
+            return "\n".join(_fill(t, filled) for t in templates)
+        except KeyError:  # a slot the article did not show (cannot happen for the generator's own)
+            return None
+    return None

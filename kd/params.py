@@ -27,6 +27,10 @@ class BuiltinData:
     train_size: int = 2000
     validation_size: int = 200
     test_size: int = 200
+    # The pools beyond the students' labelled `train` split (0: none): the teacher's own labelled
+    # articles, and articles without references for the recipes that learn from the teacher's summaries.
+    teacher_train_size: int = 0
+    unlabeled_size: int = 0
     n_distractors: int = 3
     entity_pool: Optional[int] = None  # names per entity list (None: all); see kd/data/builtin.py
 
@@ -36,6 +40,8 @@ class JsonlData:
     train: str = "data/own/train.jsonl"
     validation: str = "data/own/validation.jsonl"
     test: str = "data/own/test.jsonl"
+    teacher_train: Optional[str] = None  # the teacher's own labelled pool (null: it trains on `train`)
+    unlabeled: Optional[str] = None  # articles without references (only the article and id fields are read)
     article_field: str = "article"
     summary_field: str = "highlights"
     id_field: str = "id"
@@ -46,6 +52,11 @@ class HubData:
     name: str = "abisee/cnn_dailymail"  # a hub dataset id, or a local dataset directory
     config: Optional[str] = "3.0.0"
     cache_dir: Optional[str] = None
+    # The pools come from the hub's training split after its first `max_train_samples` articles (the
+    # students' labelled set): the next `teacher_train_samples` for the teacher, then `unlabeled_samples`
+    # whose references are dropped. 0: no such pool.
+    teacher_train_samples: int = 0
+    unlabeled_samples: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,23 @@ class DataParams:
                "data.builtin.entity_pool", "must be >= 4 or null")
         for key in ("train_size", "validation_size", "test_size"):
             _check(getattr(self.builtin, key) > 0, f"data.builtin.{key}", "must be > 0 (empty split)")
+        for key in ("builtin.teacher_train_size", "builtin.unlabeled_size", "hub.teacher_train_samples",
+                    "hub.unlabeled_samples"):
+            section, name = key.split(".")
+            _check(getattr(getattr(self, section), name) >= 0, f"data.{key}", "must be >= 0 (0: no such pool)")
+        _check(self.source != "hub" or self.max_train_samples is not None
+               or not (self.hub.teacher_train_samples or self.hub.unlabeled_samples), "data.max_train_samples",
+               "must be set when data.hub.teacher_train_samples or unlabeled_samples is: the pools are the "
+               "hub's training articles after the students' labelled ones")
+
+    def pool_size(self, pool: str) -> Optional[int]:
+        """How many articles the source gives `pool` (teacher_train or unlabeled): 0 for none, None
+        for a whole jsonl file."""
+        if self.source == "builtin":
+            return getattr(self.builtin, f"{pool}_size")
+        if self.source == "hub":
+            return getattr(self.hub, f"{pool}_samples")
+        return None if getattr(self.jsonl, pool) else 0
 
 
 @dataclass(frozen=True)
@@ -118,8 +146,12 @@ class ModelParams:
     dropout: float = 0.1
     shrink_encoder_layers: tuple[int, ...] = ()  # teacher layer indices, 0-based (init: shrink)
     shrink_decoder_layers: tuple[int, ...] = ()
-    # How long and how fast to train this model.
+    # How long and how fast to train this model: `epochs` passes over its training set, or, when
+    # `steps` is set, exactly that many optimizer steps whatever the set's size (a recipe that sees
+    # every article twice gets the same steps as one that sees it once), validated after every pass
+    # and at the last step.
     epochs: int = 10
+    steps: Optional[int] = None
     lr: float = 1e-3
 
     @property
@@ -140,6 +172,7 @@ class ModelParams:
                    "must not repeat a layer")
         for key in ("d_model", "d_ff", "d_kv", "num_layers", "num_decoder_layers", "num_heads", "epochs"):
             _check(getattr(self, key) > 0, f"{section}.{key}", "must be > 0")
+        _check(self.steps is None or self.steps > 0, f"{section}.steps", "must be > 0 or null (train by epochs)")
         _check(0.0 <= self.dropout < 1.0, f"{section}.dropout", "must be in [0, 1)")
         _check(self.lr > 0, f"{section}.lr", "must be > 0")
 

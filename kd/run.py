@@ -231,7 +231,7 @@ def train_and_save(*, name, model, teacher, objective, tokenizer, tokenized, spe
     main = accelerator.is_main_process
     logging_hooks = [DvcLiveHook(live_dir)] if main else []
     result = fit(model=model, objective=objective, teacher=teacher, train_ds=tokenized["train"],
-                 val_ds=tokenized["validation"], collate=make_collator(tokenizer), epochs=spec.epochs,
+                 val_ds=tokenized["validation"], collate=make_collator(tokenizer), epochs=spec.epochs, steps=spec.steps,
                  lr=spec.lr, params=train, ckpt_dir=ckpt_dir, run_fingerprint=fp,
                  hooks=[*logging_hooks, *hooks], resume_from=resume_from, desc=name, accelerator=accelerator,
                  scorer=make_scorer(train, tokenizer))

@@ -1,4 +1,5 @@
-"""The train_teacher stage's worker: a T5 trained on the labels alone.
+"""The train_teacher stage's worker: a T5 trained on the labels alone, those of the teacher's own
+labelled pool (`teacher_train`) when the data has one, else the students' training split.
 
 Imports no distillation loss and no teacher cache, so editing those never retrains the teacher.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 from typing import Optional
+
+from datasets import DatasetDict
 
 from kd.modeling import build_model, pick_device, resolve_attention
 from kd.objective import Objective
@@ -22,6 +25,8 @@ def train_teacher(*, spec: ModelParams, train: TrainParams, tokenizer_dir: Path,
                   hooks=()) -> FitResult:
     tokenizer = load_tokenizer(str(tokenizer_dir))
     tokenized = load_tokenized(tokenized_dir)
+    if "teacher_train" in tokenized:  # the teacher's own, larger labelled pool (never the unlabeled one)
+        tokenized = DatasetDict({**tokenized, "train": tokenized["teacher_train"]})
     device = pick_device(train)
     accelerator = make_accelerator(device)
     model = build_model(spec, tokenizer, seed=train.seed, section="teacher",

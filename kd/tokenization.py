@@ -23,7 +23,7 @@ import datasets
 import sentencepiece as spm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5Tokenizer
 
-from kd.data.sources import SPLITS, iter_records
+from kd.data.sources import POOLS, SPLITS, iter_articles, iter_records
 from kd.errors import ConfigError
 from kd.io import atomic_dir
 from kd.paths import raw_split
@@ -198,8 +198,11 @@ class Encoder:
     def __call__(self, batch: dict) -> dict:
         enc = self.tokenizer([self.prefix + a for a in batch["article"]], max_length=self.max_source_length,
                              truncation=True)
-        labels = self.tokenizer(text_target=batch["highlights"], max_length=self.max_target_length,
-                                truncation=True)["input_ids"]
+        if "highlights" not in batch:  # unlabeled articles: no labels (the teacher's summaries come later)
+            labels = [[] for _ in batch["article"]]
+        else:
+            labels = self.tokenizer(text_target=batch["highlights"], max_length=self.max_target_length,
+                                    truncation=True)["input_ids"]
         return {"id": batch["id"], "input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
                 "labels": labels}
 
@@ -226,7 +229,7 @@ def _batches(records: Iterable[dict], size: int) -> Iterator[dict]:
     """Records -> {"id": [...], "article": [...], "highlights": [...]} batches of up to `size` records."""
     it = iter(records)
     while chunk := list(itertools.islice(it, size)):
-        yield {k: [r[k] for r in chunk] for k in ("id", "article", "highlights")}
+        yield {k: [r[k] for r in chunk] for k in ("id", "article", "highlights") if k in chunk[0]}
 
 
 _worker_encode: Encoder | None = None
@@ -306,12 +309,24 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _trainer_texts(train_path: Path, prefix: str) -> Iterator[str]:
-    """The training split's texts for the tokenizer trainer, read and checked record by record: each
-    article (with the task prefix, as the model sees it) and its summary."""
-    for record in iter_records(train_path):
-        yield prefix + record["article"]
-        yield record["highlights"]
+def _trainer_texts(paths: Iterable[Path], prefix: str) -> Iterator[str]:
+    """The labelled training texts for the tokenizer trainer (the students' and the teacher's pools: the
+    tokenizer is the teacher's), read and checked record by record: each article (with the task
+    prefix, as the model sees it) and its summary."""
+    for path in paths:
+        for record in iter_records(path):
+            yield prefix + record["article"]
+            yield record["highlights"]
+
+
+def _raw_files(raw_dir: Path) -> dict[str, Path]:
+    """The raw split files to tokenize: every split, and each pool the download stage wrote."""
+    raw = {s: raw_split(s, raw_dir) for s in SPLITS}
+    return raw | {p: raw_split(p, raw_dir) for p in POOLS if raw_split(p, raw_dir).is_file()}
+
+
+def _read(split: str, path: Path) -> Iterator[dict]:
+    return iter_articles(path) if split == "unlabeled" else iter_records(path)
 
 
 def prepare_tokenized(*, raw_dir, tokenizer_out, tokenized_out, params, pretrained: str | None) -> dict:
@@ -319,16 +334,17 @@ def prepare_tokenized(*, raw_dir, tokenizer_out, tokenized_out, params, pretrain
 
     Every split streams from its JSONL file (each record checked as it is read) through the tokenizer into
     its Arrow file, so memory stays bounded at any split size; outputs appear only once all is written."""
-    raw = {s: raw_split(s, Path(raw_dir)) for s in SPLITS}
+    raw = _raw_files(Path(raw_dir))
     if pretrained:
         tokenizer = load_tokenizer(pretrained)
     else:
-        tokenizer = train_sentencepiece(_trainer_texts(raw["train"], params.prefix), params.vocab_size,
+        labelled = [raw[s] for s in ("train", "teacher_train") if s in raw]
+        tokenizer = train_sentencepiece(_trainer_texts(labelled, params.prefix), params.vocab_size,
                                         params.model_type, sample_size=params.trainer_sample_size,
                                         split_digits=params.split_digits)
     encode = Encoder(tokenizer, params.prefix, params.max_source_length, params.max_target_length)
     with atomic_dir(tokenized_out) as tmp:
-        counts = write_tokenized({s: iter_records(path) for s, path in raw.items()}, tmp, encode,
+        counts = write_tokenized({s: _read(s, path) for s, path in raw.items()}, tmp, encode,
                                  num_proc=params.num_proc)
         # The tokenizer is written only once every split has passed (a bad record leaves both outputs as
         # they were); a crash between the two renames leaves a new tokenized dir beside the old tokenizer.

@@ -351,7 +351,8 @@ class TrainLoop:
     """
 
     def __init__(self, *, model, objective, teacher, epochs: int, lr: float, n_train: int, params: TrainParams,
-                 accelerator, run_fingerprint: str, max_steps: Optional[int], scorer: Optional[Scorer] = None):
+                 accelerator, run_fingerprint: str, max_steps: Optional[int], scorer: Optional[Scorer] = None,
+                 steps: Optional[int] = None):
         if (scorer.name if scorer is not None else "loss") != params.select_by:
             raise ValueError(f"train.select_by is {params.select_by!r} but the scorer is "
                              f"{getattr(scorer, 'name', None)!r}; kd.run.make_scorer builds the right one")
@@ -376,7 +377,10 @@ class TrainLoop:
 
         per_process = math.ceil(n_train / self.world)  # this process's share, padded (see shard_order)
         self.batches_per_epoch = math.ceil(per_process / params.batch_size)
-        self.total_steps = math.ceil(self.batches_per_epoch / params.grad_accum) * epochs
+        steps_per_epoch = math.ceil(self.batches_per_epoch / params.grad_accum)
+        if steps is not None:  # a step budget: as many passes as it takes, the last one cut short
+            self.epochs = epochs = math.ceil(steps / steps_per_epoch)
+        self.total_steps = steps if steps is not None else steps_per_epoch * epochs
         self.last_step = min(self.total_steps, max_steps or self.total_steps)
         warmup = int(params.warmup_ratio * self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -396,8 +400,8 @@ class TrainLoop:
 
     @property
     def validation_due(self) -> bool:
-        """The step just taken was its epoch's last: validation comes next."""
-        return self.state.batch == self.batches_per_epoch
+        """The step just taken was its epoch's last, or the step budget's last: validation comes next."""
+        return self.state.batch == self.batches_per_epoch or self.state.step == self.total_steps
 
     def resume(self, source: Path) -> None:
         """Restore weights, optimizer, scheduler, scaler, RNG and state from checkpoint `source`."""
@@ -566,6 +570,7 @@ def fit(
     run_fingerprint: str,
     hooks: Sequence[Hook] = (),
     max_steps: int | None = None,
+    steps: int | None = None,
     resume_from: Path | None = None,
     desc: str = "train",
     accelerator=None,
@@ -577,16 +582,17 @@ def fit(
     Resumes from `resume_from`, or else from `ckpt_dir/last` when that checkpoint belongs to the same
     run (same fingerprint). `teacher` goes to the objective untouched (None, a live teacher or a
     cache of its outputs). `hooks` run in order after the progress bar and before the checkpointer,
-    so no checkpoint counts a step a hook has not seen. `max_steps` ends training after that many
-    optimizer steps in all (resumed ones included); the LR schedule still spans `epochs`, so such a
-    run is the start of the full one. The accelerator decides the device (default: make_accelerator()).
+    so no checkpoint counts a step a hook has not seen. `steps` replaces `epochs` by a budget of
+    optimizer steps (the schedule spans it; validation after every pass and at its last step).
+    `max_steps` ends training after that many optimizer steps in all (resumed ones included); the LR
+    schedule still spans the whole run, so such a run is the start of the full one. The accelerator decides the device (default: make_accelerator()).
     """
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"fit: max_steps must be >= 1, got {max_steps}")
     accelerator = accelerator or make_accelerator()
     loop = TrainLoop(model=model, objective=objective, teacher=teacher, epochs=epochs, lr=lr,
                      n_train=len(train_ds), params=params, accelerator=accelerator,
-                     run_fingerprint=run_fingerprint, max_steps=max_steps, scorer=scorer)
+                     run_fingerprint=run_fingerprint, max_steps=max_steps, scorer=scorer, steps=steps)
     source = checkpoint_to_resume(ckpt_dir, resume_from, run_fingerprint)
     if source is not None:
         loop.resume(source)

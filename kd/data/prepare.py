@@ -12,26 +12,41 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
 from kd.data import builtin, sources
+from kd.errors import ConfigError
 from kd.io import atomic_file
 from kd.params import DataParams
 from kd.paths import raw_split
 
 
 def _builtin(split: str, data: DataParams) -> Iterator[dict]:
-    size = getattr(data.builtin, f"{split}_size")
-    return builtin.stream(split, size, data.seed, n_distractors=data.builtin.n_distractors,
-                          entity_pool=data.builtin.entity_pool)
+    b = data.builtin
+    records = builtin.stream(split, getattr(b, f"{split}_size"), data.seed, n_distractors=b.n_distractors,
+                             entity_pool=b.entity_pool)
+    return _articles(records) if split == "unlabeled" else records
 
 
 def _jsonl(split: str, data: DataParams) -> Iterator[dict]:
     j = data.jsonl
+    if split == "unlabeled":
+        return sources.iter_articles(j.unlabeled, article_field=j.article_field, id_field=j.id_field)
     return sources.iter_records(getattr(j, split), article_field=j.article_field,
                                 summary_field=j.summary_field, id_field=j.id_field)
 
 
 def _hub(split: str, data: DataParams) -> Iterator[dict]:
-    return sources.load_hub(split, name=data.hub.name, config=data.hub.config,
-                            max_samples=getattr(data, f"max_{split}_samples"), cache_dir=data.hub.cache_dir)
+    h = data.hub
+    if split in sources.POOLS:  # the training articles after the students' labelled ones, teacher's first
+        start = data.max_train_samples + (h.teacher_train_samples if split == "unlabeled" else 0)
+        records = sources.load_hub("train", name=h.name, config=h.config, cache_dir=h.cache_dir, start=start,
+                                   max_samples=data.pool_size(split))
+        return _articles(records) if split == "unlabeled" else records
+    return sources.load_hub(split, name=h.name, config=h.config,
+                            max_samples=getattr(data, f"max_{split}_samples"), cache_dir=h.cache_dir)
+
+
+def _articles(records: Iterable[dict]) -> Iterator[dict]:
+    """Records without their references: what an unlabeled pool holds."""
+    return ({"id": r["id"], "article": r["article"]} for r in records)
 
 
 LOADERS: dict[str, Callable[[str, DataParams], Iterable[dict]]] = {
@@ -42,20 +57,54 @@ LOADERS: dict[str, Callable[[str, DataParams], Iterable[dict]]] = {
 
 
 def split_records(split: str, data: DataParams) -> Iterator[dict]:
-    """One split's records as they are read, capped by data.max_<split>_samples, each validated as it passes.
+    """One split's (or pool's) records as they are read, capped by data.max_<split>_samples, each
+    validated as it passes.
 
     Every source passes `sources.validated` here: non-empty texts and no id twice within a split (the
     benchmark's per-example results are keyed on it), whatever the loader already checked. The cap stops
-    the reading: records after it are neither read nor checked.
+    the reading: records after it are neither read nor checked. Unlabeled articles need no reference.
     """
     records = LOADERS[data.source](split, data)
-    cap = getattr(data, f"max_{split}_samples")
-    return sources.validated(itertools.islice(records, cap), where=f"data.source={data.source} split {split!r}")
+    cap = getattr(data, f"max_{split}_samples", None)
+    fields = ("id", "article") if split == "unlabeled" else sources.FIELDS
+    return sources.validated(itertools.islice(records, cap), where=f"data.source={data.source} split {split!r}",
+                             fields=fields)
 
 
 def load_splits(data: DataParams) -> dict[str, Iterator[dict]]:
-    """Every split's records, streamed (see `split_records`): nothing is read until they are iterated."""
-    return {split: split_records(split, data) for split in sources.SPLITS}
+    """Every split's records, and every pool the source gives, streamed (see `split_records`), each
+    checked against the others' articles (see `Disjoint`): nothing is read until they are iterated."""
+    names = [*sources.SPLITS, *(pool for pool in sources.POOLS if data.pool_size(pool) != 0)]
+    disjoint = Disjoint()
+    return {name: disjoint.track(name, split_records(name, data)) for name in names}
+
+
+class Disjoint:
+    """Checks that no article is in two splits or pools (students' labels, the teacher's, unlabeled,
+    validation and test), by a digest of its normalized text (`sources.text_key`): an overlap would let
+    a model train on what it is scored on, or count one article as both labelled and unlabeled.
+
+    `track` passes a split's records on while recording their keys; once a split is exhausted its
+    overlaps with every split read before it are counted, and any overlap is a ConfigError giving the
+    count and one example id, before `write_splits` renames any output into place."""
+
+    def __init__(self):
+        self.keys: dict[str, dict[bytes, str]] = {}  # split -> {text key: the first id with it}
+
+    def track(self, name: str, records: Iterable[dict]) -> Iterator[dict]:
+        keys = self.keys.setdefault(name, {})
+        for record in records:
+            keys.setdefault(sources.text_key(record["article"]), record["id"])
+            yield record
+        for other, seen in self.keys.items():
+            if other == name:
+                continue
+            shared = [k for k in keys if k in seen]
+            if shared:
+                raise ConfigError(
+                    f"data: {len(shared)} article(s) of split {name!r} are also in {other!r} (same text after "
+                    f"normalizing case and spaces; e.g. id {keys[shared[0]]!r} = {seen[shared[0]]!r}); the "
+                    f"splits and pools must be disjoint: remove them from one of the two")
 
 
 def write_splits(splits: Mapping[str, Iterable[dict]], out_dir: Path) -> dict[str, int]:
@@ -70,6 +119,9 @@ def write_splits(splits: Mapping[str, Iterable[dict]], out_dir: Path) -> dict[st
             for split, records in splits.items():
                 tmp = stack.enter_context(atomic_file(raw_split(split, out_dir)))
                 counts[split] = sources.write_jsonl(records, tmp)
+        for pool in sources.POOLS:  # a pool this source no longer gives must not linger from an earlier run
+            if pool not in splits:
+                raw_split(pool, out_dir).unlink(missing_ok=True)
     except BaseException:
         if new_dir:  # made for the temp files, now gone: a failed download leaves no trace
             with contextlib.suppress(OSError):

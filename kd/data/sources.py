@@ -7,6 +7,7 @@ bad input.
 """
 
 import gzip
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -16,6 +17,10 @@ from kd.errors import ConfigError
 from kd.io import atomic_file
 
 SPLITS = ("train", "validation", "test")
+# Pools beside the splits (kd.data.prepare): the teacher's own labelled articles, and articles without
+# references. Written only when the source gives them; the teacher never trains on `unlabeled`.
+POOLS = ("teacher_train", "unlabeled")
+LABELLED = ("train", "validation", "test", "teacher_train")
 FIELDS = ("id", "article", "highlights")
 # The optional "facts" object of a record and the type of each of its fields.
 FACTS_FIELDS = {"kind": str, "event": dict, "reference": list, "distractors": list}
@@ -85,6 +90,17 @@ def iter_records(path, *, article_field: str = "article", summary_field: str = "
     return _checked(numbered, where=str(path))
 
 
+def iter_articles(path, *, article_field: str = "article", id_field: str = "id") -> Iterator[dict]:
+    """The {"id", "article"} records of a `.jsonl` or `.jsonl.gz` file of articles without references
+    (any other field is ignored), checked as in `iter_records`."""
+    path = Path(path)
+    for lineno, obj in iter_jsonl(path):
+        where = f"{path}:{lineno}"
+        if problem := _bad_text(obj, article_field):
+            raise ConfigError(f"{where}: {problem}")
+        yield {"id": record_id(obj, id_field, where, default=f"{_stem(path)}-{lineno}"), "article": obj[article_field]}
+
+
 def _parse_object(line: str, where: str) -> dict:
     try:
         obj = json.loads(line)
@@ -143,14 +159,16 @@ def validate_records(records, *, where: str, lines: Sequence[int] | None = None)
     return records
 
 
-def validated(records: Iterable, *, where: str) -> Iterator[dict]:
+def validated(records: Iterable, *, where: str, fields: Sequence[str] = FIELDS) -> Iterator[dict]:
     """`records`, from any source, passed on one at a time as each passes the checks: a dict with
-    non-empty string id/article/highlights, no id twice (per-example results are keyed on it). An error
-    names `where` and the record's index; an empty input is an error once it is exhausted."""
-    return _checked(((None, r) for r in records), where=where)
+    non-empty string `fields` (id/article/highlights; id/article for unlabeled articles), no id twice
+    (per-example results are keyed on it). An error names `where` and the record's index; an empty
+    input is an error once it is exhausted."""
+    return _checked(((None, r) for r in records), where=where, fields=fields)
 
 
-def _checked(numbered: Iterable[tuple[int | None, object]], *, where: str) -> Iterator[dict]:
+def _checked(numbered: Iterable[tuple[int | None, object]], *, where: str,
+             fields: Sequence[str] = FIELDS) -> Iterator[dict]:
     """(line number or None, record) pairs -> the records, checked as they pass (see `validated`).
 
     Only the ids are kept (to find the first of a duplicate), so a split of any size streams through.
@@ -161,7 +179,7 @@ def _checked(numbered: Iterable[tuple[int | None, object]], *, where: str) -> It
         at = _at(where, n - 1, line)
         if not isinstance(record, dict):
             raise ConfigError(f"{at}: expected a dict, got {type(record).__name__}")
-        for field in FIELDS:
+        for field in fields:
             if problem := _bad_text(record, field):
                 raise ConfigError(f"{at}: {problem}")
         _check_new_id(first, record["id"], n - 1, line, at=at)
@@ -191,13 +209,14 @@ def _at(where: str, index: int, line: int | None) -> str:
 
 
 def load_hub(split: str, *, name: str = "abisee/cnn_dailymail", config: str | None = "3.0.0",
-             max_samples: int | None = None, cache_dir=None) -> Iterator[dict]:
+             max_samples: int | None = None, cache_dir=None, start: int = 0) -> Iterator[dict]:
     """Loads one split of a Hugging Face dataset with article/highlights/id columns, like CNN/DailyMail, and
     returns its records, read and checked one at a time (errors with the dataset or the arguments are raised
     here, bad records as they are reached).
 
     `name` is a hub dataset id or, through the same `datasets.load_dataset` call, a local dataset
-    directory (e.g. one with train/validation/test JSON lines files; then `config` is null).
+    directory (e.g. one with train/validation/test JSON lines files; then `config` is null). `start`
+    skips that many rows first (the pools follow the students' labelled articles in the training split).
     """
     if split not in SPLITS:
         raise ConfigError(f"split: expected one of {SPLITS}, got {split!r}")
@@ -227,8 +246,9 @@ def load_hub(split: str, *, name: str = "abisee/cnn_dailymail", config: str | No
     missing = [field for field in FIELDS if field not in dataset.column_names]
     if missing:
         raise ConfigError(f"{where}: dataset has no column(s) {missing}; columns are {dataset.column_names}")
-    if max_samples is not None:
-        dataset = dataset.select(range(min(max_samples, len(dataset))))
+    if max_samples is not None or start:
+        stop = len(dataset) if max_samples is None else min(start + max_samples, len(dataset))
+        dataset = dataset.select(range(min(start, stop), stop))
     return validated(_rows(dataset.select_columns(list(FIELDS))), where=where)
 
 
@@ -252,6 +272,12 @@ def _hub_unreachable(endpoint: str, *, timeout: float = 5.0) -> str | None:
     except httpx.TransportError as e:  # DNS, refused or hanging connections, proxies: any status is an answer
         return f"{type(e).__name__}: {e}"
     return None
+
+
+def text_key(text: str) -> bytes:
+    """A digest of `text` with case and runs of white space normalized: the same article in two pools,
+    however it was re-spaced or re-cased, has the same key (kd.data.prepare refuses such overlaps)."""
+    return hashlib.blake2b(" ".join(text.lower().split()).encode("utf-8"), digest_size=16).digest()
 
 
 def write_jsonl_atomic(records, path) -> int:

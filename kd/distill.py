@@ -21,7 +21,8 @@ from kd.modeling import build_model, check_same_vocab, load_model, pick_device, 
 from kd.objective import LiveTeacher, freeze_teacher
 from kd.recipe import RECIPE_FILE, Recipe, build_objective
 from kd.run import file_digest, load_tokenized, train_and_save
-from kd.targets import read_targets, training_split
+from kd.targets import (check_generated, read_manifest, read_summary_file, read_targets, training_split,
+                        with_summaries)
 from kd.teacher_cache import cache_identity, open_teacher_cache
 from kd.tokenization import load_tokenizer
 from kd.train import FitResult, make_accelerator
@@ -33,7 +34,7 @@ def distill_student(*, recipe: Recipe, teacher_dir: Path, tokenizer_dir: Path, t
                     out_dir: Path, ckpt_dir: Path, live_dir: Path, teacher_device: Optional[str] = None,
                     teacher_outputs_dir: Path = paths.TEACHER_OUTPUTS_DIR,
                     teacher_targets_dir: Path = paths.TEACHER_TARGETS_DIR, resume_from: Optional[Path] = None,
-                    hooks=()) -> FitResult:
+                    max_target_length: int = 64, hooks=()) -> FitResult:
     """Train the student `recipe` describes (no losses: the label-only baseline) and save it with its
     resolved recipe (`recipe.json`)."""
     spec, train = recipe.student, recipe.train
@@ -53,15 +54,13 @@ def distill_student(*, recipe: Recipe, teacher_dir: Path, tokenizer_dir: Path, t
             if loss_class(loss).reads_cache and hasattr(settings, "temperature"):
                 cache.require_temperature(settings.temperature,
                                           f"kd.students.{recipe.name}.losses.{loss}.temperature")
-    if recipe.teacher_targets:  # sequence-level KD: the teacher's summaries replace (some) references
-        labels = read_targets(teacher_targets_dir, identity=cache_identity(
-            teacher_id=teacher_id, tokenizer=tokenizer, train_ds=tokenized["train"]))
-        tokenized = DatasetDict({**tokenized, "train": training_split(
-            tokenized["train"], labels, share=recipe.teacher_share, with_references=recipe.with_references,
-            seed=train.seed)})
-        log.info("%s: trains on the teacher's summaries in %s (teacher_share %s, with_references %s): %d "
-                 "training examples", recipe.name, teacher_targets_dir, recipe.teacher_share,
-                 recipe.with_references, len(tokenized["train"]))
+    if recipe.summaries:  # sequence-level KD: the teacher's (or a file's) summaries replace or join the references
+        tokenized = DatasetDict({**tokenized, "train": summary_training_set(
+            recipe, tokenized, tokenizer, teacher_id=teacher_id, teacher_targets_dir=teacher_targets_dir,
+            max_target_length=max_target_length)})
+        log.info("%s: trains on the summaries in %s of %s (per_article %d, teacher_share %s, with_references %s): "
+                 "%d training examples", recipe.name, recipe.targets, list(recipe.target_splits), recipe.per_article,
+                 recipe.teacher_share, recipe.with_references, len(tokenized["train"]))
     device = pick_device(train)
     accelerator = make_accelerator(device)
     # Attention weights exist only with eager attention; otherwise train.attn_implementation decides.
@@ -90,3 +89,55 @@ def distill_student(*, recipe: Recipe, teacher_dir: Path, tokenizer_dir: Path, t
                           resume_from=resume_from,
                           fingerprint_of={"recipe": recipe.to_json(), "teacher": teacher_id},
                           extra_files={RECIPE_FILE: recipe.to_json()}, hooks=hooks)
+
+
+def summary_training_set(recipe: Recipe, tokenized: DatasetDict, tokenizer, *, teacher_id: Optional[str],
+                         teacher_targets_dir: Path, max_target_length: int):
+    """The training set of a recipe that learns from summaries: the teacher_generate stage's (checked
+    against the teacher, tokenizer and data, and against what was generated) or a file's (tokenized
+    here with the student's tokenizer), for the articles of its target_splits, after train's references
+    when with_references."""
+    where = f"kd.students.{recipe.name}"
+    missing = [s for s in recipe.target_splits if s not in tokenized]
+    if missing:
+        raise ConfigError(f"params: {where}.target_splits names {missing}, but the data has no such pool "
+                          f"(set its size in the data section, e.g. data.builtin.unlabeled_size)")
+    if recipe.teacher_targets:
+        check_generated(read_manifest(teacher_targets_dir), splits=recipe.target_splits,
+                        per_article=recipe.per_article, where=where)
+        labels = {split: read_targets(teacher_targets_dir, split=split, per_article=recipe.per_article,
+                                      identity=cache_identity(teacher_id=teacher_id, tokenizer=tokenizer,
+                                                              train_ds=tokenized[split]))
+                  for split in recipe.target_splits}
+    else:
+        labels = file_labels(recipe, tokenized, tokenizer, max_target_length=max_target_length)
+    train = tokenized["train"]
+    pieces = [with_summaries(tokenized[split], labels[split]) for split in recipe.target_splits]
+    return training_split(train, pieces, share=recipe.teacher_share, with_references=recipe.with_references,
+                          seed=recipe.train.seed, train_summaries=labels.get("train"))
+
+
+def file_labels(recipe: Recipe, tokenized: DatasetDict, tokenizer, *, max_target_length: int) -> dict:
+    """{split: per article, the label ids of its summaries in the recipe's file}: every id must be an
+    article of target_splits, and an article without a summary is an error unless `uncovered: skip`."""
+    where = f"kd.students.{recipe.name}"
+    path = Path(recipe.targets)
+    if not path.is_file():
+        raise ConfigError(f"params: {where}.targets: summaries file {path} not found")
+    known = {rid: split for split in recipe.target_splits for rid in tokenized[split]["id"]}
+    summaries = read_summary_file(path, known=known)
+    uncovered = len(known) - len(summaries)
+    if uncovered and recipe.uncovered == "error":
+        first = next(rid for rid in known if rid not in summaries)
+        raise ConfigError(f"{path}: no summary for {uncovered} article(s) of {list(recipe.target_splits)} (e.g. id "
+                          f"{first!r}); add them, or set {where}.uncovered: skip")
+    if uncovered:
+        log.info("%s: %d article(s) without a summary in %s are skipped", recipe.name, uncovered, path)
+    labels = {}
+    for split in recipe.target_splits:
+        texts = [summaries.get(rid, []) for rid in tokenized[split]["id"]]
+        flat = [t for ts in texts for t in ts]
+        ids = tokenizer(text_target=flat, max_length=max_target_length, truncation=True)["input_ids"] if flat else []
+        it = iter(ids)
+        labels[split] = [[next(it) for _ in ts] for ts in texts]
+    return labels

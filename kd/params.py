@@ -228,6 +228,11 @@ TEACHER_INPUTS = (str(paths.TEACHER_DIR), str(paths.TEACHER_OUTPUTS_DIR))
 # A recipe's `targets`: what the student learns to generate, named by the artifact its distill stage
 # depends on. The tokenized references, or the teacher_generate stage's beam-search summaries.
 TARGET_INPUTS = (str(paths.TOKENIZED_DIR), str(paths.TEACHER_TARGETS_DIR))
+# The splits whose articles a student may train on (never validation or test): the students' labelled
+# set and the unlabeled pool. The teacher_generate stage summarizes those its `splits` names.
+TRAINING_SPLITS = ("train", "unlabeled")
+# A recipe's `targets` may also be a JSON lines file of {"id", "summary"} from any system.
+SUMMARY_FILE_SUFFIXES = (".jsonl", ".jsonl.gz")
 # Names the benchmark and report stages use for their own rows and files.
 RESERVED_STUDENT_NAMES = ("teacher", "lead3", "report", "host")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -241,16 +246,26 @@ class StudentRecipe:
                    kd/losses/, see kd.recipe); {} trains on the labels alone (the control)
     label_weight   weight of the label cross-entropy in the total loss
     teacher_input  models/teacher (live teacher) or data/teacher_outputs (cached top-k logits)
-    targets        data/tokenized (the references) or data/teacher_targets (the teacher's summaries,
-                   sequence-level KD); required, since dvc.yaml makes it a dependency of the stage
-    teacher_share  with teacher targets: the share of training examples whose target is the teacher's
-                   summary, the others keep their reference (chosen with train.seed)
-    with_references  with teacher targets: every example twice, once with each target
-    student, train overrides of those sections for this student only (e.g. pretrained, init, epochs, lr)
+    targets        what the student learns to generate, named by the artifact it reads (a DVC dependency
+                   of this student alone): data/tokenized (the references), data/teacher_targets (the
+                   teacher_generate stage's summaries) or a JSON lines file of {"id", "summary"} written by
+                   any system (tokenized with the student's tokenizer)
+    target_splits  with summaries (the teacher's or a file's): whose articles they are, among train (the
+                   labelled set) and unlabeled (the pool without references)
+    per_article    with the teacher's summaries: how many of those it generated per article to train on
+    uncovered      with a summaries file: an article of `target_splits` it has no summary for is an
+                   error, or is skipped
+    teacher_share  with summaries of train: the share of its examples whose target is a summary, the
+                   others keep their reference (chosen with train.seed)
+    with_references  with summaries: the references of train join them (its articles seen with both)
+    student, train overrides of those sections for this student only (e.g. pretrained, init, steps, lr)
     """
 
     teacher_input: str
     targets: str
+    target_splits: tuple[str, ...] = ("train",)
+    per_article: int = 1
+    uncovered: Literal["error", "skip"] = "error"
     teacher_share: float = 1.0
     with_references: bool = False
     label_weight: float = 1.0
@@ -261,19 +276,31 @@ class StudentRecipe:
     def check(self, where: str) -> None:
         _check(self.teacher_input in TEACHER_INPUTS, f"{where}.teacher_input",
                f"must be one of {list(TEACHER_INPUTS)}, got {self.teacher_input!r}")
-        _check(self.targets in TARGET_INPUTS, f"{where}.targets",
-               f"must be one of {list(TARGET_INPUTS)}, got {self.targets!r}")
+        _check(self.targets in TARGET_INPUTS or self.targets.endswith(SUMMARY_FILE_SUFFIXES), f"{where}.targets",
+               f"must be one of {list(TARGET_INPUTS)} or a summaries file ({' or '.join(SUMMARY_FILE_SUFFIXES)}), "
+               f"got {self.targets!r}")
         _check(0.0 < self.teacher_share <= 1.0, f"{where}.teacher_share", "must be in (0, 1]")
-        if not self.teacher_targets:
-            _check(self.teacher_share == 1.0 and not self.with_references, f"{where}.targets",
-                   f"is {self.targets} (the references), so teacher_share and with_references have no "
-                   f"effect; set targets: {paths.TEACHER_TARGETS_DIR} or drop them")
+        _check(len(self.target_splits) > 0 and set(self.target_splits) <= set(TRAINING_SPLITS)
+               and len(set(self.target_splits)) == len(self.target_splits), f"{where}.target_splits",
+               f"must list some of {list(TRAINING_SPLITS)}, each once, got {list(self.target_splits)}")
+        _check(self.per_article >= 1, f"{where}.per_article", "must be >= 1")
+        if not self.summaries:
+            _check(self.teacher_share == 1.0 and not self.with_references and self.target_splits == ("train",)
+                   and self.per_article == 1, f"{where}.targets",
+                   f"is {self.targets} (the references), so teacher_share, with_references, target_splits and "
+                   f"per_article have no effect; set targets: {paths.TEACHER_TARGETS_DIR} (or a summaries "
+                   f"file) or drop them")
+        _check(self.summary_file or self.uncovered == "error", f"{where}.uncovered",
+               "applies to a summaries file only (targets: <file>.jsonl)")
+        _check(not self.summary_file or self.per_article == 1, f"{where}.per_article",
+               "applies to the teacher_generate stage's summaries; a file's lines are all used")
         _check(not (self.with_references and self.teacher_share < 1.0), f"{where}.with_references",
                "trains on both targets of every example; it cannot be combined with teacher_share < 1")
-        _check(not (self.teacher_targets and self.cached), f"{where}.targets",
-               f"is the teacher's summaries, but teacher_input is the teacher_outputs cache, whose logits "
-               f"belong to the reference tokens (the rows would not line up); use teacher_input: "
-               f"{paths.TEACHER_DIR}")
+        _check(self.teacher_share == 1.0 or "train" in self.target_splits, f"{where}.teacher_share",
+               "mixes summaries and references of train, but target_splits does not name train")
+        _check(not (self.summaries and self.cached), f"{where}.targets",
+               f"is the teacher's summaries, but teacher_input is the teacher_outputs cache, whose logits belong to the "
+               f"reference tokens (the rows would not line up); use teacher_input: {paths.TEACHER_DIR}")
         _check(self.label_weight >= 0, f"{where}.label_weight", "must be >= 0")
         _check(bool(self.losses) or self.label_weight > 0, f"{where}.label_weight",
                "must be > 0 when the recipe has no losses (nothing would be trained)")
@@ -285,6 +312,16 @@ class StudentRecipe:
     def teacher_targets(self) -> bool:
         """Trains (at least partly) on the teacher_generate stage's summaries."""
         return self.targets == str(paths.TEACHER_TARGETS_DIR)
+
+    @property
+    def summary_file(self) -> bool:
+        """Trains on a JSON lines file of summaries written by any system."""
+        return self.targets not in TARGET_INPUTS
+
+    @property
+    def summaries(self) -> bool:
+        """Trains (at least partly) on summaries: the teacher_generate stage's, or a file's."""
+        return self.targets != str(paths.TOKENIZED_DIR)
 
     @property
     def cached(self) -> bool:
@@ -369,10 +406,16 @@ class TeacherOutputsParams:
 
 @dataclass(frozen=True)
 class TeacherGenerateParams:
-    """The teacher_generate stage: the teacher's beam-search summaries of the training split, the
-    targets of students with `targets: data/teacher_targets` (sequence-level KD)."""
+    """The teacher_generate stage: the teacher's summaries of the articles of `splits` (train, the
+    unlabeled pool), `num_return_sequences` per article: the best distinct beams, or samples drawn
+    with `seed` when `do_sample`. The targets of students with `targets: data/teacher_targets`."""
 
+    splits: tuple[str, ...] = ("train",)
+    num_return_sequences: int = 1
     num_beams: int = 4
+    do_sample: bool = False
+    temperature: float = 1.0  # sampling only
+    seed: int = 0  # sampling only: every shard draws from its own seed, so a resumed run is the same
     max_new_tokens: int = 64
     length_penalty: float = 1.0
     batch_size: int = 32
@@ -380,8 +423,14 @@ class TeacherGenerateParams:
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self):
-        for key in ("num_beams", "max_new_tokens", "batch_size", "shard_size"):
+        for key in ("num_beams", "max_new_tokens", "batch_size", "shard_size", "num_return_sequences"):
             _check(getattr(self, key) >= 1, f"teacher_generate.{key}", "must be >= 1")
+        _check(len(self.splits) > 0 and set(self.splits) <= set(TRAINING_SPLITS)
+               and len(set(self.splits)) == len(self.splits), "teacher_generate.splits",
+               f"must list some of {list(TRAINING_SPLITS)}, each once, got {list(self.splits)}")
+        _check(self.do_sample or self.num_return_sequences <= self.num_beams, "teacher_generate.num_return_sequences",
+               f"must be <= num_beams ({self.num_beams}) without sampling: the distinct beams are the summaries")
+        _check(self.temperature > 0, "teacher_generate.temperature", "must be > 0")
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,12 @@ class Recipe:
     label_weight: float
     losses: dict[str, LossSettings]
     teacher_input: str
-    targets: str  # data/tokenized (references) or data/teacher_targets (the teacher's summaries)
-    teacher_share: float  # with teacher targets: share of examples trained on the teacher's summary
-    with_references: bool  # with teacher targets: every example twice, once with each target
+    targets: str  # data/tokenized (references), data/teacher_targets (the teacher's summaries) or a file's
+    target_splits: tuple[str, ...]  # with summaries: whose articles (train, unlabeled)
+    per_article: int  # with the teacher's summaries: how many per article
+    uncovered: str  # with a summaries file: an article without one is an "error" or is "skip"ped
+    teacher_share: float  # with summaries of train: share of its examples trained on a summary
+    with_references: bool  # with summaries: train's references join them
     student: ModelParams  # the student section with this recipe's overrides
     train: TrainParams  # the train section with this recipe's overrides
     cached: bool  # reads the teacher_outputs cache instead of running the teacher
@@ -37,6 +40,11 @@ class Recipe:
     @property
     def teacher_targets(self) -> bool:
         return self.targets == str(paths.TEACHER_TARGETS_DIR)
+
+    @property
+    def summaries(self) -> bool:
+        """Learns from summaries (the teacher_generate stage's or a file's), not the references alone."""
+        return self.targets != str(paths.TOKENIZED_DIR)
 
     @property
     def needs(self) -> frozenset[str]:
@@ -49,7 +57,8 @@ class Recipe:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "label_weight": self.label_weight, "teacher_input": self.teacher_input,
-                "targets": self.targets, "teacher_share": self.teacher_share,
+                "targets": self.targets, "target_splits": list(self.target_splits), "per_article": self.per_article,
+                "uncovered": self.uncovered, "teacher_share": self.teacher_share,
                 "with_references": self.with_references, "losses": {n: dataclasses.asdict(s) for n, s in self.losses.items()},
                 "student": dataclasses.asdict(self.student), "train": dataclasses.asdict(self.train)}
 
@@ -69,7 +78,8 @@ def resolve(name: str, kd: KDParams, student: ModelParams, train: TrainParams) -
     spec = _override(ModelParams, student, raw.student, f"{where}.student")
     spec.check(f"{where}.student")
     return Recipe(name=name, label_weight=raw.label_weight, losses=losses, teacher_input=raw.teacher_input,
-                  targets=raw.targets, teacher_share=raw.teacher_share, with_references=raw.with_references,
+                  targets=raw.targets, target_splits=raw.target_splits, per_article=raw.per_article,
+                  uncovered=raw.uncovered, teacher_share=raw.teacher_share, with_references=raw.with_references,
                   student=spec, train=_override(TrainParams, train, raw.train, f"{where}.train"),
                   cached=raw.cached)
 

@@ -494,12 +494,16 @@ def gather(*, students: Sequence[str], lead: str, quality_dir: Path, examples_di
     return results, examples, speed.get("host")
 
 
-def train_split_block(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """The teacher on its own training split, from the teacher_generate stage's manifest: its summaries
-    (the seqkd targets) scored against the training references, with the decoding that made them. A
-    teacher that reproduced its training references would make pseudo-labels that teach nothing new."""
+def train_split_block(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The teacher on the students' labelled split, from the teacher_generate stage's manifest: its
+    summaries (the seqkd targets) scored against those references, with the decoding that made them;
+    None when it did not summarize that split. A teacher that reproduced the references would make
+    pseudo-labels that teach nothing new."""
+    if "train_rouge" not in manifest:
+        return None
     return {"decoding": "beam" if manifest["num_beams"] > 1 else "greedy", "num_beams": manifest["num_beams"],
-            "n_examples": manifest["n_examples"], **{k: manifest["train_rouge"][k] for k in ROUGE_KEYS}}
+            "n_examples": manifest["splits"]["train"]["n_examples"],
+            **{k: manifest["train_rouge"][k] for k in ROUGE_KEYS}}
 
 
 def _training_cost(live_dir: Path, name: str, teacher: str) -> dict[str, Any]:

@@ -31,6 +31,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     cli.setup_logging(f"distill_{args.student}", args.log_dir)
     spec, train, kd = (load_section(s, args.params) for s in ("student", "train", "kd"))
+    # a summaries file is tokenized like the references
+    max_target_length = load_section("tokenizer", args.params).max_target_length
 
     from kd.recipe import resolve  # imports the loss modules the recipe names
 
@@ -46,7 +48,7 @@ def main(argv=None) -> None:
                     tokenized_dir=args.tokenized, out_dir=args.out or paths.student_dir(args.student),
                     ckpt_dir=args.checkpoints or paths.CHECKPOINTS_DIR / run_name,
                     live_dir=args.live_dir or paths.DVCLIVE_DIR / run_name,
-                    resume_from=args.resume_from_checkpoint)
+                    resume_from=args.resume_from_checkpoint, max_target_length=max_target_length)
 
 
 if __name__ == "__main__":

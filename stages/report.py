@@ -51,7 +51,8 @@ def main(argv=None) -> None:
 
         from kd.report import train_split_block
 
-        results["teacher"]["train_split"] = train_split_block(json.loads(args.teacher_targets.read_text()))
+        if (block := train_split_block(json.loads(args.teacher_targets.read_text()))) is not None:
+            results["teacher"]["train_split"] = block
     # the examples in the report: each model's test summaries at its headline decoding
     shown = {name: examples[name][("test", primary_decoding(entry["test"]))] for name, entry in results.items()}
     decoding = {k: v for k, v in dataclasses.asdict(bench).items() if k != "num_examples"}

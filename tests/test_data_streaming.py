@@ -57,14 +57,15 @@ def test_download_jsonl_and_hub_sources_stream_the_same_records(tmp_path):
     dataset directory (read in batches, no to_list) gives the rows' three fields in the same order."""
     rows = [{"doc": f"Article {i} ü.", "sum": f"Summary {i}.", "key": f"k{i}", "url": "x"} for i in range(7)]
     src = tmp_path / "src"
-    for split in SPLITS:
-        write_rows(src / f"{split}.jsonl", rows)
+    for split in SPLITS:  # the same ids in every split, but not the same articles (those are refused)
+        write_rows(src / f"{split}.jsonl", [{**r, "doc": f"{split} {r['doc']}"} for r in rows])
     data = DataParams(source="jsonl", max_test_samples=3, jsonl=JsonlData(
         **{s: str(src / f"{s}.jsonl") for s in SPLITS}, article_field="doc", summary_field="sum", id_field="key"))
     assert write_splits(load_splits(data), tmp_path / "out") == {"train": 7, "validation": 7, "test": 3}
-    expected = [{"id": r["key"], "article": r["doc"], "highlights": r["sum"]} for r in rows]
+    expected = [{"id": r["key"], "article": f"train {r['doc']}", "highlights": r["sum"]} for r in rows]
     assert raw_split("train", tmp_path / "out").read_bytes() == jsonl_bytes(expected)
-    assert raw_split("test", tmp_path / "out").read_bytes() == jsonl_bytes(expected[:3])
+    assert raw_split("test", tmp_path / "out").read_bytes() == jsonl_bytes(
+        [{**e, "article": e["article"].replace("train", "test")} for e in expected[:3]])
 
     hub_rows = [{"url": "x", "highlights": f"S {i}.", "id": str(i), "article": f"A {i}."} for i in range(2500)]
     for split in SPLITS:
@@ -84,13 +85,14 @@ def test_bad_last_record_of_the_last_split_leaves_the_raw_files_untouched(tmp_pa
     good = [{"id": f"r{i}", "article": f"Text {i}.", "highlights": f"S {i}."} for i in range(5)]
     src = tmp_path / "src"
     for split in SPLITS:
-        write_rows(src / f"{split}.jsonl", good)
+        write_rows(src / f"{split}.jsonl", [{**r, "article": f"{split} {r['article']}"} for r in good])
     out = tmp_path / "raw"
     data = DataParams(source="jsonl", jsonl=JsonlData(**{s: str(src / f"{s}.jsonl") for s in SPLITS}))
     write_splits(load_splits(data), out)
     before = tree(out)
     write_rows(src / "train.jsonl", good[:2])  # a changed train split, written to its temp file first ...
-    write_rows(src / "test.jsonl", [*good, {"id": "r9", "article": "Text.", "highlights": ""}])  # ... then this
+    write_rows(src / "test.jsonl", [{**r, "article": f"test {r['article']}"} for r in good]
+               + [{"id": "r9", "article": "Text.", "highlights": ""}])  # ... then this
     with pytest.raises(ConfigError, match=r"test\.jsonl:6: 'highlights' must be a non-empty string"):
         write_splits(load_splits(data), out)
     assert tree(out) == before  # no split replaced, no temp file left
@@ -196,7 +198,7 @@ def test_trainer_reads_every_real_article_and_learns_from_a_sample(tmp_path, mon
 
     monkeypatch.setattr(spm.SentencePieceTrainer, "train", recording_train)
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    tok = tokenization.train_sentencepiece(tokenization._trainer_texts(path, "summarize: "), 300, sample_size=2000)
+    tok = tokenization.train_sentencepiece(tokenization._trainer_texts([path], "summarize: "), 300, sample_size=2000)
     assert len(tok) == 300
     texts = [t for r in records for t in ("summarize: " + r["article"], r["highlights"])]
     assert len(records) == 446 and len(received) > 2000  # more inputs than the sample: it did sample

@@ -92,7 +92,7 @@ def generate_targets(*, params: TeacherGenerateParams, teacher_dir: Path, tokeni
                     for row in rows:
                         f.write(json.dumps(row, ensure_ascii=False) + "\n")
                         cut += sum(labels[-1:] != [tokenizer.eos_token_id] for labels in row["labels"])
-                    if references:  # the best summary of each article against its reference
+                    if split == "train":  # the best summary of each article against its reference
                         for score in rouge_per_example([r["summaries"][0] for r in rows],
                                                        [references[r["id"]] for r in rows]):
                             for key in ROUGE_KEYS:
@@ -101,8 +101,7 @@ def generate_targets(*, params: TeacherGenerateParams, teacher_dir: Path, tokeni
             if split == "train":
                 manifest["train_rouge"] = {key: round(v / n, 4) for key, v in scores.items()}
         atomic_write_json(tmp / MANIFEST_FILE, manifest)
-    for _, shards in made.values():
-        shards.clear()
+    shutil.rmtree(work_dir, ignore_errors=True)  # every split's shards are in the output now
     log.info("teacher summaries (%d per article) of %s in %s%s", params.num_return_sequences,
              ", ".join(f"{s} ({m['n_examples']} articles, {m['cut_at_max_new_tokens']} cut at max_new_tokens)"
                        for s, m in manifest["splits"].items()), out_dir,

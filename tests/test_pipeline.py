@@ -125,7 +125,13 @@ def test_repro_runs_every_stage_and_writes_the_outputs(repo):
     assert "data/teacher_outputs" not in json.dumps(lock["stages"]["distill@baseline"]["deps"])
     # the seqkd student trained on the teacher's summaries, the others on the references
     targets = json.loads((path / "data" / "teacher_targets" / "manifest.json").read_text())
-    assert targets["n_examples"] == 32 and set(targets["train_rouge"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+    assert targets["splits"]["train"]["n_examples"] == 32 and targets["splits"]["unlabeled"]["n_examples"] == 16
+    assert set(targets["train_rouge"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+    # every student trains the same optimizer steps (student.steps), whatever its training set
+    for s in STUDENTS:
+        assert json.loads((path / "dvclive" / f"student_{s}" / "metrics.json").read_text())["steps"] == 4, s
+    # the teacher trained on its own labelled pool (48 articles, 6 batches of 8 in its one epoch)
+    assert json.loads((path / "dvclive" / "teacher" / "metrics.json").read_text())["steps"] == 6
     assert "data/teacher_targets" in json.dumps(lock["stages"]["distill@seqkd"]["deps"])
     assert "data/teacher_targets" not in json.dumps(lock["stages"]["distill@baseline"]["deps"])
     assert "trains on the teacher's summaries" in (path / "logs" / "distill_seqkd.log").read_text()

@@ -1,5 +1,7 @@
-"""Sequence-level KD: the teacher_generate stage (deterministic, resumable in shards, checked by the
-students) and a recipe's `targets` (references, teacher summaries, a share of each, or both)."""
+"""Sequence-level KD: the teacher_generate stage (the splits and number of summaries its parameters name;
+deterministic, resumable in shards, checked by the students) and a recipe's `targets` (references, the
+teacher's summaries of the labelled set and the unlabeled pool, a share of each, both, or any system's
+summaries from a file)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from conftest import ROOT, TINY_RECORDS
 
 from kd.errors import ConfigError
 from kd.params import ModelParams, TeacherGenerateParams
-from kd.targets import read_targets, teacher_rows, training_split
+from kd.targets import read_targets, teacher_rows, training_split, with_summaries
 
 TEACHER = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2,
            "epochs": 1, "lr": 0.01}
@@ -70,14 +72,16 @@ def test_stage_output_is_identical_across_runs_and_complete(setup, tiny_data, ta
     assert run.returncode == 0, run.stderr[-2000:]
     assert _digest(out) == _digest(targets)  # the stage script and a second run: byte-identical
     assert not (tmp_path / "work").exists()  # finished: the shards are gone
-    rows = [json.loads(line) for line in (targets / "targets.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (targets / "train.jsonl").read_text().splitlines()]
     manifest = json.loads((targets / "manifest.json").read_text())
-    assert len(rows) == manifest["n_examples"] == TINY_RECORDS
+    assert len(rows) == manifest["splits"]["train"]["n_examples"] == TINY_RECORDS
+    assert list(manifest["splits"]) == ["train"] and not (targets / "unlabeled.jsonl").exists()
     assert manifest["num_beams"] == 2 and manifest["max_new_tokens"] == 10
     assert 0 <= manifest["train_rouge"]["rougeL"] <= 100
     for row in rows:  # labels are the ids of the summary: no decoder start, no padding, <= max_new_tokens
-        assert 0 < len(row["labels"]) <= 10 and 0 not in row["labels"]
-    assert "teacher on the training split: rouge1" in (tmp_path / "teacher_generate.log").read_text()
+        (labels,) = row["labels"]
+        assert 0 < len(labels) <= 10 and 0 not in labels and len(row["summaries"]) == 1
+    assert "teacher on the labelled split: rouge1" in (tmp_path / "teacher_generate.log").read_text()
 
 
 def test_an_interrupted_run_resumes_from_its_last_shard(setup, tiny_data, targets, tmp_path, monkeypatch, caplog):
@@ -94,7 +98,7 @@ def test_an_interrupted_run_resumes_from_its_last_shard(setup, tiny_data, target
     monkeypatch.setattr(tg, "generate_labels", crash_in_the_second_shard)
     with pytest.raises(RuntimeError, match="killed"):
         _generate(setup, tiny_data, tmp_path / "out", tmp_path / "work")
-    assert not (tmp_path / "out").exists() and len(list((tmp_path / "work").glob("shard-*.jsonl"))) == 1
+    assert not (tmp_path / "out").exists() and len(list((tmp_path / "work" / "train").glob("shard-*.jsonl"))) == 1
     monkeypatch.setattr(tg, "generate_labels", real)
     counted = []
     monkeypatch.setattr(tg, "generate_labels", lambda *a, **k: counted.append(1) or real(*a, **k))
@@ -107,9 +111,9 @@ def test_an_interrupted_run_resumes_from_its_last_shard(setup, tiny_data, target
 
 def test_shards_of_other_settings_are_not_reused(setup, tiny_data, targets, tmp_path, caplog):
     work = tmp_path / "work"
-    work.mkdir()
-    (work / "run.json").write_text(json.dumps({"run": "someone else"}))
-    (work / "shard-000000000.jsonl").write_text('{"id": "x", "labels": [5], "summary": "stale"}\n')
+    (work / "train").mkdir(parents=True)
+    (work / "train" / "run.json").write_text(json.dumps({"run": "someone else"}))
+    (work / "train" / "shard-000000000.jsonl").write_text('{"id": "x", "labels": [[5]], "summaries": ["stale"]}\n')
     _generate(setup, tiny_data, tmp_path / "out", work)
     assert _digest(tmp_path / "out") == _digest(targets)
 
@@ -126,11 +130,11 @@ def _identity(setup, tiny_data, **change):
 
 
 def test_students_refuse_targets_of_another_teacher(setup, tiny_data, targets):
-    assert len(read_targets(targets, identity=_identity(setup, tiny_data))) == TINY_RECORDS
+    assert len(read_targets(targets, split="train", per_article=1, identity=_identity(setup, tiny_data))) == TINY_RECORDS
     with pytest.raises(ConfigError, match="made for another teacher.*teacher: made for .* this run has 'other'"):
-        read_targets(targets, identity=_identity(setup, tiny_data, teacher="other"))
+        read_targets(targets, split="train", per_article=1, identity=_identity(setup, tiny_data, teacher="other"))
     with pytest.raises(ConfigError, match="run the teacher_generate stage first"):
-        read_targets(setup / "nowhere", identity={})
+        read_targets(setup / "nowhere", split="train", per_article=1, identity={})
 
 
 def test_teacher_share_and_both_targets():
@@ -138,13 +142,15 @@ def test_teacher_share_and_both_targets():
 
     train = datasets.Dataset.from_dict({"input_ids": [[5, 1]] * 10, "labels": [[7, i, 1] for i in range(10)]})
     teacher = [[8, i, i, 1] for i in range(10)]
-    assert training_split(train, teacher, share=1.0, with_references=False, seed=0)["labels"] == teacher
-    half = training_split(train, teacher, share=0.5, with_references=False, seed=3)["labels"]
+    pieces = [with_summaries(train, [[t] for t in teacher])]
+    assert training_split(train, pieces, share=1.0, with_references=False, seed=0)["labels"] == teacher
+    half = training_split(train, pieces, share=0.5, with_references=False, seed=3,
+                          train_summaries=[[t] for t in teacher])["labels"]
     chosen = teacher_rows(10, 0.5, 3)
     assert len(chosen) == 5 and chosen != teacher_rows(10, 0.5, 4)  # the seed picks them
     assert [i for i, lab in enumerate(half) if lab[0] == 8] == chosen
     assert all(half[i] == train["labels"][i] for i in range(10) if i not in chosen)
-    both = training_split(train, teacher, share=1.0, with_references=True, seed=0)
+    both = training_split(train, pieces, share=1.0, with_references=True, seed=0)
     assert list(both["labels"]) == list(train["labels"]) + teacher
     assert list(both["input_ids"]) == list(train["input_ids"]) * 2
 
@@ -160,10 +166,10 @@ def test_the_tokenized_split_on_disk_is_never_written(tiny_data, tmp_path):
     shutil.copytree(tiny_data / "tokenized", copy)
     before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
     train = load_tokenized(copy)["train"]
-    teacher = [[9, 1]] * len(train)
+    teacher = [[[9, 1]]] * len(train)
     for kw in ({"share": 1.0, "with_references": False}, {"share": 0.5, "with_references": False},
                {"share": 1.0, "with_references": True}):
-        out = training_split(train, teacher, seed=0, **kw)
+        out = training_split(train, [with_summaries(train, teacher)], seed=0, train_summaries=teacher, **kw)
         assert out.features == train.features
     assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
 
@@ -194,8 +200,8 @@ def test_teacher_targets_equal_to_the_references_train_the_baselines_weights(set
     copy.mkdir()
     (copy / "manifest.json").write_text((targets / "manifest.json").read_text())
     refs = load_tokenized(tiny_data / "tokenized")["train"]
-    (copy / "targets.jsonl").write_text("".join(json.dumps({"id": i, "labels": lab, "summary": ""}) + "\n"
-                                                for i, lab in zip(refs["id"], refs["labels"])))
+    (copy / "train.jsonl").write_text("".join(json.dumps({"id": i, "labels": [lab], "summaries": [""]}) + "\n"
+                                              for i, lab in zip(refs["id"], refs["labels"])))
     baseline = _student(tiny_data, tmp_path, setup, copy, "baseline")
     same = _student(tiny_data, tmp_path, setup, copy, "refs", targets="data/teacher_targets")
     seqkd = _student(tiny_data, tmp_path, setup, targets, "seqkd", targets="data/teacher_targets")
@@ -213,3 +219,127 @@ def test_a_combination_trains_on_teacher_targets_with_a_live_loss(setup, tiny_da
     assert not all(torch.equal(seqkd[k], combo[k]) for k in seqkd)
     recipe = json.loads((tmp_path / "combo" / "recipe.json").read_text())
     assert recipe["targets"] == "data/teacher_targets" and list(recipe["losses"]) == ["attention"]
+
+
+# --- the unlabeled pool, several summaries per article, any system's summaries --------------------------
+
+
+@pytest.fixture(scope="module")
+def pooled(tiny_data, tmp_path_factory):
+    """tiny_data's tokenized splits plus an unlabeled pool of 12 articles (no references), as the tokenize
+    stage writes them."""
+    from kd.data.builtin import generate
+    from kd.tokenization import Encoder, load_tokenizer, write_tokenized
+
+    root = tmp_path_factory.mktemp("pooled")
+    tokenizer = load_tokenizer(str(tiny_data / "tokenizer"))
+    splits = {s: generate(s, n, 0) for s, n in (("train", TINY_RECORDS), ("validation", 8), ("test", 8))}
+    splits["unlabeled"] = [{"id": r["id"], "article": r["article"]} for r in generate("unlabeled", 12, 0)]
+    write_tokenized(splits, root / "tokenized", Encoder(tokenizer, "summarize: ", 48, 16))
+    return root
+
+
+def _generate_pooled(setup, tiny_data, pooled, out, **params):
+    from kd.teacher_generate import generate_targets
+
+    return generate_targets(params=TeacherGenerateParams(**(GENERATE | params)), teacher_dir=setup / "teacher",
+                            tokenizer_dir=tiny_data / "tokenizer", tokenized_dir=pooled / "tokenized",
+                            raw_train=setup / "train.jsonl", out_dir=out, work_dir=out.parent / f"work_{out.name}")
+
+
+def test_generate_labels_the_splits_it_names_with_distinct_beams(setup, tiny_data, pooled, tmp_path):
+    out = tmp_path / "beams"
+    manifest = _generate_pooled(setup, tiny_data, pooled, out, splits=["train", "unlabeled"], num_return_sequences=2)
+    assert manifest["splits"]["unlabeled"]["n_examples"] == 12 and manifest["num_return_sequences"] == 2
+    unlabeled = [json.loads(line) for line in (out / "unlabeled.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in unlabeled] == [f"builtin-unlabeled-0-{i:06d}" for i in range(12)]
+    for row in unlabeled:  # the two best beams, each a summary of its own
+        assert len(row["labels"]) == 2 and row["labels"][0] != row["labels"][1]
+    with pytest.raises(ConfigError, match=r"teacher_generate\.splits names 'unlabeled', but the data has no such pool"):
+        _generate(setup, tiny_data, tmp_path / "none", tmp_path / "w", splits=["unlabeled"])
+    with pytest.raises(ConfigError, match=r"teacher_generate\.num_return_sequences must be <= num_beams"):
+        TeacherGenerateParams(num_beams=2, num_return_sequences=3)
+
+
+def test_sampled_summaries_follow_their_seed(setup, tiny_data, pooled, tmp_path):
+    def sampled(name: str, seed: int) -> dict[str, str]:
+        _generate_pooled(setup, tiny_data, pooled, tmp_path / name, splits=["unlabeled"], do_sample=True,
+                         num_return_sequences=2, seed=seed)
+        return _digest(tmp_path / name)
+
+    runs = {name: sampled(name, seed) for name, seed in (("a", 1), ("b", 1), ("c", 2))}
+    assert runs["a"] == runs["b"] and runs["a"]["unlabeled.jsonl"] != runs["c"]["unlabeled.jsonl"]
+
+
+def _pooled_student(tiny_data, pooled, tmp_path, setup, targets_dir, name, student=None, **recipe):
+    from kd.distill import distill_student
+    from kd.params import KDParams, TrainParams, parse
+    from kd.recipe import resolve
+
+    kd = parse(KDParams, {"students": {name: {"teacher_input": "models/teacher", "targets": "data/tokenized",
+                                              "losses": {}, **recipe}}}, "kd")
+    r = resolve(name, kd, ModelParams(**TEACHER | {"epochs": 1} | (student or {})),
+                TrainParams(batch_size=4, checkpoint_every=100))
+    distill_student(recipe=r, teacher_dir=setup / "teacher", tokenizer_dir=tiny_data / "tokenizer",
+                    tokenized_dir=pooled / "tokenized", out_dir=tmp_path / name, ckpt_dir=tmp_path / f"ck_{name}",
+                    live_dir=tmp_path / f"live_{name}", teacher_targets_dir=targets_dir, max_target_length=16)
+    from safetensors.torch import load_file
+
+    summary = json.loads((tmp_path / f"live_{name}" / "metrics.json").read_text())
+    return load_file(str(tmp_path / name / "model.safetensors")), summary
+
+
+def test_a_recipe_asking_for_text_nobody_generated_names_the_keys(setup, tiny_data, pooled, tmp_path):
+    out = tmp_path / "train_only"
+    _generate_pooled(setup, tiny_data, pooled, out)
+    with pytest.raises(ConfigError, match=r"kd\.students\.s\.target_splits asks for the teacher's summaries of "
+                                          r"\['unlabeled'\], but teacher_generate\.splits made only \['train'\]"):
+        _pooled_student(tiny_data, pooled, tmp_path, setup, out, "s", targets="data/teacher_targets",
+                        target_splits=["train", "unlabeled"])
+    with pytest.raises(ConfigError, match=r"kd\.students\.s\.per_article is 2, but teacher_generate\.num_return_sequences"):
+        _pooled_student(tiny_data, pooled, tmp_path, setup, out, "s", targets="data/teacher_targets", per_article=2)
+
+
+def test_every_recipe_trains_the_same_optimizer_steps(setup, tiny_data, pooled, tmp_path):
+    """A step budget (student.steps) is the same for a recipe that sees its articles twice, or adds the
+    unlabeled pool, as for the label-only control: 24 references + 24 x 2 + 12 x 2 summaries are 96
+    examples, 24 batches of 4 per pass, yet 7 steps each."""
+    out = tmp_path / "both"
+    _generate_pooled(setup, tiny_data, pooled, out, splits=["train", "unlabeled"], num_return_sequences=2)
+    _, control = _pooled_student(tiny_data, pooled, tmp_path, setup, out, "control", student={"steps": 7})
+    _, seqkd = _pooled_student(tiny_data, pooled, tmp_path, setup, out, "seqkd", student={"steps": 7},
+                               targets="data/teacher_targets", target_splits=["train", "unlabeled"], per_article=2,
+                               with_references=True)
+    assert control["steps"] == seqkd["steps"] == 7
+    history = (tmp_path / "live_control" / "plots" / "metrics" / "val" / "loss.tsv").read_text().splitlines()
+    assert [row.split("\t")[0] for row in history[1:]] == ["6", "7"]  # after the pass (6 steps) and at the last step
+    recipe = json.loads((tmp_path / "seqkd" / "recipe.json").read_text())
+    assert recipe["target_splits"] == ["train", "unlabeled"] and recipe["per_article"] == 2
+
+
+def test_any_systems_summaries_from_a_file(setup, tiny_data, pooled, tmp_path):
+    """A JSON lines file of {id, summary} (say, a large language model's), tokenized with the student's
+    tokenizer: a file holding the references trains exactly the label-only student's weights; unknown
+    ids and uncovered articles are errors naming the file (the latter skipped on request)."""
+    from kd.data.builtin import generate
+
+    refs = generate("train", TINY_RECORDS, 0)
+    baseline, _ = _pooled_student(tiny_data, pooled, tmp_path, setup, tmp_path, "baseline")
+    file = tmp_path / "llm.jsonl"
+    file.write_text("".join(json.dumps({"id": r["id"], "summary": r["highlights"]}) + "\n" for r in refs))
+    same, _ = _pooled_student(tiny_data, pooled, tmp_path, setup, tmp_path, "llm", targets=str(file))
+    assert all(torch.equal(baseline[k], same[k]) for k in baseline)
+
+    file.write_text("".join(json.dumps({"id": r["id"], "summary": "Something else entirely."}) + "\n" for r in refs[:20]))
+    with pytest.raises(ConfigError, match=r"llm\.jsonl: no summary for 4 article\(s\) of \['train'\].*uncovered: skip"):
+        _pooled_student(tiny_data, pooled, tmp_path, setup, tmp_path, "llm2", targets=str(file))
+    other, _ = _pooled_student(tiny_data, pooled, tmp_path, setup, tmp_path, "llm3", targets=str(file), uncovered="skip")
+    assert not all(torch.equal(baseline[k], other[k]) for k in baseline)
+    file.write_text(json.dumps({"id": "nobody", "summary": "A."}) + "\n")
+    with pytest.raises(ConfigError, match=r"llm\.jsonl:1: unknown id 'nobody'"):
+        _pooled_student(tiny_data, pooled, tmp_path, setup, tmp_path, "llm4", targets=str(file))
+    unlabeled = [{"id": f"builtin-unlabeled-0-{i:06d}", "summary": "Summary of an unlabeled article."} for i in range(12)]
+    file.write_text("".join(json.dumps(u) + "\n" for u in unlabeled))
+    _, summary = _pooled_student(tiny_data, pooled, tmp_path, setup, tmp_path, "llm5", targets=str(file),
+                                 target_splits=["unlabeled"], with_references=True)
+    assert summary["steps"] == 9  # (24 references + 12 summaries) / 4 per batch, one epoch

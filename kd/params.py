@@ -153,6 +153,9 @@ class ModelParams:
     epochs: int = 10
     steps: Optional[int] = None
     lr: float = 1e-3
+    # This model's training seed (initial weights, batch order, dropout, samples); null: train.seed.
+    # Training seeds of the students alone (`kd.seeds run`) vary this, so the teacher stays fixed.
+    seed: Optional[int] = None
 
     @property
     def source(self) -> str:
@@ -160,6 +163,10 @@ class ModelParams:
         if self.init == "auto":
             return "pretrained" if self.pretrained else "config"
         return self.init
+
+    def training(self, train: "TrainParams") -> "TrainParams":
+        """`train` with this model's own seed, when it has one."""
+        return train if self.seed is None else dataclasses.replace(train, seed=self.seed)
 
     def check(self, section: str) -> None:
         _check(self.source != "pretrained" or bool(self.pretrained), f"{section}.pretrained",

@@ -80,7 +80,7 @@ def resolve(name: str, kd: KDParams, student: ModelParams, train: TrainParams) -
     return Recipe(name=name, label_weight=raw.label_weight, losses=losses, teacher_input=raw.teacher_input,
                   targets=raw.targets, target_splits=raw.target_splits, per_article=raw.per_article,
                   uncovered=raw.uncovered, teacher_share=raw.teacher_share, with_references=raw.with_references,
-                  student=spec, train=_override(TrainParams, train, raw.train, f"{where}.train"),
+                  student=spec, train=spec.training(_override(TrainParams, train, raw.train, f"{where}.train")),
                   cached=raw.cached)
 
 

@@ -1,6 +1,6 @@
 """Several training seeds as DVC experiments, and one summary of them all.
 
-    python -m kd.seeds run --seeds 0 1 2            # experiments seed-0, seed-1, seed-2, one after another
+    python -m kd.seeds run --seeds 0 1 2            # experiments seed-0, seed-1, seed-2 (student.seed), in turn
                                                     # (each in a temporary copy: the workspace stays)
     python -m kd.seeds run --seeds 0 1 2 --queue    # only queue them (then `dvc queue start`)
     python -m kd.seeds collect --seeds 0 1 2        # benchmark_results/seeds.json and seeds.md
@@ -13,9 +13,10 @@ seeds *before* resampling because an example's scores under different seeds are 
 draws: resampling (seed, example) pairs would count each example once per seed and overstate
 the evidence.
 
-Each seed is one experiment, `dvc exp run --temp -S train.seed=<N> -n seed-<N>`. The `train` section is a
-param of the teacher's stage too, so each seed retrains the teacher as well, and every comparison with
-the teacher pairs a student with its own seed's teacher. The per-example scores come from the
+Each seed is one experiment, `dvc exp run --temp -S student.seed=<N> -n seed-<N>`: the students' training
+seed, so every seed's students learn from the same, fixed teacher and only what the students do varies
+(`--teacher-too` varies `train.seed` instead, which retrains the teacher with each seed as well, and
+every comparison with the teacher then pairs a student with its own seed's teacher). The per-example scores come from the
 git-tracked `benchmark_results/examples/<model>.jsonl` files that each experiment commits; `collect`
 reads them straight from the experiment refs with git, without touching the workspace.
 
@@ -37,7 +38,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from kd import paths
-from kd.bootstrap import paired
+from kd.bootstrap import gap_closed, paired
 from kd.errors import ConfigError
 from kd.io import atomic_write_json, atomic_write_text
 from kd.report import COST_FIELDS, RESULTS_JSON as REPORT_JSON, live_run, primary_decoding
@@ -244,10 +245,27 @@ def collect(
             m: _compare(scores[m], scores[baseline], seeds, **bootstrap) for m in students if m != baseline
         },
         "vs_teacher": {m: _compare(scores[m], scores[teacher], seeds, **bootstrap) for m in students},
+        "gap_closed": {m: _gap_closed(scores[m], scores[baseline], scores[teacher], seeds, **bootstrap)
+                       for m in students if m != baseline},
         "skipped": skipped,
         "cost": _costs(costs or {}, seeds),
         "efficiency": _costs(costs or {}, seeds, EFFICIENCY_FIELDS),
     }
+
+
+def _gap_closed(mine, control, teacher, seeds: Sequence[int], **bootstrap: Any) -> dict[str, dict[str, Any]]:
+    """Per decoding both sides have, in DELTA_METRIC: the share of the teacher's lead over the control
+    that this student closes (kd.bootstrap.gap_closed), per seed and for the seed-averaged scores with
+    its paired interval over examples."""
+    out: dict[str, dict[str, Any]] = {}
+    for decoding in [d for d in mine if d in control and d in teacher]:
+        if DELTA_METRIC not in mine[decoding] or DELTA_METRIC not in control[decoding]:
+            continue
+        a, c, t = (x[decoding][DELTA_METRIC] for x in (mine, control, teacher))  # (S, n) each
+        per_seed = 100.0 * (a - c).mean(axis=1) / (t - c).mean(axis=1)
+        share = gap_closed(a.mean(axis=0), c.mean(axis=0), t.mean(axis=0), **bootstrap)
+        out[decoding] = {**_spread(per_seed, seeds), "bootstrap": share.as_dict(DIGITS)}
+    return out
 
 
 def _costs(costs: Mapping[int, Mapping[str, Mapping[str, float]]], seeds: Sequence[int],
@@ -293,6 +311,13 @@ def _fmt_delta(stat: Mapping[str, Any] | None) -> str:
     return f"{b['mean_diff']:+.2f} [{b['low']:+.2f}, {b['high']:+.2f}] ({b['share_le_0']:.3f})"
 
 
+def _fmt_gap(stat: Mapping[str, Any] | None) -> str:
+    if stat is None:
+        return "–"
+    b = stat["bootstrap"]
+    return f"{b['mean']:.0f}% [{b['low']:.0f}, {b['high']:.0f}]"
+
+
 def _table_rows(result: Mapping[str, Any], decoding: str) -> list[tuple[str, str]]:
     """(model, decoding shown) for one table: the models decoded with `decoding`, then each heuristic
     with its own decoding (lead-3 has only "lead"), so it sits in every table as a reference."""
@@ -315,7 +340,9 @@ def markdown(result: Mapping[str, Any]) -> str:
         f"Seeds {seeds} · split {result['split']} · {result['n_examples']} examples. Scores: {spread}. "
         f"Δ: mean per-example difference [{boot['confidence']:.0%} interval] (P(Δ ≤ 0)), from a paired "
         f"bootstrap over examples of the seed-averaged differences ({boot['resamples']} resamples; "
-        f"P is the share of resamples with Δ ≤ 0).",
+        f"P is the share of resamples with Δ ≤ 0). Gap closed: the share of the teacher's lead over "
+        f"{result['baseline']} in {DELTA_METRIC} that a student closes, (student - {result['baseline']}) / "
+        f"(teacher - {result['baseline']}), [interval] from the same paired bootstrap.",
         "",
     ]
     heuristics = set(result["heuristics"])
@@ -331,6 +358,7 @@ def markdown(result: Mapping[str, Any]) -> str:
         if deltas:
             header += [f"Δ {DELTA_METRIC} vs {result[role]}" for role in ("baseline", "teacher")]
             header.append(f"{DELTA_METRIC} % of teacher")
+            header.append("gap closed")
         header += [name for name in ("compression", "speedup") if any(name in e for e in efficiency.values())]
         lines += [f"### {decoding}", "", "| " + " | ".join(header) + " |",
                   "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
@@ -344,6 +372,7 @@ def markdown(result: Mapping[str, Any]) -> str:
                     cells.append(_fmt_delta(result[section].get(model, {}).get(shown, {}).get(DELTA_METRIC)))
                 kept = retention(result, model, shown)
                 cells.append("–" if kept is None else f"{kept:.1f}%")
+                cells.append(_fmt_gap(result.get("gap_closed", {}).get(model, {}).get(shown)))
             for name in header[len(cells):]:  # compression, speedup
                 ratio = efficiency.get(model, {}).get(name)
                 cells.append("–" if ratio is None else _fmt_spread(ratio) + "x")
@@ -454,16 +483,19 @@ def read_costs(repo: Path, rev: str, models: Iterable[str], teacher: str = "teac
     return out
 
 
-def exp_run_command(seed: int, *, queue: bool = False) -> list[str]:
+def exp_run_command(seed: int, *, queue: bool = False, teacher_too: bool = False) -> list[str]:
     # --temp: each experiment runs in a temporary copy of the repo, so the workspace keeps its own
     # results (and a run restored from DVC's run cache costs nothing, e.g. the seed already in HEAD).
+    # student.seed: the students' seed alone, so every seed learns from the same, fixed teacher;
+    # train.seed (teacher_too) retrains the teacher with each seed as well.
+    key = "train.seed" if teacher_too else "student.seed"
     return ["dvc", "exp", "run", "--queue" if queue else "--temp",
-            "-S", f"train.seed={seed}", "-n", experiment_name(seed)]
+            "-S", f"{key}={seed}", "-n", experiment_name(seed)]
 
 
-def _run(seeds: Sequence[int], *, queue: bool) -> int:
+def _run(seeds: Sequence[int], *, queue: bool, teacher_too: bool = False) -> int:
     for seed in seeds:
-        command = exp_run_command(seed, queue=queue)
+        command = exp_run_command(seed, queue=queue, teacher_too=teacher_too)
         print(f"$ {shlex.join(command)}", flush=True)
         try:
             code = subprocess.run(command).returncode  # output streams straight to the terminal
@@ -507,6 +539,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = sub.add_parser("run", help="one DVC experiment per seed")
     run.add_argument("--seeds", type=int, nargs="+", required=True)
     run.add_argument("--queue", action="store_true", help="only queue them; `dvc queue start` runs them")
+    run.add_argument("--teacher-too", action="store_true",
+                     help="vary train.seed (the teacher is retrained per seed) instead of student.seed")
     col = sub.add_parser("collect", help="summarize the seeds' experiments",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     col.add_argument("--seeds", type=int, nargs="+", required=True)
@@ -521,7 +555,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(set(args.seeds)) != len(args.seeds):
         p.error(f"--seeds has a repeat: {args.seeds}")
     try:
-        return _run(args.seeds, queue=args.queue) if args.command == "run" else _collect(args)
+        return (_run(args.seeds, queue=args.queue, teacher_too=args.teacher_too) if args.command == "run"
+                else _collect(args))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from kd.train import FitResult, make_accelerator
 def train_teacher(*, spec: ModelParams, train: TrainParams, tokenizer_dir: Path, tokenized_dir: Path,
                   out_dir: Path, ckpt_dir: Path, live_dir: Path, resume_from: Optional[Path] = None,
                   hooks=()) -> FitResult:
+    train = spec.training(train)  # teacher.seed, when set, over train.seed
     tokenizer = load_tokenizer(str(tokenizer_dir))
     tokenized = load_tokenized(tokenized_dir)
     if "teacher_train" in tokenized:  # the teacher's own, larger labelled pool (never the unlabeled one)

@@ -108,3 +108,17 @@ def test_bad_arguments_are_errors():
         interval(SMALL, resamples=0)
     with pytest.raises(ValueError, match="at least one"):
         resample_indices(0)
+
+
+def test_gap_closed_is_the_share_of_the_teachers_lead_with_a_paired_interval():
+    from kd.bootstrap import gap_closed
+
+    control = np.array([10.0, 20.0, 30.0, 40.0])
+    teacher = control + 10.0
+    half = gap_closed(control + 5.0, control, teacher, resamples=200)
+    assert half.mean == pytest.approx(50.0) and half.low == pytest.approx(50.0) and half.high == pytest.approx(50.0)
+    noisy = gap_closed(control + np.array([0.0, 10.0, 0.0, 10.0]), control, teacher, resamples=500)
+    assert noisy.mean == pytest.approx(50.0) and noisy.low < 50.0 < noisy.high
+    assert gap_closed(control - 2.0, control, teacher).mean == pytest.approx(-20.0)  # worse than the control
+    with pytest.raises(ValueError, match="one score per example"):
+        gap_closed([1.0], [1.0, 2.0], [3.0, 4.0])

@@ -143,13 +143,17 @@ def test_retention_compression_and_speedup():
     assert seeds.retention(got, "vanilla", "beam") == pytest.approx(100 * 28 / 35)
     assert seeds.retention(got, "lead3", "lead") == pytest.approx(100 * 5 / 35)  # against the teacher's beam
     text = seeds.markdown(json.loads(json.dumps(got)))
-    assert "| Δ rougeL vs teacher | rougeL % of teacher | compression | speedup |" in text
+    assert "| Δ rougeL vs teacher | rougeL % of teacher | gap closed | compression | speedup |" in text
     vanilla_row = next(line for line in text.splitlines() if line.startswith("| vanilla |"))
-    assert vanilla_row.endswith("| 80.0% | 10.00 ± 0.00x | 3.00 ± 1.00x |")
+    assert vanilla_row.endswith("| 80.0% | 30% [23, 33] | 10.00 ± 0.00x | 3.00 ± 1.00x |")
     baseline_row = next(line for line in text.splitlines() if line.startswith("| baseline |"))
-    assert baseline_row.endswith("| 71.4% | 10.00 ± 0.00x | – |")
+    assert baseline_row.endswith("| 71.4% | – | 10.00 ± 0.00x | – |")
+    # the share of the teacher's lead (35 - 25) that vanilla (28) closes: 30%, per seed 3/10, 2/10, 4/10
+    assert got["gap_closed"]["vanilla"]["beam"]["per_seed"] == {"0": 30.0, "1": 20.0, "2": 40.0}
+    assert got["gap_closed"]["vanilla"]["beam"]["bootstrap"]["mean"] == pytest.approx(30.0)
+    assert "baseline" not in got["gap_closed"]
     teacher_row = next(line for line in text.splitlines() if line.startswith("| teacher |"))
-    assert teacher_row.endswith("| 100.0% | 1.00 ± 0.00x | 1.00 ± 0.00x |")
+    assert teacher_row.endswith("| 100.0% | – | 1.00 ± 0.00x | 1.00 ± 0.00x |")
     # without sizes (an old seeds.json) the columns are simply absent
     assert "compression" not in seeds.markdown(seeds.collect(_per_seed(), **BOOT))
 
@@ -293,13 +297,16 @@ def test_run_issues_one_named_experiment_per_seed(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(seeds.subprocess, "run", lambda cmd: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
     assert seeds.main(["run", "--seeds", "0", "3"]) == 0
-    assert calls == [["dvc", "exp", "run", "--temp", "-S", "train.seed=0", "-n", "seed-0"],
-                     ["dvc", "exp", "run", "--temp", "-S", "train.seed=3", "-n", "seed-3"]]
+    assert calls == [["dvc", "exp", "run", "--temp", "-S", "student.seed=0", "-n", "seed-0"],
+                     ["dvc", "exp", "run", "--temp", "-S", "student.seed=3", "-n", "seed-3"]]
     calls.clear()
     assert seeds.main(["run", "--seeds", "1", "--queue"]) == 0
-    assert calls == [["dvc", "exp", "run", "--queue", "-S", "train.seed=1", "-n", "seed-1"]]
+    assert calls == [["dvc", "exp", "run", "--queue", "-S", "student.seed=1", "-n", "seed-1"]]
     out = capsys.readouterr().out
     assert "dvc queue start" in out and "dvc queue status" in out and "python -m kd.seeds collect --seeds 1" in out
+    calls.clear()
+    assert seeds.main(["run", "--seeds", "2", "--teacher-too"]) == 0  # the teacher retrained with each seed
+    assert calls == [["dvc", "exp", "run", "--temp", "-S", "train.seed=2", "-n", "seed-2"]]
 
 
 def test_run_stops_at_the_first_failing_seed(monkeypatch, capsys):

@@ -366,3 +366,16 @@ def test_resuming_a_checkpoint_that_selected_otherwise_restarts_the_selection(ti
     assert result.resumed_from_step == STEPS_PER_EPOCH and "val_rougeLsum" not in result.history[0]
     assert (result.select_by, result.best_epoch, result.best_score) == ("rougeLsum", 1, 5.0)
     assert result.best_val_loss == result.history[1]["val_loss"]
+
+
+def test_a_models_own_seed_overrides_train_seed_for_that_model_only():
+    """student.seed varies the students' training alone (kd.seeds), the teacher keeps train.seed."""
+    from kd.params import KDParams, ModelParams, StudentRecipe, TrainParams
+    from kd.recipe import resolve
+
+    train = TrainParams(seed=0)
+    assert ModelParams().training(train) is train
+    assert ModelParams(seed=3).training(train).seed == 3
+    kd = KDParams(students={"b": StudentRecipe(teacher_input="models/teacher", targets="data/tokenized")})
+    assert resolve("b", kd, ModelParams(seed=5), train).train.seed == 5
+    assert resolve("b", kd, ModelParams(), train).train.seed == 0

@@ -51,11 +51,11 @@ def results_table(results_file: Path = RESULTS) -> str:
     rows = headline(results, "test")
     table = markdown_table(display_rows(rows, faithfulness_key(rows[0])))
     train = results.get("teacher", {}).get("train_split")
-    if train:  # the teacher_generate stage's summaries of the training split: the seqkd targets
+    if train:  # the teacher_generate stage's summaries of the students' labelled set: seqkd targets
         test = results["teacher"]["test"].get(train["decoding"], {})
-        table += (f"\nThe teacher on its own training split: its summaries of the {train['n_examples']} training "
-                  f"articles (beam {train['num_beams']}, the `seqkd` targets) score rougeL {train['rougeL']:.2f} against "
-                  f"the training references, against {test.get('rougeL', float('nan')):.2f} on test.\n")
+        table += (f"\nThe teacher on the students' labelled set: its summaries of those {train['n_examples']} "
+                  f"articles (beam {train['num_beams']}, among the `seqkd` targets) score rougeL {train['rougeL']:.2f} "
+                  f"against their references, against {test.get('rougeL', float('nan')):.2f} on test.\n")
     return table
 
 

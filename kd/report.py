@@ -441,6 +441,19 @@ def paired_block(rows: Sequence[Mapping[str, Any]], other: Sequence[Mapping[str,
             for key in PAIRED_KEYS if key in rows[0] and key in other[0]}
 
 
+def gap_block(rows, control, teacher) -> dict[str, float] | None:
+    """The share of the teacher's rougeL lead over the control that these rows close (kd.bootstrap.gap_closed:
+    percent, with its paired interval over the same examples); None without all three, example for example."""
+    if not rows or not control or not teacher or not len(rows) == len(control) == len(teacher):
+        return None
+    if not all("rougeL" in r for r in (rows[0], control[0], teacher[0])):
+        return None
+    from kd.bootstrap import gap_closed  # numpy, as paired_block imports it: only when scoring
+
+    return gap_closed([r["rougeL"] for r in rows], [r["rougeL"] for r in control],
+                      [r["rougeL"] for r in teacher]).as_dict()
+
+
 def gather(*, students: Sequence[str], lead: str, quality_dir: Path, examples_dir: Path, speed_path: Path,
            live_dir: Path, ids: Mapping[str, Sequence[str]], teacher: str = "teacher",
            baseline: str | None = "baseline") -> tuple[dict[str, dict[str, Any]], dict, dict[str, Any] | None]:
@@ -485,6 +498,11 @@ def gather(*, students: Sequence[str], lead: str, quality_dir: Path, examples_di
                     theirs = examples[other].get((split, decoding))
                     if rows and theirs and len(rows) == len(theirs):
                         block[label] = paired_block(rows, theirs)
+                if baseline not in (None, name) and kind == "student":
+                    share = gap_block(rows, examples[baseline].get((split, decoding)),
+                                      examples[teacher].get((split, decoding)))
+                    if share is not None:
+                        block["gap_closed"] = share
                 entry[split][decoding] = block
         results[name] = entry
     teacher_params, teacher_speed = results[teacher]["params"], results[teacher].get("samples_per_s")
@@ -544,6 +562,8 @@ def headline(results: Mapping[str, Mapping[str, Any]], split: str = "test") -> l
                 row[f"rougeL_{label}"] = diff["mean_diff"]
                 row[f"rougeL_{label}_low"], row[f"rougeL_{label}_high"] = diff["low"], diff["high"]
                 row[f"rougeL_{label}_p_le_0"] = diff["share_le_0"]
+        if gap := m.get("gap_closed"):
+            row["gap_closed"], row["gap_closed_low"], row["gap_closed_high"] = gap["mean"], gap["low"], gap["high"]
         # model-level numbers only (not the splits, nor the teacher's train_split block)
         row.update({k: v for k, v in entry.items() if k not in ("kind", *SPLITS) and not isinstance(v, Mapping)})
         rows.append(row)
@@ -559,6 +579,8 @@ def long_rows(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
             for decoding, m in entry[split].items():
                 row = {"model": name, "kind": entry["kind"], "split": split, "decoding": decoding}
                 row.update({k: v for k, v in m.items() if not isinstance(v, Mapping)})
+                if gap := m.get("gap_closed"):
+                    row["gap_closed"], row["gap_closed_low"], row["gap_closed_high"] = gap["mean"], gap["low"], gap["high"]
                 for label in ("vs_baseline", "vs_teacher"):
                     for key, diff in m.get(label, {}).items():
                         row[f"{key}_{label}"] = diff["mean_diff"]
@@ -600,6 +622,13 @@ def diff_cell(row: Mapping[str, Any], key: str) -> str:
             f"p≤0={row[key + '_p_le_0']:.2f}")
 
 
+def gap_cell(row: Mapping[str, Any]) -> str:
+    """`62% [48, 75]`: the share of the teacher's lead over the baseline a student closes, its interval."""
+    if row.get("gap_closed") is None:
+        return "-"
+    return f"{row['gap_closed']:.0f}% [{row['gap_closed_low']:.0f}, {row['gap_closed_high']:.0f}]"
+
+
 def display_rows(rows: Sequence[Row], faithfulness: str) -> list[dict[str, Any]]:
     """The headline rows as the report and README show them: intervals and differences as text."""
     return [{"model": r["model"], "decoding": r["decoding"], "rougeL [95% CI]": with_intervals(r, "rougeL"),
@@ -607,6 +636,7 @@ def display_rows(rows: Sequence[Row], faithfulness: str) -> list[dict[str, Any]]
              "rougeL greedy": r.get("rougeL_greedy"), faithfulness: r.get(faithfulness),
              **({"fact_recall": r.get("fact_recall")} if faithfulness == "fact_precision" else {}),
              "Δ rougeL vs baseline": diff_cell(r, "rougeL_vs_baseline"),
+             "gap closed": gap_cell(r),
              "params": r.get("params"), "compression": r.get("compression"), "speedup": r.get("speedup"),
              "train_s": r.get("train_seconds")}
             for r in rows]
@@ -642,7 +672,7 @@ def write_benchmark(out_dir: Path, results: Mapping[str, Mapping[str, Any]], exa
         train = results[teacher]["train_split"]
         test = results[teacher]["test"].get(train["decoding"]) or results[teacher]["test"][
             primary_decoding(results[teacher]["test"])]
-        tables.append(("Teacher: its training-split summaries (the seqkd targets) vs its test summaries", [
+        tables.append(("Teacher: its summaries of the students' labelled set (the seqkd targets) vs its test summaries", [
             {"split": split, **{k: m.get(k) for k in ROUGE_KEYS}} for split, m in (("train", train), ("test", test))]))
     write_report(str(out_dir / REPORT_TXT), tables, examples, decoding, max_examples=max_examples, host=host)
     plot_scores(test_rows, str(out_dir / SCORES_PNG))

@@ -294,10 +294,11 @@ def test_report_names_a_missing_quality_file_and_its_stage(work, teacher_twice, 
 
 def test_report_puts_the_teachers_training_split_rouge_beside_its_test_rouge(work, teacher_twice, student, lead,
                                                                            speed, tmp_path):
-    """With the teacher_generate stage's manifest: how well the teacher's summaries (the seqkd targets)
-    match its own training references, beside its test scores, without touching the other tables."""
-    manifest = {"num_beams": 2, "n_examples": 40, "train_rouge": {"rouge1": 61.5, "rouge2": 40.25, "rougeL": 55.0,
-                                                                  "rougeLsum": 57.75}}
+    """With the teacher_generate stage's manifest: how well the teacher's summaries of the students'
+    labelled set (seqkd targets) match its references, beside its test scores, without touching the
+    other tables; a manifest without that split adds nothing."""
+    manifest = {"num_beams": 2, "splits": {"train": {"n_examples": 40}, "unlabeled": {"n_examples": 80}},
+                "train_rouge": {"rouge1": 61.5, "rouge2": 40.25, "rougeL": 55.0, "rougeLsum": 57.75}}
     (work / "tt.json").write_text(json.dumps(manifest))
     out = tmp_path / "report"
     ok(report(work, str(out), "results/quality", "--teacher-targets", "tt.json"))
@@ -307,7 +308,7 @@ def test_report_puts_the_teachers_training_split_rouge_beside_its_test_rouge(wor
     assert "train_split" not in results["small"]
     assert len((out / "comparison_table.csv").read_text().splitlines()) == 1 + 2 * (2 + 2 + 1)
     text = (out / "benchmark_report.txt").read_text()
-    section = text.split("Teacher: its training-split summaries (the seqkd targets) vs its test summaries")[1]
+    section = text.split("Teacher: its summaries of the students' labelled set (the seqkd targets) vs its test summaries")[1]
     train_row = next(line for line in section.splitlines() if line.strip().startswith("train"))
     assert "61.5" in train_row and "55" in train_row
     assert any(line.strip().startswith("test") for line in section.splitlines()[:6]), section[:400]

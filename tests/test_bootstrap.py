@@ -122,3 +122,13 @@ def test_gap_closed_is_the_share_of_the_teachers_lead_with_a_paired_interval():
     assert gap_closed(control - 2.0, control, teacher).mean == pytest.approx(-20.0)  # worse than the control
     with pytest.raises(ValueError, match="one score per example"):
         gap_closed([1.0], [1.0, 2.0], [3.0, 4.0])
+
+
+def test_the_report_gives_each_student_its_share_of_the_gap():
+    from kd.report import gap_block, gap_cell
+
+    rows = lambda values: [{"rougeL": v} for v in values]  # noqa: E731
+    block = gap_block(rows([60.0, 70.0]), rows([40.0, 50.0]), rows([80.0, 90.0]))
+    assert block["mean"] == pytest.approx(50.0)
+    assert gap_cell({"gap_closed": 50.0, "gap_closed_low": 41.2, "gap_closed_high": 58.9}) == "50% [41, 59]"
+    assert gap_block(rows([1.0]), rows([1.0, 2.0]), rows([3.0, 4.0])) is None and gap_cell({}) == "-"

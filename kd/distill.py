@@ -112,7 +112,7 @@ def summary_training_set(recipe: Recipe, tokenized: DatasetDict, tokenizer, *, t
     else:
         labels = file_labels(recipe, tokenized, tokenizer, max_target_length=max_target_length)
     train = tokenized["train"]
-    pieces = [with_summaries(tokenized[split], labels[split]) for split in recipe.target_splits]
+    pieces = {split: with_summaries(tokenized[split], labels[split]) for split in recipe.target_splits}
     return training_split(train, pieces, share=recipe.teacher_share, with_references=recipe.with_references,
                           seed=recipe.train.seed, train_summaries=labels.get("train"))
 

@@ -4,6 +4,7 @@
                                                     # (each in a temporary copy: the workspace stays)
     python -m kd.seeds run --seeds 0 1 2 --queue    # only queue them (then `dvc queue start`)
     python -m kd.seeds collect --seeds 0 1 2        # benchmark_results/seeds.json and seeds.md
+    python -m kd.seeds collect --seeds 0 1 2 --committed-seed 0   # seed 0 is the commit's own run
 
 Why: one training run per model cannot say whether a recipe beats the label-only baseline or just
 drew a luckier seed, nor whether a gap would survive another test set. The two kinds of noise are
@@ -519,7 +520,9 @@ def _collect(args: argparse.Namespace) -> int:
     repo = Path.cwd()
     baseline = resolve_commit(repo, args.rev)
     refs = experiment_refs(repo)
-    experiments = {s: find_experiment(refs, experiment_name(s), baseline=baseline) for s in args.seeds}
+    experiments = {s: (Experiment(ref=baseline, baseline=baseline, name=f"{args.rev} (committed run)")
+                       if s == args.committed_seed else find_experiment(refs, experiment_name(s), baseline=baseline))
+                   for s in args.seeds}
     per_seed = {s: read_examples(repo, e.ref) for s, e in experiments.items()}
     costs = {s: read_costs(repo, e.ref, per_seed[s], teacher=args.teacher) for s, e in experiments.items()}
     result = collect(per_seed, baseline=args.baseline, teacher=args.teacher, split=args.split,
@@ -546,6 +549,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     col.add_argument("--seeds", type=int, nargs="+", required=True)
     col.add_argument("--out-dir", type=Path, default=paths.BENCHMARK_DIR)
     col.add_argument("--rev", default="HEAD", help="the baseline commit the experiments were run on")
+    col.add_argument("--committed-seed", type=int, default=None, metavar="N",
+                     help="seed N is the run committed at --rev itself (its dvc.lock and results), not an experiment")
     col.add_argument("--split", default="test")
     col.add_argument("--baseline", default="baseline", help="the label-only student")
     col.add_argument("--teacher", default="teacher")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import datasets
 
@@ -125,21 +125,23 @@ def with_summaries(split_ds: datasets.Dataset, labels: Sequence[Sequence[list[in
     return _with_labels(split_ds.select(rows, keep_in_memory=True), flat)
 
 
-def training_split(train: datasets.Dataset, pieces: Sequence[datasets.Dataset], *, share: float = 1.0,
+def training_split(train: datasets.Dataset, pieces: Mapping[str, datasets.Dataset], *, share: float = 1.0,
                    with_references: bool = False, seed: int = 0,
                    train_summaries: Sequence[Sequence[list[int]]] | None = None) -> datasets.Dataset:
-    """The training set of a recipe with summaries: `pieces` (kd.targets.with_summaries of each target
-    split), after train's references when `with_references`. With `share` < 1, `train_summaries` (one
-    summary per train article) replaces the references of the examples `teacher_rows` picks instead."""
+    """The training set of a recipe with summaries: `pieces` ({split: kd.targets.with_summaries of it}),
+    after train's references when `with_references`. With `share` < 1, `train_summaries` (one summary
+    per train article) replaces the references of the train examples `teacher_rows` picks instead of
+    train's piece; the other splits' pieces follow as they are."""
+    parts = [train] if with_references else []
     if share < 1.0:
         if train_summaries is None or len(train_summaries) != len(train):
             raise ConfigError(f"teacher targets: none or the wrong number for the {len(train)} training examples; "
                               f"{RERUN}")
         chosen = set(teacher_rows(len(train), share, seed))
         labels = [t[0] if i in chosen else r for i, (r, t) in enumerate(zip(train["labels"], train_summaries))]
-        return _with_labels(train, labels)
-    parts = [train] if with_references else []
-    return datasets.concatenate_datasets([*parts, *pieces]) if len(parts) + len(pieces) > 1 else (parts or pieces)[0]
+        pieces = {**pieces, "train": _with_labels(train, labels)}
+    parts += pieces.values()
+    return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 
 def _with_labels(ds: datasets.Dataset, labels: list[list[int]]) -> datasets.Dataset:

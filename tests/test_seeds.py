@@ -314,3 +314,19 @@ def test_run_stops_at_the_first_failing_seed(monkeypatch, capsys):
     monkeypatch.setattr(seeds.subprocess, "run", lambda cmd: calls.append(cmd) or subprocess.CompletedProcess(cmd, 1))
     assert seeds.main(["run", "--seeds", "0", "1"]) == 1
     assert len(calls) == 1 and "seed 0 failed (exit 1)" in capsys.readouterr().err
+
+
+def test_collect_can_take_one_seed_from_the_committed_run_itself(repo):
+    """`--committed-seed 0`: the commit's own results are seed 0 (no experiment re-running what it holds),
+    the other seeds are experiments on that commit; the summary is the one three experiments give."""
+    head = _git(repo, "rev-parse", "HEAD")
+    seed0 = _experiment(repo, head, 0)
+    _git(repo, "merge", "-q", "--ff-only", seed0)  # main now holds seed 0's run, as a workspace `dvc repro` commit
+    for s in (1, 2):
+        _experiment(repo, seed0, s)
+    assert seeds.main(["collect", "--seeds", "0", "1", "2", "--out-dir", "out", "--committed-seed", "0",
+                       "--resamples", "200", "--bootstrap-seed", "3"]) == 0
+    written = json.loads((repo / "out" / "seeds.json").read_text())
+    assert written["experiments"]["0"] == {"name": "HEAD (committed run)", "ref": seed0, "commit": seed0}
+    assert written["models"] == seeds.collect(_per_seed(), **BOOT)["models"]
+    assert seeds.main(["collect", "--seeds", "0", "1", "2", "--out-dir", "out2"]) == 2  # seed-0 is no experiment here

@@ -142,7 +142,7 @@ def test_teacher_share_and_both_targets():
 
     train = datasets.Dataset.from_dict({"input_ids": [[5, 1]] * 10, "labels": [[7, i, 1] for i in range(10)]})
     teacher = [[8, i, i, 1] for i in range(10)]
-    pieces = [with_summaries(train, [[t] for t in teacher])]
+    pieces = {"train": with_summaries(train, [[t] for t in teacher])}
     assert training_split(train, pieces, share=1.0, with_references=False, seed=0)["labels"] == teacher
     half = training_split(train, pieces, share=0.5, with_references=False, seed=3,
                           train_summaries=[[t] for t in teacher])["labels"]
@@ -153,6 +153,11 @@ def test_teacher_share_and_both_targets():
     both = training_split(train, pieces, share=1.0, with_references=True, seed=0)
     assert list(both["labels"]) == list(train["labels"]) + teacher
     assert list(both["input_ids"]) == list(train["input_ids"]) * 2
+    # a share of train on summaries keeps the other splits' summaries whole
+    pool = datasets.Dataset.from_dict({"input_ids": [[6, 1]] * 3, "labels": [[]] * 3}, features=train.features)
+    mixed = training_split(train, {**pieces, "unlabeled": with_summaries(pool, [[[9, 1]]] * 3)}, share=0.5, seed=3,
+                           train_summaries=[[t] for t in teacher])
+    assert list(mixed["labels"]) == half + [[9, 1]] * 3
 
 
 def test_the_tokenized_split_on_disk_is_never_written(tiny_data, tmp_path):
@@ -169,7 +174,7 @@ def test_the_tokenized_split_on_disk_is_never_written(tiny_data, tmp_path):
     teacher = [[[9, 1]]] * len(train)
     for kw in ({"share": 1.0, "with_references": False}, {"share": 0.5, "with_references": False},
                {"share": 1.0, "with_references": True}):
-        out = training_split(train, [with_summaries(train, teacher)], seed=0, train_summaries=teacher, **kw)
+        out = training_split(train, {"train": with_summaries(train, teacher)}, seed=0, train_summaries=teacher, **kw)
         assert out.features == train.features
     assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
 

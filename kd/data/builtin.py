@@ -1,14 +1,17 @@
 """A synthetic news corpus. The data is generated, not real news.
 
-Each record is a short news-like article (about 6-12 sentences) on one event of ten kinds: a takeover, an
+Each record is a short news-like article (about 8-14 sentences) on one event of ten kinds: a takeover, an
 election, a storm, a football match, a product launch, a study, a court ruling, a strike, company results and
 a new boss. The article states three key facts, each in one of several paraphrases, plus a few details that
 are not key and distractor sentences about OTHER people, firms, places and numbers, sometimes placed first so
-that the lead sentences are not the summary. The `highlights` are abstractive, CNN/DailyMail style: 1-3
-short headline sentences, joined by "\\n", that compress the key facts with their own wording (one of a few
-templates per event kind, picked at random). Every name and number in them is taken from the key facts, so
-the article always supports the summary. Each record also carries its `facts` (the event's slot values,
-those the highlights use and the distractors'), so faithfulness can be checked against the truth.
+that the lead sentences are not the summary. The `highlights` are abstractive, CNN/DailyMail style: 1-5
+short headline sentences, joined by "\\n", that compress the key facts with their own wording. They follow
+from the article alone: the headline's form is the one for the phrasing the article gives its main fact,
+and each included detail with a highlight adds its line, so `rule_summary`, the same rules run backwards
+on the text, reproduces every reference (the task's ceiling is 100). Every name and number in them is taken
+from the event, so the article always supports the summary. Each record also carries its `facts` (the
+event's slot values, those the highlights use and the distractors'), so faithfulness can be checked
+against the truth.
 
 `generate(split, n, seed)` is deterministic: one `random.Random` per call, seeded from the seed AND the split,
 so splits differ and nothing depends on global random state.

@@ -23,6 +23,8 @@ from conftest import ROOT
 
 GOOD = json.dumps({"id": "a", "article": "An article. It has words.", "highlights": "A summary."})
 RECORD_B = json.dumps({"id": "b", "article": "Another article.", "highlights": "Another summary."})
+GOOD_TRAIN = json.dumps({"id": "a", "article": "A training article. It has words.", "highlights": "A summary."})
+GOOD_VALIDATION = json.dumps({"id": "a", "article": "A validation article. It has words.", "highlights": "A summary."})
 STUDENT = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2,
            "epochs": 1, "lr": 0.01}
 TRAIN = {"batch_size": 8, "device": "cpu"}
@@ -76,8 +78,9 @@ class Ctx:
         path.write_text(text if text is not None else yaml.safe_dump(sections))
         return ["--params", str(path)]
 
-    def own_data(self, train=GOOD, validation=GOOD, test=GOOD, **data) -> list[str]:
-        """params with data.source jsonl over three files written here (str: text, bytes: raw bytes)."""
+    def own_data(self, train=GOOD_TRAIN, validation=GOOD_VALIDATION, test=GOOD, **data) -> list[str]:
+        """params with data.source jsonl over three files written here (str: text, bytes: raw bytes);
+        by default one good record each, a different article in each (splits must be disjoint)."""
         own = self.tmp / "own"
         own.mkdir()
         files = {}

@@ -47,11 +47,11 @@ log = logging.getLogger(__name__)
 
 
 def decoding(params: TeacherGenerateParams) -> dict:
-    """The generate() settings the summaries are made with (and recorded in the manifest)."""
+    """The generate_labels() settings the summaries are made with."""
     settings = {"num_beams": params.num_beams, "num_return_sequences": params.num_return_sequences,
                 "do_sample": params.do_sample, "max_new_tokens": params.max_new_tokens,
                 "length_penalty": params.length_penalty}
-    return settings | ({"temperature": params.temperature, "seed": params.seed} if params.do_sample else {})
+    return settings | ({"temperature": params.temperature} if params.do_sample else {})
 
 
 def generate_targets(*, params: TeacherGenerateParams, teacher_dir: Path, tokenizer_dir: Path,
@@ -68,20 +68,21 @@ def generate_targets(*, params: TeacherGenerateParams, teacher_dir: Path, tokeni
     tokenizer = load_tokenizer(str(tokenizer_dir))
     device = torch.device(resolve_device(params.device, "teacher_generate.device"))
     settings = decoding(params)
+    recorded = settings | ({"seed": params.seed} if params.do_sample else {})  # what the manifest and shards record
     teacher_id = file_digest(teacher_path / "model.safetensors")
     teacher = freeze_teacher(load_model(teacher_path), device)
     made = {}
     for split in params.splits:
         ds = tokenized[split]
         identity = cache_identity(teacher_id=teacher_id, tokenizer=tokenizer, train_ds=ds)
-        shards = ShardStore(Path(work_dir) / split, fingerprint({"identity": identity, "settings": settings,
+        shards = ShardStore(Path(work_dir) / split, fingerprint({"identity": identity, "settings": recorded,
                                                                  "shard_size": params.shard_size}))
         _generate_split(teacher, tokenizer, ds, shards, params=params, settings=settings, device=device, split=split)
         made[split] = (identity, shards)
 
     references = _references(raw_train, tokenized["train"]["id"]) if "train" in params.splits else {}
     identity = next(iter(made.values()))[0]
-    manifest = {"format_version": FORMAT_VERSION, **settings, "teacher": identity["teacher"],
+    manifest = {"format_version": FORMAT_VERSION, **recorded, "teacher": identity["teacher"],
                 "tokenizer": identity["tokenizer"], "splits": {}}
     with atomic_dir(out_dir) as tmp:
         for split, (identity, shards) in made.items():
@@ -140,10 +141,10 @@ def _generate_split(teacher, tokenizer, ds, shards: "ShardStore", *, params: Tea
 
 def generate_labels(teacher, tokenizer, input_ids: list[list[int]], *, device, num_beams: int,
                     max_new_tokens: int, length_penalty: float, num_return_sequences: int = 1,
-                    do_sample: bool = False, temperature: float = 1.0, seed: int = 0) -> list[list[int]]:
+                    do_sample: bool = False, temperature: float = 1.0) -> list[list[int]]:
     """The teacher's summaries of these (unpadded) sources as label token ids, `num_return_sequences`
     per source, each source's together: the decoder start token dropped, cut after the first EOS, no
-    padding. (`seed` is set per shard by the caller.)"""
+    padding. (Samples draw from torch's global generator, which the caller seeds per shard.)"""
     enc = tokenizer.pad({"input_ids": input_ids}, return_tensors="pt").to(device)
     sampling = {"do_sample": True, "temperature": temperature} if do_sample else {"do_sample": False}
     with torch.inference_mode():
@@ -201,6 +202,3 @@ class ShardStore:
         for start in range(0, n, shard_size):
             with open(self.path(start), encoding="utf-8") as f:
                 yield [json.loads(line) for line in f]
-
-    def clear(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)

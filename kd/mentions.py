@@ -3,7 +3,7 @@
     python -m kd.mentions --rev HEAD teacher seqkd          # validation split, beam decoding
     python -m kd.mentions --rev <exp sha> teacher --split test
 
-`fact_precision` (kd.faithfulness) is one number per summary. When it is low, the first question is
+`fact_precision` (kd.metrics.faithfulness) is one number per summary. When it is low, the first question is
 whether the model picks the wrong fact from the article (a distractor's name, a detail's number) or
 does not copy at all and writes a plausible value of its own, and whether names and numbers fail alike.
 This tallies every distinct mention of every summary in the committed examples
@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 
 from kd import paths
 from kd.errors import ConfigError
-from kd.faithfulness import distinct, mentions, supported, texts_ngrams
+from kd.metrics.faithfulness import distinct, mentions, supported, texts_ngrams
 
 KINDS = ("name", "number")
 SOURCES = ("event", "article", "invented")

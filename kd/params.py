@@ -205,7 +205,7 @@ class TrainParams:
     attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
     # Which epoch's weights are kept: the lowest validation loss, or the highest validation rougeLsum
     # of summaries generated (greedy unless select_num_beams > 1) for the first `select_samples`
-    # validation examples after each epoch (kd.run.RougeLsumScorer).
+    # validation examples after each epoch (kd.training.run.RougeLsumScorer).
     select_by: Literal["loss", "rougeLsum"] = "loss"
     select_samples: int = 64
     select_num_beams: int = 1
@@ -250,7 +250,7 @@ class StudentRecipe:
     """One student: `kd.students.<name>` in params.yaml.
 
     losses         loss name -> that loss's own settings (typed and validated by its module in
-                   kd/losses/, see kd.recipe); {} trains on the labels alone (the control)
+                   kd/losses/, see kd.students.recipe); {} trains on the labels alone (the control)
     label_weight   weight of the label cross-entropy in the total loss
     teacher_input  models/teacher (live teacher) or data/teacher_outputs (cached top-k logits)
     targets        what the student learns to generate, named by the artifact it reads (a DVC dependency

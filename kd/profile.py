@@ -68,7 +68,7 @@ def apply(name: str, params_path: Path = paths.PARAMS_FILE) -> None:
 def _check_recipes(merged: dict) -> None:
     """Every student recipe of the result resolves (loss names and settings, overrides)."""
     from kd.params import section_from
-    from kd.recipe import resolve
+    from kd.students.recipe import resolve
 
     kd, student, train = (section_from(merged, s) for s in ("kd", "student", "train"))
     for name in kd.students:

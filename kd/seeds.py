@@ -39,10 +39,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from kd import paths
-from kd.bootstrap import gap_closed, paired
+from kd.metrics.bootstrap import gap_closed, paired
 from kd.errors import ConfigError
 from kd.io import atomic_write_json, atomic_write_text
-from kd.report import COST_FIELDS, RESULTS_JSON as REPORT_JSON, live_run, primary_decoding
+from kd.report.results import COST_FIELDS, RESULTS_JSON as REPORT_JSON, live_run, primary_decoding
 
 Row = Mapping[str, Any]
 PerSeed = Mapping[int, Mapping[str, Sequence[Row]]]  # training seed -> model -> its example rows
@@ -52,9 +52,7 @@ EXAMPLES_DIR = PurePosixPath(paths.BENCHMARK_DIR.as_posix()) / "examples"
 SEEDS_JSON, SEEDS_MD = "seeds.json", "seeds.md"
 KEY_FIELDS = ("split", "decoding", "id")
 HEURISTICS = ("lead3",)  # reference rows that are not trained, so never compared with the baseline
-# The markdown table keeps to these; seeds.json has every metric.
-TABLE_METRICS = ("rougeL", "rouge1", "fact_precision", "entity_precision")
-# Each model's training cost (kd.report.COST_FIELDS), from its training stage's dvclive summary in the
+# Each model's training cost (kd.report.results.COST_FIELDS), from its training stage's dvclive summary in the
 # experiment's commit.
 LIVE_DIR = PurePosixPath(paths.DVCLIVE_DIR.as_posix())
 # Each model's compression and speedup against its seed's teacher, as the report stage computed them,
@@ -256,7 +254,7 @@ def collect(
 
 def _gap_closed(mine, control, teacher, seeds: Sequence[int], **bootstrap: Any) -> dict[str, dict[str, Any]]:
     """Per decoding both sides have, in DELTA_METRIC: the share of the teacher's lead over the control
-    that this student closes (kd.bootstrap.gap_closed), per seed and for the seed-averaged scores with
+    that this student closes (kd.metrics.bootstrap.gap_closed), per seed and for the seed-averaged scores with
     its paired interval over examples."""
     out: dict[str, dict[str, Any]] = {}
     for decoding in [d for d in mine if d in control and d in teacher]:
@@ -351,7 +349,10 @@ def markdown(result: Mapping[str, Any]) -> str:
     decodings = list(dict.fromkeys(d for m in trained for d in result["models"][m]))
     for decoding in decodings:
         rows = _table_rows(result, decoding)
-        metrics = [k for k in TABLE_METRICS if any(k in result["models"][m][d] for m, d in rows)]
+        # The markdown table keeps to the registry's headline keys; seeds.json has every metric.
+        from kd.metrics.registry import headline_keys
+
+        metrics = [k for k in headline_keys() if any(k in result["models"][m][d] for m, d in rows)]
         cost = result.get("cost", {})
         efficiency = result.get("efficiency", {})
         header = ["model", *metrics, *(["train_s"] if cost else [])]

@@ -132,9 +132,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.out is not None and args.out.is_dir():
         raise ConfigError(f"--out {args.out}: is a directory; give a file name")
 
-    from kd.generation import generate_all, load_summarizer  # heavy imports only after the input is valid
+    from kd.models.generation import generate_all, load_summarizer  # heavy imports only after the input is valid
     from kd.io import atomic_write_text
-    from kd.modeling import resolve_device
+    from kd.models.modeling import resolve_device
 
     device = resolve_device(bench.device)
     model, tokenizer = load_summarizer(args.model, device)  # what the benchmark scores, loaded the same way

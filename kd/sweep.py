@@ -139,7 +139,7 @@ def read_quality(repo: Path, rev: str) -> dict[str, dict[str, Any]]:
 
 
 def read_speedups(repo: Path, rev: str) -> dict[str, float]:
-    """model -> its `speedup` in the revision's report (kd.report); {} when the revision has none."""
+    """model -> its `speedup` in the revision's report (kd.report.results); {} when the revision has none."""
     if not _git(repo, "ls-tree", "--full-tree", "--name-only", rev, "--", str(RESULTS_JSON)):
         return {}
     report = json.loads(_git(repo, "show", f"{rev}:{RESULTS_JSON}"))

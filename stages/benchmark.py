@@ -7,15 +7,10 @@ Under `accelerate launch` each process decodes a shard; the main process writes.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-# The repo root replaces stages/ on the path: run from anywhere, and stages/tokenize.py must not
-# shadow the stdlib module of the same name.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from kd import cli, paths  # noqa: E402
-from kd.params import load_section  # noqa: E402
+from kd import cli, paths
+from kd.params import load_section
 
 
 def main(argv=None) -> None:
@@ -33,7 +28,7 @@ def main(argv=None) -> None:
     bench, tok = load_section("benchmark", args.params), load_section("tokenizer", args.params)
     cli.log_config(benchmark=bench, prefix=tok.prefix, max_source_length=tok.max_source_length)
 
-    from kd.benchmark import SPLITS, score_lead, score_model, scored_records, write_quality
+    from kd.evaluation.benchmark import SPLITS, score_lead, score_model, scored_records, write_quality
     from kd.data.sources import read_jsonl
 
     splits = {split: scored_records(read_jsonl(getattr(args, split)), bench.max_samples, split)

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-# The repo root replaces stages/ on the path: run from anywhere, and stages/tokenize.py must not
-# shadow the stdlib module of the same name.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from kd import cli, paths  # noqa: E402
-from kd.params import load_section  # noqa: E402
+from kd import cli, paths
+from kd.params import load_section
 
 
 def main(argv=None) -> None:
@@ -34,13 +29,13 @@ def main(argv=None) -> None:
     # a summaries file is tokenized like the references
     max_target_length = load_section("tokenizer", args.params).max_target_length
 
-    from kd.recipe import resolve  # imports the loss modules the recipe names
+    from kd.students.recipe import resolve  # imports the loss modules the recipe names
 
     recipe = resolve(args.student, kd, spec, train)  # every setting validated before anything is loaded
     cli.log_config(recipe=recipe.to_json(), teacher_device=kd.teacher_device)
     run_name = f"student_{args.student}"
 
-    from kd.distill import distill_student  # heavy imports only after argv and params are valid
+    from kd.students.distill import distill_student  # heavy imports only after argv and params are valid
 
     distill_student(recipe=recipe, teacher_device=kd.teacher_device, teacher_dir=args.teacher,
                     tokenizer_dir=args.tokenizer, teacher_outputs_dir=args.teacher_outputs,

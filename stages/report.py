@@ -9,15 +9,10 @@ quality_vs_speed.png and curves/*.png (validation loss and each training loss te
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-# The repo root replaces stages/ on the path: run from anywhere, and stages/tokenize.py must not
-# shadow the stdlib module of the same name.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from kd import cli, paths  # noqa: E402
-from kd.params import load_section  # noqa: E402
+from kd import cli, paths
+from kd.params import load_section
 
 
 def main(argv=None) -> None:
@@ -40,7 +35,7 @@ def main(argv=None) -> None:
     import dataclasses
 
     from kd.data.sources import read_jsonl
-    from kd.report import examples_side_by_side, gather, primary_decoding, write_benchmark
+    from kd.report.results import examples_side_by_side, gather, primary_decoding, write_benchmark
 
     records = {split: read_jsonl(getattr(args, split)) for split in ("validation", "test")}
     results, examples, host = gather(students=students, lead=f"lead{bench.lead_n}", quality_dir=args.quality_dir,
@@ -49,7 +44,7 @@ def main(argv=None) -> None:
     if args.teacher_targets.is_file():
         import json
 
-        from kd.report import train_split_block
+        from kd.report.results import train_split_block
 
         if (block := train_split_block(json.loads(args.teacher_targets.read_text()))) is not None:
             results["teacher"]["train_split"] = block

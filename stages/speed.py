@@ -1,21 +1,16 @@
 """Stage speed: every model's decoding speed and peak memory, timed side by side in one run: the
 teacher and every student in params `kd.students` (models/student_<name>), or the --model NAME=PATH
 models given. Each model runs in its own worker process; rounds interleave the models and each gets
-the median of `benchmark.speed_repeats` rounds (kd/speed.py).
+the median of `benchmark.speed_repeats` rounds (kd/evaluation/speed.py).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-# The repo root replaces stages/ on the path: run from anywhere, and stages/tokenize.py must not
-# shadow the stdlib module of the same name.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from kd import cli, paths  # noqa: E402
-from kd.errors import ConfigError  # noqa: E402
-from kd.params import load_section  # noqa: E402
+from kd import cli, paths
+from kd.errors import ConfigError
+from kd.params import load_section
 
 
 def parse_model(spec: str) -> tuple[str, Path]:
@@ -54,7 +49,7 @@ def main(argv=None) -> None:
 
     from kd.data.sources import read_jsonl
     from kd.io import atomic_write_json
-    from kd.speed import time_models
+    from kd.evaluation.speed import time_models
 
     articles = [r["article"] for r in read_jsonl(args.test)[: bench.speed_samples]]
     result = time_models(models=models, articles=articles, prefix=tok.prefix, max_source_length=tok.max_source_length,

@@ -3,15 +3,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-# The repo root replaces stages/ on the path: run from anywhere, and stages/tokenize.py must not
-# shadow the stdlib module of the same name.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from kd import cli, paths  # noqa: E402
-from kd.params import load_section  # noqa: E402
+from kd import cli, paths
+from kd.params import load_section
 
 
 def main(argv=None) -> None:
@@ -29,7 +24,7 @@ def main(argv=None) -> None:
     params = load_section("teacher_generate", args.params)
     cli.log_config(teacher_generate=params)
 
-    from kd.teacher_generate import generate_targets  # heavy imports only after argv and params are valid
+    from kd.teacher.generate import generate_targets  # heavy imports only after argv and params are valid
 
     generate_targets(params=params, teacher_dir=args.teacher, tokenizer_dir=args.tokenizer,
                      tokenized_dir=args.tokenized, raw_train=args.raw_train, out_dir=args.out,

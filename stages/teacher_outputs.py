@@ -4,15 +4,10 @@ distillation does not run the teacher on every step."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-# The repo root replaces stages/ on the path: run from anywhere, and stages/tokenize.py must not
-# shadow the stdlib module of the same name.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from kd import cli, paths  # noqa: E402
-from kd.params import load_section  # noqa: E402
+from kd import cli, paths
+from kd.params import load_section
 
 
 def main(argv=None) -> None:
@@ -26,7 +21,7 @@ def main(argv=None) -> None:
     params = load_section("teacher_outputs", args.params)
     cli.log_config(teacher_outputs=params)
 
-    from kd.teacher_outputs import write_teacher_outputs  # heavy imports only after argv and params are valid
+    from kd.teacher.outputs import write_teacher_outputs  # heavy imports only after argv and params are valid
 
     write_teacher_outputs(params=params, teacher_dir=args.teacher, tokenizer_dir=args.tokenizer,
                           tokenized_dir=args.tokenized, out_dir=args.out)

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-# The repo root replaces stages/ on the path: run from anywhere, and stages/tokenize.py must not
-# shadow the stdlib module of the same name.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from kd import cli, paths  # noqa: E402
-from kd.params import load_section  # noqa: E402
+from kd import cli, paths
+from kd.params import load_section
 
 
 def main(argv=None) -> None:
@@ -25,7 +20,7 @@ def main(argv=None) -> None:
     pretrained = load_section("teacher", args.params).pretrained
     cli.log_config(tokenizer=tok, teacher_pretrained=pretrained)
 
-    from kd.tokenization import prepare_tokenized
+    from kd.data.tokenization import prepare_tokenized
 
     sizes = prepare_tokenized(raw_dir=args.raw, tokenizer_out=args.tokenizer_out,
                               tokenized_out=args.tokenized_out, params=tok, pretrained=pretrained)

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-# The repo root replaces stages/ on the path: run from anywhere, and stages/tokenize.py must not
-# shadow the stdlib module of the same name.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from kd import cli, paths  # noqa: E402
-from kd.params import load_section  # noqa: E402
+from kd import cli, paths
+from kd.params import load_section
 
 
 def main(argv=None) -> None:
@@ -27,7 +22,7 @@ def main(argv=None) -> None:
     spec, train = load_section("teacher", args.params), load_section("train", args.params)
     cli.log_config(teacher=spec, train=train)
 
-    from kd.teacher import train_teacher  # heavy imports only after argv and params are valid
+    from kd.teacher.train import train_teacher  # heavy imports only after argv and params are valid
 
     train_teacher(spec=spec, train=train, tokenizer_dir=args.tokenizer, tokenized_dir=args.tokenized,
                   out_dir=args.out, ckpt_dir=args.checkpoints, live_dir=args.live_dir,

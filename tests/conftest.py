@@ -15,6 +15,8 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# Stage subprocesses run as `python -m stages.<name>` from temp dirs: they find this checkout's code.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 SHARED_CNNDM = ROOT.parent / "shared" / "data" / "cnn_dailymail"
 
 
@@ -55,7 +57,7 @@ def tiny_data(tmp_path_factory):
     import datasets
 
     from kd.data.builtin import generate
-    from kd.tokenization import tokenize_records, train_sentencepiece
+    from kd.data.tokenization import tokenize_records, train_sentencepiece
 
     root = tmp_path_factory.mktemp("tiny_data")
     splits = {s: generate(s, n, 0) for s, n in (("train", TINY_RECORDS), ("validation", 8), ("test", 8))}
@@ -68,8 +70,8 @@ def tiny_data(tmp_path_factory):
 
 
 def make_objective(losses: dict, teacher=None, student=None, label_weight: float = 1.0):
-    """The training objective of {loss name: settings mapping}, built as a recipe's is (kd.recipe)."""
-    from kd.recipe import make_objective as build, parse_losses
+    """The training objective of {loss name: settings mapping}, built as a recipe's is (kd.students.recipe)."""
+    from kd.students.recipe import make_objective as build, parse_losses
 
     return build(parse_losses(losses, "test"), label_weight=label_weight,
                  teacher_config=teacher.config if teacher is not None else None,
@@ -78,6 +80,6 @@ def make_objective(losses: dict, teacher=None, student=None, label_weight: float
 
 def live(teacher):
     """A teacher model as the objective's source of teacher outputs."""
-    from kd.objective import LiveTeacher
+    from kd.training.objective import LiveTeacher
 
     return LiveTeacher(teacher)

@@ -202,7 +202,7 @@ def run_stage(name: str, args: list[str], tmp: Path) -> subprocess.CompletedProc
             outputs += ["--validation", args[args.index("--test") + 1]]
     # The hub case must fail fast and the same way everywhere: nothing listens on port 9.
     env = dict(os.environ, HF_HUB_OFFLINE="0", HF_DATASETS_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9")
-    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py"), *args, *outputs], cwd=tmp,
+    return subprocess.run([sys.executable, "-m", f"stages.{name}", *args, *outputs], cwd=tmp,
                           env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -227,7 +227,7 @@ def test_bad_input_fails_cleanly(stage, setup, needles, tmp_path, request):
 
 def test_load_model_names_a_truncated_weights_file(teachers):
     from kd.errors import ConfigError
-    from kd.modeling import load_model
+    from kd.models.modeling import load_model
 
     weights = teachers["truncated"] / "model.safetensors"
     with pytest.raises(ConfigError) as e:
@@ -239,7 +239,7 @@ def test_load_model_names_a_truncated_weights_file(teachers):
 
 def test_load_model_names_a_missing_directory(tmp_path):
     from kd.errors import ConfigError
-    from kd.modeling import load_model
+    from kd.models.modeling import load_model
 
     with pytest.raises(ConfigError, match=f"^cannot load a seq2seq model from '{tmp_path}/nope': no such directory$"):
         load_model(tmp_path / "nope")

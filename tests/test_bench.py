@@ -12,7 +12,7 @@ from conftest import ROOT
 def test_gpu_smoke_script_runs_every_stage_on_cpu(tmp_path):
     """No GPU in CI: the same script and stages with --device cpu, 2 steps per model, short decoding (random
     weights decode to the length limit: at the real shape that is most of the CPU time)."""
-    out = subprocess.run([sys.executable, "-m", "kd.bench", "gpu-smoke", "--device", "cpu", "--steps", "2",
+    out = subprocess.run([sys.executable, "-m", "tools.bench", "gpu-smoke", "--device", "cpu", "--steps", "2",
                           "--eval-size", "8", "--max-new-tokens", "8",
                           "--out", str(tmp_path / "smoke.json")], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
@@ -31,5 +31,5 @@ def test_gpu_smoke_without_cuda_says_so():
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is here")
-    out = subprocess.run([sys.executable, "-m", "kd.bench", "gpu-smoke"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "tools.bench", "gpu-smoke"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0 and "no CUDA device here" in out.stderr

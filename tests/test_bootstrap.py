@@ -1,4 +1,4 @@
-"""kd.bootstrap: exact expectations on small inputs, plus the properties that make an interval useful."""
+"""kd.metrics.bootstrap: exact expectations on small inputs, plus the properties that make an interval useful."""
 
 import json
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from kd.bootstrap import Interval, Paired, interval, paired, resample_indices
+from kd.metrics.bootstrap import Interval, Paired, interval, paired, resample_indices
 
 SMALL = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0]
 
@@ -111,7 +111,7 @@ def test_bad_arguments_are_errors():
 
 
 def test_gap_closed_is_the_share_of_the_teachers_lead_with_a_paired_interval():
-    from kd.bootstrap import gap_closed
+    from kd.metrics.bootstrap import gap_closed
 
     control = np.array([10.0, 20.0, 30.0, 40.0])
     teacher = control + 10.0
@@ -125,7 +125,7 @@ def test_gap_closed_is_the_share_of_the_teachers_lead_with_a_paired_interval():
 
 
 def test_the_report_gives_each_student_its_share_of_the_gap():
-    from kd.report import gap_block, gap_cell
+    from kd.report.results import gap_block, gap_cell
 
     rows = lambda values: [{"rougeL": v} for v in values]  # noqa: E731
     block = gap_block(rows([60.0, 70.0]), rows([40.0, 50.0]), rows([80.0, 90.0]))

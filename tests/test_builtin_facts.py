@@ -11,7 +11,7 @@ from kd.data import builtin
 from kd.data.prepare import write_splits
 from kd.data.sources import SPLITS, read_jsonl
 from kd.errors import ConfigError
-from kd.faithfulness import entity_precision, fact_precision, fact_recall, mentions
+from kd.metrics.faithfulness import entity_precision, fact_precision, fact_recall, mentions
 from kd.paths import raw_split
 
 # sha256 of the corpus at fixed arguments (seed 0, n_distractors 1, entity_pool 15): id, article and

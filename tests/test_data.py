@@ -335,7 +335,7 @@ def test_generate_does_not_depend_on_the_hash_seed():
 # --- the tokenizer trainer sees every text -------------------------------------------------------------
 
 def test_trainer_inputs_keep_every_word_within_the_limit():
-    from kd.tokenization import trainer_inputs
+    from kd.data.tokenization import trainer_inputs
 
     short = ["A short article.", "Another one."]
     assert list(trainer_inputs(short)) == short  # texts that fit go in as they are (builtin: unchanged)
@@ -349,7 +349,7 @@ def test_trainer_inputs_keep_every_word_within_the_limit():
 _SP_CHECK = """
 import io, json, sys
 import sentencepiece as spm
-from kd.tokenization import trainer_inputs
+from kd.data.tokenization import trainer_inputs
 articles = [json.loads(line)["article"] for line in open(sys.argv[1], encoding="utf-8")]
 texts = articles if sys.argv[2] == "raw" else list(trainer_inputs(articles))
 spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=io.BytesIO(), vocab_size=500,

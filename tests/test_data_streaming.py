@@ -21,7 +21,7 @@ from kd.data.sources import SPLITS, load_hub
 from kd.errors import ConfigError
 from kd.params import BuiltinData, DataParams, JsonlData, TokenizerParams
 from kd.paths import raw_split
-from kd.peakrss import measured
+from tools.peakrss import measured
 
 SIZES = {"train": 40, "validation": 6, "test": 5}
 
@@ -112,7 +112,7 @@ def _raw_dir(root: Path, splits: dict[str, list[dict]]) -> Path:
 def test_bad_record_leaves_the_tokenizer_and_tokenized_data_untouched(tmp_path, bad_split):
     """A bad record read while the tokenizer trains (train) or at the end of the last split (test) fails
     with the ConfigError naming its line, not the trainer's RuntimeError, and replaces no output."""
-    from kd.tokenization import prepare_tokenized
+    from kd.data.tokenization import prepare_tokenized
 
     splits = {s: builtin.generate(s, n, 0) for s, n in SIZES.items()}
     raw = _raw_dir(tmp_path / "raw", splits)
@@ -133,7 +133,7 @@ def test_bad_record_leaves_the_tokenizer_and_tokenized_data_untouched(tmp_path, 
 
 
 def _in_memory_tokenized(records, tokenizer, *, prefix, max_source_length, max_target_length):
-    """The tokenize stage's code before it streamed (kd.tokenization.tokenize_records at 69956ab), verbatim."""
+    """The tokenize stage's code before it streamed (kd.data.tokenization.tokenize_records at 69956ab), verbatim."""
     import datasets
 
     def encode(batch):
@@ -151,7 +151,7 @@ def _in_memory_tokenized(records, tokenizer, *, prefix, max_source_length, max_t
 def test_streamed_tokens_equal_the_in_memory_path(tmp_path, num_proc):
     import datasets
 
-    from kd.tokenization import Encoder, tokenize_records, train_sentencepiece, write_tokenized
+    from kd.data.tokenization import Encoder, tokenize_records, train_sentencepiece, write_tokenized
 
     splits = {s: builtin.generate(s, n, 3) for s, n in SIZES.items()}
     tok = train_sentencepiece((r["article"] for r in splits["train"]), 150)
@@ -178,7 +178,7 @@ def test_trainer_reads_every_real_article_and_learns_from_a_sample(tmp_path, mon
     reaches the trainer's input, in pieces that fit, although it keeps only a sample of 2,000 inputs."""
     import sentencepiece as spm
 
-    from kd import tokenization
+    from kd.data import tokenization
 
     path = SHARED_CNNDM / "test.jsonl"
     if not path.is_file():
@@ -207,7 +207,7 @@ def test_trainer_reads_every_real_article_and_learns_from_a_sample(tmp_path, mon
 
 
 def test_trainer_sample_is_seeded_and_leaves_a_small_corpus_as_it_was():
-    from kd.tokenization import train_sentencepiece
+    from kd.data.tokenization import train_sentencepiece
 
     texts = [t for r in builtin.generate("train", 300, 0) for t in (r["article"], r["highlights"])]
 
@@ -226,7 +226,7 @@ def test_split_digits_spells_every_number_digit_by_digit(tmp_path):
 
     from transformers import AutoTokenizer
 
-    from kd.tokenization import prepare_tokenized
+    from kd.data.tokenization import prepare_tokenized
 
     raw = _raw_dir(tmp_path / "raw", {s: builtin.generate(s, n * 5, 0) for s, n in SIZES.items()})
 
@@ -259,7 +259,7 @@ def _write_corpus(root: Path, sizes: dict[str, int], seed: int = 0) -> None:
 
 
 def _peak_rss_mb(cmd: list[str], cwd: Path) -> float:
-    """Peak RSS of `cmd`, from kd.peakrss's small launcher: started from this process, which holds torch,
+    """Peak RSS of `cmd`, from tools.peakrss's small launcher: started from this process, which holds torch,
     the child's figure would start at this process's."""
     env = {**os.environ, "TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false"}
     with open(cwd / "out.log", "w") as out:
@@ -270,7 +270,7 @@ def _peak_rss_mb(cmd: list[str], cwd: Path) -> float:
 
 def test_download_and_tokenize_of_50000_articles_stay_in_bounded_memory(tmp_path):
     """Both stages as subprocesses on a 50,000-article train split (20-word articles, 11 MB of JSONL), peak
-    RSS measured with os.wait4 through kd.peakrss (MB, new / the in-memory code it replaced):
+    RSS measured with os.wait4 through tools.peakrss (MB, new / the in-memory code it replaced):
 
                   5,000 articles   50,000 articles
         download      20 / 22          29 / 51      (the ids seen, kept to find duplicates)
@@ -286,9 +286,9 @@ def test_download_and_tokenize_of_50000_articles_stay_in_bounded_memory(tmp_path
         "tokenizer": {"vocab_size": 500, "max_source_length": 64, "max_target_length": 16,
                       "trainer_sample_size": 5000}}))
     common = ["--params", str(params), "--log-dir", str(tmp_path / "logs")]
-    download = _peak_rss_mb([sys.executable, str(ROOT / "stages" / "download.py"), *common,
+    download = _peak_rss_mb([sys.executable, "-m", "stages.download", *common,
                              "--out", str(tmp_path / "raw")], tmp_path)
-    tokenize = _peak_rss_mb([sys.executable, str(ROOT / "stages" / "tokenize.py"), *common, "--raw",
+    tokenize = _peak_rss_mb([sys.executable, "-m", "stages.tokenize", *common, "--raw",
                              str(tmp_path / "raw"), "--tokenizer-out", str(tmp_path / "tok"),
                              "--tokenized-out", str(tmp_path / "tokd")], tmp_path)
     import datasets

@@ -1,5 +1,5 @@
 """The repo's DVC cache settings keep each output once on disk (workspace and .dvc/cache share inodes),
-through reruns, experiments and checkouts; and kd.diskuse counts what is really stored."""
+through reruns, experiments and checkouts; and tools.diskuse counts what is really stored."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from kd.diskuse import disk_usage
+from tools.diskuse import disk_usage
 
 DVC = [sys.executable, "-m", "dvc"]
 

@@ -90,21 +90,21 @@ def test_the_teachers_stages_do_not_import_the_losses_or_the_cache():
     for script in ("train_teacher", "teacher_outputs"):
         closure = {str(f.relative_to(ROOT)) for f in import_closure(ROOT / "stages" / f"{script}.py")}
         assert not {f for f in closure if f.startswith("kd/losses")}, script
-        assert "kd/distill.py" not in closure and "kd/recipe.py" not in closure, script
+        assert "kd/students/distill.py" not in closure and "kd/students/recipe.py" not in closure, script
     closure = {str(f.relative_to(ROOT)) for f in import_closure(ROOT / "stages" / "train_teacher.py")}
-    assert "kd/teacher_cache.py" not in closure
+    assert "kd/teacher/cache.py" not in closure
 
 
 def test_import_closure_sees_function_level_imports():
     closure = {str(f.relative_to(ROOT)) for f in import_closure(ROOT / "stages" / "distill.py")}
-    assert {"kd/distill.py", "kd/recipe.py", "kd/losses/__init__.py", "kd/train.py"} <= closure
+    assert {"kd/students/distill.py", "kd/students/recipe.py", "kd/losses/__init__.py", "kd/training/loop.py"} <= closure
 
 
 # ----------------------------------------------------------------------------- students
 
 
 def test_every_student_is_a_stage_whose_teacher_dep_is_what_its_recipe_reads():
-    from kd.recipe import resolve
+    from kd.students.recipe import resolve
 
     kd = load_section("kd", ROOT / "params.yaml")
     spec, train = load_section("student", ROOT / "params.yaml"), load_section("train", ROOT / "params.yaml")

@@ -1,11 +1,11 @@
-"""kd.faithfulness: exact expectations on hand-made summaries, and a sanity check on real CNN/DailyMail text."""
+"""kd.metrics.faithfulness: exact expectations on hand-made summaries, and a sanity check on real CNN/DailyMail text."""
 
 import json
 
 import pytest
 
 from conftest import SHARED_CNNDM
-from kd.faithfulness import (
+from kd.metrics.faithfulness import (
     Mention,
     entity_precision,
     example_scores,
@@ -20,7 +20,7 @@ from kd.faithfulness import (
     texts_ngrams,
     tokens,
 )
-from kd.metrics import lead_n
+from kd.metrics.rouge import lead_n
 
 FACTS = {
     "kind": "ruling",

@@ -1,4 +1,4 @@
-"""kd.flops: T5 model FLOPs counted by hand, against a count on paper and torch's FlopCounterMode
+"""tools.flops: T5 model FLOPs counted by hand, against a count on paper and torch's FlopCounterMode
 (forward, training step, beam search; ReLU and gated feed-forward), and the GPU peak table."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from kd.flops import (H100_BF16_FLOPS, Shape, forward_flops, generate_flops, gpu_seconds, peak_tflops,
+from tools.flops import (H100_BF16_FLOPS, Shape, forward_flops, generate_flops, gpu_seconds, peak_tflops,
                       training_flops)
 
 RELU = Shape(d_model=32, d_ff=48, d_kv=8, num_heads=3, num_layers=2, num_decoder_layers=3, vocab_size=300)

@@ -165,10 +165,10 @@ GKD_RECIPE = {"teacher_input": "models/teacher", "targets": "data/tokenized", "l
 
 @pytest.fixture(scope="module")
 def tiny_teacher(tiny_data, tmp_path_factory):
-    from kd.modeling import build_model
+    from kd.models.modeling import build_model
     from kd.params import ModelParams
-    from kd.run import save_model_dir
-    from kd.tokenization import load_tokenizer
+    from kd.training.run import save_model_dir
+    from kd.data.tokenization import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_data / "tokenizer"))
     out = tmp_path_factory.mktemp("gkd_teacher") / "teacher"
@@ -181,7 +181,7 @@ def _distill(tmp_path, tiny_data, teacher, run):
     params.write_text(yaml.safe_dump({"student": STUDENT, "train": {"batch_size": 4, "checkpoint_every": 5},
                                       "kd": {"students": {"g": GKD_RECIPE}}}))
     out = tmp_path / run
-    return [sys.executable, str(ROOT / "stages" / "distill.py"), "--student", "g", "--params", str(params),
+    return [sys.executable, "-m", "stages.distill", "--student", "g", "--params", str(params),
             "--teacher", str(teacher), "--tokenizer", str(tiny_data / "tokenizer"),
             "--tokenized", str(tiny_data / "tokenized"), "--out", str(out / "student"),
             "--checkpoints", str(out / "ckpt"), "--live-dir", str(out / "live"), "--log-dir", str(out / "logs")]

@@ -1,5 +1,5 @@
-"""kd.gpu_real (`python -m kd.bench gpu-real`): its CPU path end to end. Its FLOP counts and peak table
-(kd.flops) are tested in tests/test_flops.py."""
+"""tools.gpu_real (`python -m tools.bench gpu-real`): its CPU path end to end. Its FLOP counts and peak table
+(tools.flops) are tested in tests/test_flops.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from kd import bench
+from tools import bench
 
 # Every measurement the CPU path writes (the GPU path adds bf16 generation and peak memory).
 MEASURED = [
@@ -43,7 +43,7 @@ def test_cuda_without_a_gpu_is_one_clear_error():
 
 def test_a_failed_measurement_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
     """One shot on a lent GPU: a measurement that raises must not lose the others."""
-    from kd import gpu_real
+    from tools import gpu_real
 
     def broken(b, name, model, ds):
         raise RuntimeError("no beams today")

@@ -11,7 +11,7 @@ from conftest import live, make_objective, tiny_batch, tiny_t5
 from kd.errors import ConfigError
 from kd.losses import REGISTRY, available, loss_class
 from kd.losses.logit import LogitKD
-from kd.objective import Objective, mix_losses
+from kd.training.objective import Objective, mix_losses
 
 
 class Out:  # the part of Seq2SeqLMOutput a logit loss reads

@@ -11,7 +11,7 @@ import pytest
 
 from kd.data import builtin
 from kd.errors import ConfigError
-from kd.faithfulness import fact_precision
+from kd.metrics.faithfulness import fact_precision
 from kd.mentions import classify, main, markdown, tally
 
 ARTICLE = ("It has been a busy week in Madrid. On Friday, Storm David swept across Cairo, leaving at least 4 "

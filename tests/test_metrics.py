@@ -1,4 +1,4 @@
-"""Unit tests for kd.metrics, kd.report and kd.io: exact expectations on tiny hand-made inputs."""
+"""Unit tests for kd.metrics.rouge, kd.report.results and kd.io: exact expectations on tiny hand-made inputs."""
 
 import csv
 import json
@@ -7,16 +7,10 @@ import pytest
 from rouge_score import rouge_scorer
 
 from kd.io import atomic_dir, atomic_file, atomic_write_json, atomic_write_text
-from kd.metrics import (
-    bleu_scores,
-    lead_n,
-    rouge_scores,
-    split_sentences,
-    summary_scores,
-    word_tokenize,
-)
+from kd.metrics.bleu import bleu
+from kd.metrics.rouge import ROUGE_KEYS, lead_n, rouge_scores, split_sentences
 from kd.errors import ConfigError
-from kd.report import (
+from kd.report.results import (
     display_rows,
     format_table,
     gather,
@@ -38,10 +32,9 @@ ARTICLE = (
     "Mr. Smith went to Washington on Monday. He met the U.S. president! Did they agree? "
     "\"Yes,\" he said.\nA new paragraph starts here. 12 people attended."
 )
-SCORE_KEYS = ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu1", "bleu2", "bleu3", "bleu4"]
 
 
-# --- kd.metrics -------------------------------------------------------------------------------
+# --- kd.metrics.rouge -------------------------------------------------------------------------------
 
 def test_split_sentences():
     assert split_sentences(ARTICLE) == [
@@ -70,15 +63,17 @@ def test_lead_n():
 def test_identical_texts_score_100():
     texts = ["The cat sat on the mat. It was a sunny day in the park.",
              "Stocks fell sharply on Tuesday after the bank raised rates."]
-    scores = summary_scores(texts, list(texts))
-    assert list(scores) == SCORE_KEYS
-    for key in SCORE_KEYS:
+    scores = rouge_scores(texts, list(texts))
+    assert list(scores) == list(ROUGE_KEYS)
+    for key in ROUGE_KEYS:
         assert scores[key] == pytest.approx(100.0), key
+    assert bleu(texts, list(texts)) == pytest.approx(100.0)
 
 
 def test_disjoint_texts_score_0():
-    scores = summary_scores(["alpha beta gamma delta"], ["epsilon zeta eta theta"])
-    assert scores == {key: 0.0 for key in SCORE_KEYS}
+    scores = rouge_scores(["alpha beta gamma delta"], ["epsilon zeta eta theta"])
+    assert scores == {key: 0.0 for key in ROUGE_KEYS}
+    assert bleu(["alpha beta gamma delta"], ["epsilon zeta eta theta"]) == 0.0
 
 
 def test_rouge_uses_stemmer():
@@ -104,21 +99,15 @@ def test_scores_are_means_over_pairs():
     assert scores["rouge1"] == pytest.approx(50.0)
 
 
-def test_bleu_tokenizer_and_partial_match():
-    assert word_tokenize("It's 3 o'clock, OK?") == ["it", "'", "s", "3", "o", "'", "clock", ",", "ok", "?"]
-    # 3 of 4 unigrams match, same length so no brevity penalty.
-    assert bleu_scores(["the cat sat down"], ["the cat sat up"])["bleu1"] == pytest.approx(75.0)
-
-
 @pytest.mark.parametrize("predictions, references", [(["a"], ["a", "b"]), ([], [])])
 def test_bad_inputs_raise(predictions, references):
     with pytest.raises(ValueError):
         rouge_scores(predictions, references)
     with pytest.raises(ValueError):
-        bleu_scores(predictions, references)
+        bleu(predictions, references)
 
 
-# --- kd.report --------------------------------------------------------------------------------
+# --- kd.report.results --------------------------------------------------------------------------------
 
 def _rows():
     return [
@@ -220,7 +209,7 @@ def _gather(root, ids, **overrides):
 
 
 def test_gather_intervals_retention_paired_and_cost(tmp_path):
-    from kd.bootstrap import paired
+    from kd.metrics.bootstrap import paired
 
     ids = _write_stage_outputs(tmp_path)
     results, examples, host = _gather(tmp_path, ids)
@@ -347,7 +336,7 @@ def test_atomic_dir_crash_between_renames_keeps_the_old_version(tmp_path, monkey
     import os
 
     from kd import io
-    from kd.checkpoint import LAST, find_last
+    from kd.training.checkpoint import LAST, find_last
 
     last = tmp_path / LAST
     last.mkdir()
@@ -374,7 +363,7 @@ def test_atomic_dir_crash_between_renames_keeps_the_old_version(tmp_path, monkey
 
 
 def test_sentence_splitter_agrees_with_punkt_on_real_news():
-    """The lead-3 row of the real-text reference (README) rests on kd.metrics.split_sentences; check it
+    """The lead-3 row of the real-text reference (README) rests on kd.metrics.rouge.split_sentences; check it
     against an independent splitter, nltk's Punkt with its default parameters (no downloaded model), on
     the real CNN/DailyMail test sample. Where they differ it is mostly a stray " ." after a sentence
     (ours keeps it in the sentence, Punkt makes it a sentence of its own) or an abbreviation ("St.")."""

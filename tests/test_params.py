@@ -89,7 +89,7 @@ def test_unknown_student_name():
 
 
 def _resolve(tmp_path, recipe: dict, name="s", **sections):
-    from kd.recipe import resolve
+    from kd.students.recipe import resolve
 
     path = write(tmp_path, {"kd": {"students": {name: recipe}}, **sections})
     return resolve(name, *(load_section(s, path) for s in ("kd", "student", "train")))

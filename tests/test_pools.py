@@ -106,7 +106,7 @@ def test_unlabeled_articles_are_tokenized_without_labels_and_the_tokenizer_learn
     from datasets import load_from_disk
 
     from kd.params import TokenizerParams
-    from kd.tokenization import prepare_tokenized
+    from kd.data.tokenization import prepare_tokenized
 
     data = DataParams(builtin=BuiltinData(train_size=20, validation_size=4, test_size=4, teacher_train_size=30,
                                           unlabeled_size=6))

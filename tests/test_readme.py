@@ -1,4 +1,4 @@
-"""The README's results tables are the committed results files, rendered (python -m kd.readme)."""
+"""The README's results tables are the committed results files, rendered (python -m tools.readme)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import sys
 
 from conftest import ROOT
 
-from kd.readme import cnndm_table, markers, render, render_all, results_table
+from tools.readme import cnndm_table, markers, render, render_all, results_table
 
 
 def test_readme_tables_match_the_committed_results():
-    out = subprocess.run([sys.executable, "-m", "kd.readme", "--check"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "tools.readme", "--check"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 
 
@@ -55,7 +55,7 @@ def test_the_check_accepts_the_committed_results_after_a_rerun(tmp_path):
 
     def check():
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        return subprocess.run([sys.executable, "-m", "kd.readme", "--check"], cwd=tmp_path, env=env,
+        return subprocess.run([sys.executable, "-m", "tools.readme", "--check"], cwd=tmp_path, env=env,
                               capture_output=True, text=True)
 
     assert check().returncode == 0

@@ -14,12 +14,12 @@ import yaml
 from conftest import ROOT, SHARED_CNNDM, make_objective, tiny_t5
 
 from kd.errors import ConfigError
-from kd.modeling import build_model, resolve_precision, shrink_model, spread_layers
+from kd.models.modeling import build_model, resolve_precision, shrink_model, spread_layers
 from kd.params import ModelParams, TrainParams
 
 
 def run_stage(name, args, cwd, params):
-    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py"), "--params", str(params), *args],
+    return subprocess.run([sys.executable, "-m", f"stages.{name}", "--params", str(params), *args],
                           cwd=cwd, capture_output=True, text=True)
 
 
@@ -63,7 +63,7 @@ def cnndm_jsonl(tmp_path_factory):
 def pretrained_dirs(tmp_path_factory, cnndm_jsonl):
     """A 'teacher' and a same-vocabulary 'student' pretrained checkpoint, as hub downloads would be."""
     from kd.data.sources import read_jsonl
-    from kd.tokenization import train_sentencepiece
+    from kd.data.tokenization import train_sentencepiece
 
     root = tmp_path_factory.mktemp("hub")
     texts = [t for r in read_jsonl(cnndm_jsonl / "train.jsonl.gz") for t in (r["article"], r["highlights"])]
@@ -126,7 +126,7 @@ def test_shrink_is_for_students_only():
 
 
 def test_pretrained_student_loads_through_from_pretrained(pretrained_dirs):
-    from kd.tokenization import load_tokenizer
+    from kd.data.tokenization import load_tokenizer
 
     tok = load_tokenizer(str(pretrained_dirs["teacher"]))
     spec = ModelParams(pretrained=str(pretrained_dirs["student"]))
@@ -136,7 +136,7 @@ def test_pretrained_student_loads_through_from_pretrained(pretrained_dirs):
 
 
 def test_pretrained_student_with_another_vocabulary_is_a_clear_error(pretrained_dirs, tiny_data):
-    from kd.tokenization import load_tokenizer
+    from kd.data.tokenization import load_tokenizer
 
     other = load_tokenizer(str(tiny_data / "tokenizer"))  # a different SentencePiece vocabulary
     with pytest.raises(ConfigError, match="vocabulary mismatch: student.pretrained"):
@@ -144,7 +144,7 @@ def test_pretrained_student_with_another_vocabulary_is_a_clear_error(pretrained_
 
 
 def test_pretrained_name_that_cannot_be_found_is_a_clear_error(tmp_path):
-    from kd.modeling import load_model
+    from kd.models.modeling import load_model
 
     with pytest.raises(ConfigError, match="cannot load a seq2seq model from"):
         load_model(tmp_path / "no-such-model")
@@ -237,7 +237,7 @@ def test_precision_auto_is_bf16_on_cuda_only():
 
 
 def _train_tiny(tiny_data, tmp_path, name, train):
-    from kd.teacher import train_teacher
+    from kd.teacher.train import train_teacher
 
     spec = ModelParams(d_model=16, d_ff=32, d_kv=8, num_layers=2, num_decoder_layers=2, num_heads=2,
                        dropout=0.0, epochs=1, lr=1e-2)
@@ -267,7 +267,7 @@ def test_grad_accum_trains_like_a_larger_batch(tiny_data, tmp_path):
 
 
 def test_teacher_outputs_are_fp32_copies_that_backprop(batch):
-    from kd.objective import LiveTeacher, freeze_teacher
+    from kd.training.objective import LiveTeacher, freeze_teacher
 
     teacher = freeze_teacher(tiny_t5(layers=2), "cpu")
     student = tiny_t5(d_model=16, layers=1, seed=3)
@@ -295,7 +295,7 @@ def test_two_processes_train_with_ddp_and_write_once(tiny_data, tmp_path):
                               "num_heads": 2, "epochs": 2, "lr": 0.01},
                      train={"batch_size": 4, "device": "cpu", "checkpoint_every": 2})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           str(ROOT / "stages" / "train_teacher.py"), "--params", str(p),
+           "-m", "stages.train_teacher", "--params", str(p),
            "--tokenizer", str(tiny_data / "tokenizer"), "--tokenized", str(tiny_data / "tokenized"),
            "--out", str(tmp_path / "teacher"), "--checkpoints", str(tmp_path / "ckpt"),
            "--live-dir", str(tmp_path / "live"), "--log-dir", str(tmp_path / "logs")]
@@ -314,7 +314,7 @@ def test_two_processes_train_with_ddp_and_write_once(tiny_data, tmp_path):
 
 def test_generation_works_with_more_decoder_than_encoder_layers():
     """A shrunk 1+2 student: transformers sizes T5's cache by encoder depth; generate_kwargs fixes it."""
-    from kd.modeling import generate_kwargs
+    from kd.models.modeling import generate_kwargs
 
     model = tiny_t5(layers=1, dec_layers=2, attn="sdpa")
     x = torch.randint(3, 60, (2, 5))
@@ -329,7 +329,7 @@ def test_benchmark_in_two_processes_gathers_the_same_scores(tmp_path, cnndm_json
     the quality file and the per-example scores are byte for byte those of one process."""
     p = write_params(tmp_path / "params.yaml", tokenizer={"max_source_length": 48},
                      benchmark={"num_beams": 1, "max_new_tokens": 8, "batch_size": 2, "device": "cpu"})
-    script = str(ROOT / "stages" / "benchmark.py")
+    script = "-m", "stages.benchmark"
 
     def args(run):
         return ["--params", str(p), "--test", str(cnndm_jsonl / "test.jsonl.gz"),
@@ -337,9 +337,9 @@ def test_benchmark_in_two_processes_gathers_the_same_scores(tmp_path, cnndm_json
                 "--model", str(pretrained_dirs["student"]), "--out", str(tmp_path / run / "quality.json"),
                 "--examples", str(tmp_path / run / "examples.jsonl"), "--log-dir", str(tmp_path / run)]
 
-    one = subprocess.run([sys.executable, script, *args("one")], cwd=tmp_path, capture_output=True, text=True)
+    one = subprocess.run([sys.executable, *script, *args("one")], cwd=tmp_path, capture_output=True, text=True)
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", "29534", script, *args("two")],
+                          "--master_port", "29534", *script, *args("two")],
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
     for f in ("quality.json", "examples.jsonl"):

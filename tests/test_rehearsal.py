@@ -1,4 +1,4 @@
-"""The real-scale rehearsal (kd.rehearsal, `python -m kd.bench rehearsal`): its corpus' length statistics,
+"""The real-scale rehearsal (tools.rehearsal, `python -m tools.bench rehearsal`): its corpus' length statistics,
 its extrapolation arithmetic, its disk accounting, and one tiny run through every stage."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from conftest import ROOT, SHARED_CNNDM
 
 from kd.errors import ConfigError
-from kd.rehearsal import overrides, rehearsal_params, scaled_seconds, stored_ratio
-from kd.rehearsal_corpus import (ARTICLE_WORDS, CNNDM_SIZES, SUMMARY_WORDS, LengthStats, generate_split,
+from tools.rehearsal import overrides, rehearsal_params, scaled_seconds, stored_ratio
+from tools.rehearsal_corpus import (ARTICLE_WORDS, CNNDM_SIZES, SUMMARY_WORDS, LengthStats, generate_split,
                                  load_pool, lognormal_lengths, scaled_sizes, take_nearest)
 
 # --- the corpus ------------------------------------------------------------------------------------------
@@ -131,7 +131,7 @@ def test_rehearsal_runs_every_stage_tiny(tmp_path):
     """The real code path at a tiny size: corpus, stand-ins, the profile, dvc repro of the data stages in
     a fresh repo, every later stage script on slices; its JSON has every stage and the budget verdicts."""
     out = tmp_path / "rehearsal.json"
-    cmd = [sys.executable, "-m", "kd.bench", "rehearsal", "--tiny", "--scale", "0.00005", "--num-proc", "1",
+    cmd = [sys.executable, "-m", "tools.bench", "rehearsal", "--tiny", "--scale", "0.00005", "--num-proc", "1",
            "--batch-size", "2", "--train-rows", "2", "--generate-rows", "2", "--work-dir", str(tmp_path / "work"),
            "--out", str(out)]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)

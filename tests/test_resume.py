@@ -16,7 +16,7 @@ import yaml
 from conftest import ROOT, tiny_t5
 
 from kd.params import ModelParams, TrainParams
-from kd.train import Hook, param_groups
+from kd.training.loop import Hook, param_groups
 
 # 24 training records in batches of 4: 6 steps an epoch.
 STEPS_PER_EPOCH = 6
@@ -34,7 +34,7 @@ def _stage(tmp_path, tiny_data, run: str) -> list[str]:
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"teacher": STAGE_TEACHER, "train": STAGE_TRAIN}))
     out = tmp_path / run
-    return [sys.executable, str(ROOT / "stages" / "train_teacher.py"), "--params", str(params),
+    return [sys.executable, "-m", "stages.train_teacher", "--params", str(params),
             "--tokenizer", str(tiny_data / "tokenizer"), "--tokenized", str(tiny_data / "tokenized"),
             "--out", str(out / "teacher"), "--checkpoints", str(out / "ckpt"), "--live-dir", str(out / "live"),
             "--log-dir", str(out / "logs")]
@@ -49,7 +49,7 @@ def _logged_steps(tsv) -> list[int]:
 
 
 def _checkpoint_step(ckpt_dir) -> int:
-    from kd.checkpoint import find_last, read_state
+    from kd.training.checkpoint import find_last, read_state
 
     state = read_state(find_last(ckpt_dir))
     return state["step"] if state else 0
@@ -145,11 +145,11 @@ class Recorder(Hook):
 
 
 def _fit(tiny_data, tmp_path, hooks, **kw):
-    from kd.modeling import build_model
-    from kd.objective import Objective
-    from kd.run import load_tokenized
-    from kd.tokenization import load_tokenizer
-    from kd.train import fit, make_accelerator, make_collator
+    from kd.models.modeling import build_model
+    from kd.training.objective import Objective
+    from kd.training.run import load_tokenized
+    from kd.data.tokenization import load_tokenizer
+    from kd.training.loop import fit, make_accelerator, make_collator
 
     tokenizer = load_tokenizer(str(tiny_data / "tokenizer"))
     ds = load_tokenized(tiny_data / "tokenized")
@@ -231,7 +231,7 @@ def _killed_live_dir(tmp_path):
 
 
 def test_a_resumed_hook_survives_the_files_a_kill_cut_short(tmp_path):
-    from kd.run import DvcLiveHook
+    from kd.training.run import DvcLiveHook
 
     live, ce = _killed_live_dir(tmp_path)
     hook = DvcLiveHook(live)
@@ -248,7 +248,7 @@ def test_a_resumed_hook_survives_the_files_a_kill_cut_short(tmp_path):
 def test_the_step_summary_is_written_atomically(tmp_path, monkeypatch):
     """A write that dies midway leaves the previous summary whole, never a truncated one."""
     import kd.io
-    from kd.run import DvcLiveHook
+    from kd.training.run import DvcLiveHook
 
     live = tmp_path / "live"
     hook = DvcLiveHook(live)

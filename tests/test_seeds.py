@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kd import seeds
-from kd.bootstrap import paired
+from kd.metrics.bootstrap import paired
 from kd.errors import ConfigError
 
 IDS = ["ex-a", "ex-b", "ex-c", "ex-d"]

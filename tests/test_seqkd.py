@@ -17,7 +17,7 @@ from conftest import ROOT, TINY_RECORDS
 
 from kd.errors import ConfigError
 from kd.params import ModelParams, TeacherGenerateParams
-from kd.targets import read_targets, teacher_rows, training_split, with_summaries
+from kd.teacher.targets import read_targets, teacher_rows, training_split, with_summaries
 
 TEACHER = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2,
            "epochs": 1, "lr": 0.01}
@@ -29,9 +29,9 @@ def setup(tiny_data, tmp_path_factory):
     """A (random) tiny teacher saved as the train_teacher stage saves one, and the raw training split."""
     from kd.data.builtin import generate
     from kd.data.sources import write_jsonl_atomic
-    from kd.modeling import build_model
-    from kd.run import save_model_dir
-    from kd.tokenization import load_tokenizer
+    from kd.models.modeling import build_model
+    from kd.training.run import save_model_dir
+    from kd.data.tokenization import load_tokenizer
 
     root = tmp_path_factory.mktemp("seqkd")
     tokenizer = load_tokenizer(str(tiny_data / "tokenizer"))
@@ -42,7 +42,7 @@ def setup(tiny_data, tmp_path_factory):
 
 
 def _generate(setup, tiny_data, out, work, **params):
-    from kd.teacher_generate import generate_targets
+    from kd.teacher.generate import generate_targets
 
     return generate_targets(params=TeacherGenerateParams(**(GENERATE | params)), teacher_dir=setup / "teacher",
                             tokenizer_dir=tiny_data / "tokenizer", tokenized_dir=tiny_data / "tokenized",
@@ -64,7 +64,7 @@ def test_stage_output_is_identical_across_runs_and_complete(setup, tiny_data, ta
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"teacher_generate": GENERATE}))
     out = tmp_path / "again"
-    run = subprocess.run([sys.executable, str(ROOT / "stages" / "teacher_generate.py"), "--params", str(params),
+    run = subprocess.run([sys.executable, "-m", "stages.teacher_generate", "--params", str(params),
                           "--teacher", str(setup / "teacher"), "--tokenizer", str(tiny_data / "tokenizer"),
                           "--tokenized", str(tiny_data / "tokenized"), "--raw-train", str(setup / "train.jsonl"),
                           "--out", str(out), "--work-dir", str(tmp_path / "work"), "--log-dir", str(tmp_path)],
@@ -85,7 +85,7 @@ def test_stage_output_is_identical_across_runs_and_complete(setup, tiny_data, ta
 
 
 def test_an_interrupted_run_resumes_from_its_last_shard(setup, tiny_data, targets, tmp_path, monkeypatch, caplog):
-    import kd.teacher_generate as tg
+    import kd.teacher.generate as tg
 
     real, calls = tg.generate_labels, []
 
@@ -119,9 +119,9 @@ def test_shards_of_other_settings_are_not_reused(setup, tiny_data, targets, tmp_
 
 
 def _identity(setup, tiny_data, **change):
-    from kd.run import file_digest, load_tokenized
-    from kd.teacher_cache import cache_identity
-    from kd.tokenization import load_tokenizer
+    from kd.training.run import file_digest, load_tokenized
+    from kd.teacher.cache import cache_identity
+    from kd.data.tokenization import load_tokenizer
 
     identity = cache_identity(teacher_id=file_digest(setup / "teacher" / "model.safetensors"),
                               tokenizer=load_tokenizer(str(tiny_data / "tokenizer")),
@@ -165,7 +165,7 @@ def test_the_tokenized_split_on_disk_is_never_written(tiny_data, tmp_path):
     DVC would see the output changed and rerun everything downstream."""
     import shutil
 
-    from kd.run import load_tokenized
+    from kd.training.run import load_tokenized
 
     copy = tmp_path / "tokenized"
     shutil.copytree(tiny_data / "tokenized", copy)
@@ -180,9 +180,9 @@ def test_the_tokenized_split_on_disk_is_never_written(tiny_data, tmp_path):
 
 
 def _student(tiny_data, tmp_path, setup, targets_dir, name, **recipe):
-    from kd.distill import distill_student
+    from kd.students.distill import distill_student
     from kd.params import KDParams, TrainParams, parse
-    from kd.recipe import resolve
+    from kd.students.recipe import resolve
 
     kd = parse(KDParams, {"students": {name: {"teacher_input": "models/teacher", "targets": "data/tokenized",
                                               "losses": {}, **recipe}}}, "kd")
@@ -199,7 +199,7 @@ def _student(tiny_data, tmp_path, setup, targets_dir, name, **recipe):
 def test_teacher_targets_equal_to_the_references_train_the_baselines_weights(setup, tiny_data, targets, tmp_path):
     """The targets machinery changes nothing but the labels: a 'teacher' whose summaries are the
     references trains the label-only baseline's weights; the real teacher summaries do not."""
-    from kd.run import load_tokenized
+    from kd.training.run import load_tokenized
 
     copy = tmp_path / "refs_as_targets"
     copy.mkdir()
@@ -234,7 +234,7 @@ def pooled(tiny_data, tmp_path_factory):
     """tiny_data's tokenized splits plus an unlabeled pool of 12 articles (no references), as the tokenize
     stage writes them."""
     from kd.data.builtin import generate
-    from kd.tokenization import Encoder, load_tokenizer, write_tokenized
+    from kd.data.tokenization import Encoder, load_tokenizer, write_tokenized
 
     root = tmp_path_factory.mktemp("pooled")
     tokenizer = load_tokenizer(str(tiny_data / "tokenizer"))
@@ -245,7 +245,7 @@ def pooled(tiny_data, tmp_path_factory):
 
 
 def _generate_pooled(setup, tiny_data, pooled, out, **params):
-    from kd.teacher_generate import generate_targets
+    from kd.teacher.generate import generate_targets
 
     return generate_targets(params=TeacherGenerateParams(**(GENERATE | params)), teacher_dir=setup / "teacher",
                             tokenizer_dir=tiny_data / "tokenizer", tokenized_dir=pooled / "tokenized",
@@ -277,9 +277,9 @@ def test_sampled_summaries_follow_their_seed(setup, tiny_data, pooled, tmp_path)
 
 
 def _pooled_student(tiny_data, pooled, tmp_path, setup, targets_dir, name, student=None, **recipe):
-    from kd.distill import distill_student
+    from kd.students.distill import distill_student
     from kd.params import KDParams, TrainParams, parse
-    from kd.recipe import resolve
+    from kd.students.recipe import resolve
 
     kd = parse(KDParams, {"students": {name: {"teacher_input": "models/teacher", "targets": "data/tokenized",
                                               "losses": {}, **recipe}}}, "kd")

@@ -1,11 +1,11 @@
-"""kd.speedbench: the pure helpers, and one end-to-end run of --quick (timings are not judged)."""
+"""tools.speedbench: the pure helpers, and one end-to-end run of --quick (timings are not judged)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from kd import speedbench
+from tools import speedbench
 
 
 def test_best_of_warms_up_alternates_and_keeps_the_minimum():

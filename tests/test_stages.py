@@ -14,7 +14,7 @@ from conftest import ROOT, SHARED_CNNDM
 
 
 def run_stage(name, args, cwd):
-    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py"), *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", f"stages.{name}", *args], cwd=cwd,
                           capture_output=True, text=True)
 
 
@@ -24,7 +24,7 @@ def params(tmp_path, **sections):
     return path
 
 
-@pytest.mark.parametrize("stage", sorted(p.stem for p in (ROOT / "stages").glob("*.py")))
+@pytest.mark.parametrize("stage", sorted(p.stem for p in (ROOT / "stages").glob("*.py") if p.stem != "__init__"))
 def test_help(stage, tmp_path):
     out = run_stage(stage, ["--help"], tmp_path)
     assert out.returncode == 0 and "--params" in out.stdout
@@ -47,7 +47,7 @@ def test_teacher_student_vocabulary_mismatch(tmp_path):
     from conftest import tiny_t5
 
     from kd.errors import ConfigError
-    from kd.modeling import check_same_vocab
+    from kd.models.modeling import check_same_vocab
 
     with pytest.raises(ConfigError, match="vocabulary mismatch: teacher has 64 tokens, student has 80"):
         check_same_vocab(tiny_t5(vocab=64), tiny_t5(vocab=80))

@@ -1,5 +1,5 @@
 """`python -m kd.summarize` end to end: a tiny saved T5, JSON lines and text input, stdout and --out, the same
-summaries as kd.generation.generate_batch with the same settings; bad input ends in one line, exit 2."""
+summaries as kd.models.generation.generate_batch with the same settings; bad input ends in one line, exit 2."""
 
 from __future__ import annotations
 
@@ -50,9 +50,9 @@ _expected: dict = {}
 
 def expected(model_dir, articles, *, num_beams, max_new_tokens):
     """What generate_batch gives directly, in the benchmark's batches."""
-    from kd.generation import batches, generate_batch
-    from kd.modeling import load_model
-    from kd.tokenization import load_tokenizer
+    from kd.models.generation import batches, generate_batch
+    from kd.models.modeling import load_model
+    from kd.data.tokenization import load_tokenizer
 
     key = (str(model_dir), tuple(articles), num_beams, max_new_tokens)
     if key not in _expected:

@@ -17,10 +17,10 @@ import pytest
 import torch
 from conftest import tiny_t5
 
-import kd.teacher_cache
+import kd.teacher.cache
 from kd.errors import ConfigError
 from kd.losses.logit import LogitKD
-from kd.teacher_cache import TeacherCache, cached_kl, ids_dtype, topk_of, write_cache
+from kd.teacher.cache import TeacherCache, cached_kl, ids_dtype, topk_of, write_cache
 
 BATCH = 5  # 24 examples: four full batches and a short last one
 FP16_REL = 2.0**-11  # float16 has 10 explicit mantissa bits: rounding error <= 2^-11 relative
@@ -38,7 +38,7 @@ def setup(tiny_data):
     import datasets
     from transformers import AutoTokenizer
 
-    from kd.train import make_collator
+    from kd.training.loop import make_collator
 
     tok = AutoTokenizer.from_pretrained(tiny_data / "tokenizer")
     train = datasets.load_from_disk(str(tiny_data / "tokenized"))["train"]
@@ -253,7 +253,7 @@ def _format_1_teacher_log_probs(top, temperature):
 def _format_1_kl(monkeypatch, student_logits, top, temperature):
     """cached_kl with format 1's teacher side (the student side is unchanged)."""
     with monkeypatch.context() as m:
-        m.setattr(kd.teacher_cache, "_teacher_log_probs", _format_1_teacher_log_probs)
+        m.setattr(kd.teacher.cache, "_teacher_log_probs", _format_1_teacher_log_probs)
         return cached_kl(student_logits, top, temperature)
 
 

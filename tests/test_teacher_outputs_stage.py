@@ -17,7 +17,7 @@ STUDENT = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_layers": 1, "num_decoder_l
 
 
 def stage(name, args, cwd):
-    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py"), *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", f"stages.{name}", *args], cwd=cwd,
                           capture_output=True, text=True)
 
 

@@ -10,7 +10,7 @@ import torch
 
 from kd.errors import ConfigError
 from kd.params import ModelParams, TrainParams
-from kd.train import MEGABATCH, Hook, length_grouped, lr_factor, shard_order
+from kd.training.loop import MEGABATCH, Hook, length_grouped, lr_factor, shard_order
 
 TINY = ModelParams(d_model=16, d_ff=32, d_kv=8, num_layers=1, num_decoder_layers=1, num_heads=2,
                    dropout=0.1, epochs=2, lr=1e-2)
@@ -65,7 +65,7 @@ def test_length_grouped_shards_give_every_process_batches_of_similar_length():
 
 
 def test_attention_auto_is_eager_on_cpu_and_sdpa_on_cuda():
-    from kd.modeling import resolve_attention
+    from kd.models.modeling import resolve_attention
 
     assert resolve_attention("auto", torch.device("cpu")) == "eager"
     assert resolve_attention("auto", torch.device("cuda")) == "sdpa"
@@ -90,7 +90,7 @@ class CrashAt(Hook):
 
 
 def _train(tiny_data, tmp_path, name, **kw):
-    from kd.teacher import train_teacher
+    from kd.teacher.train import train_teacher
 
     return train_teacher(spec=kw.pop("spec", TINY), train=kw.pop("train", TRAIN),
                          tokenizer_dir=tiny_data / "tokenizer",
@@ -133,7 +133,7 @@ def test_checkpoint_of_other_params_is_not_resumed(tiny_data, tmp_path, caplog):
     with pytest.raises(Interrupt):
         _train(tiny_data, tmp_path, "x", hooks=[CrashAt(3)])
     other = TrainParams(batch_size=4, checkpoint_every=2, seed=4)
-    with caplog.at_level(logging.WARNING, logger="kd.train"):
+    with caplog.at_level(logging.WARNING, logger="kd.training.loop"):
         result = _train(tiny_data, tmp_path, "x", train=other)
     assert result.resumed_from_step == 0
     assert "ignoring checkpoint" in caplog.text
@@ -192,7 +192,7 @@ def test_select_by_rougeLsum_keeps_the_best_scoring_epoch_not_the_lowest_loss(ti
 
     scores = [1.0, 3.0, 3.0, 2.0]  # best: epoch 1 (epoch 2 ties it: the earlier one stays)
     stub = StubScorer(scores)
-    monkeypatch.setattr("kd.run.make_scorer", lambda train, tokenizer: stub)
+    monkeypatch.setattr("kd.training.run.make_scorer", lambda train, tokenizer: stub)
     result = _train(tiny_data, tmp_path, "s", spec=FOUR_EPOCHS, train=SELECT)
 
     losses = [h["val_loss"] for h in result.history]
@@ -224,11 +224,11 @@ def test_select_by_loss_is_the_default_and_generates_nothing(tiny_data, tmp_path
     # The stub's run first: the same training, scored; it shows the scoring does not disturb training.
     stub = StubScorer([0.0] * 4)
     with monkeypatch.context() as m:
-        m.setattr("kd.run.make_scorer", lambda train, tokenizer: stub)
+        m.setattr("kd.training.run.make_scorer", lambda train, tokenizer: stub)
         scored = _train(tiny_data, tmp_path, "scored", spec=FOUR_EPOCHS, train=SELECT)
     assert TrainParams().select_by == "loss"
     monkeypatch.setattr(T5ForConditionalGeneration, "generate", no_generation)
-    monkeypatch.setattr("kd.metrics.rouge_scores", no_generation)
+    monkeypatch.setattr("kd.metrics.rouge.rouge_scores", no_generation)
     result = _train(tiny_data, tmp_path, "loss", spec=FOUR_EPOCHS,
                     train=TrainParams(batch_size=4, checkpoint_every=100, seed=3))
 
@@ -246,9 +246,9 @@ def test_select_by_loss_is_the_default_and_generates_nothing(tiny_data, tmp_path
 
 
 def _scorer_setup(tiny_data, **kw):
-    from kd.modeling import build_model
-    from kd.run import load_tokenized, make_scorer
-    from kd.tokenization import load_tokenizer
+    from kd.models.modeling import build_model
+    from kd.training.run import load_tokenized, make_scorer
+    from kd.data.tokenization import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_data / "tokenizer"))
     val = load_tokenized(tiny_data / "tokenized")["validation"]
@@ -277,7 +277,7 @@ class GenerateSpy:
 
 
 def test_rougeLsum_scorer_generates_the_first_n_validation_examples_and_scores_them(tiny_data):
-    from kd.metrics import rouge_scores
+    from kd.metrics.rouge import rouge_scores
 
     scorer, model, tokenizer, val = _scorer_setup(tiny_data, select_samples=5, select_num_beams=2,
                                                   select_max_new_tokens=6)
@@ -296,8 +296,8 @@ def test_rougeLsum_scorer_generates_the_first_n_validation_examples_and_scores_t
 
 def test_rougeLsum_scorer_caps_at_the_split_and_scores_against_the_decoded_labels(tiny_data):
     from kd.data.builtin import generate
-    from kd.metrics import rouge_scores, split_sentences
-    from kd.tokenization import tokenize_records
+    from kd.metrics.rouge import rouge_scores, split_sentences
+    from kd.data.tokenization import tokenize_records
 
     scorer, model, tokenizer, _ = _scorer_setup(tiny_data, select_samples=64)
     # References of several sentences (long enough labels), where rougeLsum and rougeL differ.
@@ -324,7 +324,7 @@ def test_a_resumed_run_selects_by_rougeLsum_like_an_uninterrupted_one(tiny_data,
     """The real scorer, a run killed after epoch 3's checkpoint (the best so far is in it), resumed."""
     import json
 
-    from kd.checkpoint import find_last, read_state
+    from kd.training.checkpoint import find_last, read_state
 
     spec = ModelParams(d_model=32, d_ff=64, d_kv=8, num_layers=1, num_decoder_layers=1, num_heads=2,
                        dropout=0.1, epochs=5, lr=2e-2)
@@ -358,8 +358,8 @@ def test_resuming_a_checkpoint_that_selected_otherwise_restarts_the_selection(ti
         _train(tiny_data, tmp_path, "loss", spec=FOUR_EPOCHS, train=TrainParams(
             batch_size=4, checkpoint_every=100, seed=3), hooks=[CrashAt(STEPS_PER_EPOCH + 1)])
     stub = StubScorer([5.0, 2.0, 1.0])  # the resumed epochs 1..3
-    monkeypatch.setattr("kd.run.make_scorer", lambda train, tokenizer: stub)
-    with caplog.at_level(logging.WARNING, logger="kd.train"):
+    monkeypatch.setattr("kd.training.run.make_scorer", lambda train, tokenizer: stub)
+    with caplog.at_level(logging.WARNING, logger="kd.training.loop"):
         result = _train(tiny_data, tmp_path, "score", spec=FOUR_EPOCHS, train=SELECT,
                         resume_from=tmp_path / "loss" / "ckpt" / "last")
     assert "selected epochs by loss, this run by rougeLsum" in caplog.text
@@ -371,7 +371,7 @@ def test_resuming_a_checkpoint_that_selected_otherwise_restarts_the_selection(ti
 def test_a_models_own_seed_overrides_train_seed_for_that_model_only():
     """student.seed varies the students' training alone (kd.seeds), the teacher keeps train.seed."""
     from kd.params import KDParams, ModelParams, StudentRecipe, TrainParams
-    from kd.recipe import resolve
+    from kd.students.recipe import resolve
 
     train = TrainParams(seed=0)
     assert ModelParams().training(train) is train

@@ -5,8 +5,8 @@
 #
 # 1. installs, offline, the wheels tools/gpu_wheels.sh gathered beforehand (.gpu_wheels/, gitignored:
 #    it travels only because `carry` names it), 2. prints the card, 3. runs, each under `timeout`,
-#      python -m kd.bench gpu-smoke   every stage script on a tiny config, CUDA + bf16, 50 steps a model
-#      python -m kd.bench gpu-real    t5-base -> t5-small shapes, bf16, 512/128 (kd/gpu_real.py)
+#      python -m tools.bench gpu-smoke   every stage script on a tiny config, CUDA + bf16, 50 steps a model
+#      python -m tools.bench gpu-real    t5-base -> t5-small shapes, bf16, 512/128 (tools/gpu_real.py)
 #    and 4. prints a summary. All within GPU_CHECK_BUDGET_S (480 s: the session's device time is 15
 #    minutes, a machine's start takes one or more, and a rerun must fit). Writes to $OUT:
 #    install.log, gpu_smoke.json/.log, gpu_real.json/.log, summary.txt. Exit 1 if a check failed.
@@ -50,7 +50,7 @@ say "python $("$PY" -c 'import sys, torch, transformers; print(sys.version.split
     "transformers", transformers.__version__, "cuda", torch.cuda.is_available())' 2>&1 | tail -1)"
 
 FAILED=()
-check() {  # check NAME SECONDS ARGS...: python -m kd.bench NAME under timeout, output kept in $OUT
+check() {  # check NAME SECONDS ARGS...: python -m tools.bench NAME under timeout, output kept in $OUT
     local name=$1 limit=$2 file=${1//-/_} rc
     shift 2
     if ((limit < 30)); then
@@ -58,7 +58,7 @@ check() {  # check NAME SECONDS ARGS...: python -m kd.bench NAME under timeout, 
     fi
     say "$name: running, at most $limit s"
     local t0=$SECONDS
-    timeout --kill-after=10 "$limit" "$PY" -m kd.bench "$name" --out "$OUT/$file.json" "$@" >"$OUT/$file.log" 2>&1
+    timeout --kill-after=10 "$limit" "$PY" -m tools.bench "$name" --out "$OUT/$file.json" "$@" >"$OUT/$file.log" 2>&1
     rc=$?
     tail -40 "$OUT/$file.log"
     if ((rc == 124 || rc == 137)); then say "$name: TIMED OUT after $limit s"; FAILED+=("$name")

@@ -5,8 +5,8 @@
 #   . .venv/bin/activate && bash tools/gpu_wheels.sh      # here, with PyPI reachable; prints the size
 #
 # The image (Python 3.12, x86_64) has torch, transformers, accelerate, sentencepiece, numpy, pyarrow,
-# pandas, matplotlib, ... but not what our stage scripts import beside them: datasets (kd/run.py,
-# kd/tokenization.py), dvclive (kd/run.py, which needs dvc), rouge-score and nltk (kd/metrics.py; no
+# pandas, matplotlib, ... but not what our stage scripts import beside them: datasets (kd/training/run.py,
+# kd/data/tokenization.py), dvclive (kd/training/run.py, which needs dvc), rouge-score and nltk (kd/metrics/rouge.py; no
 # nltk data: sentences are split by a regex, BLEU needs none) and ruamel.yaml (kd/params.py). We also
 # bring transformers at requirements.txt's version: the image's 5.17 is older than the one every test
 # here runs with. Versions: requirements.txt for those, and this venv's (pip freeze) for everything

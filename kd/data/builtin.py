@@ -553,7 +553,7 @@ def generate(split: str, n: int, seed: int, *, n_distractors: int = 3,
     same arguments (`stream` yields the same records one at a time).
 
     `facts` records what the generator knows and a reader of the text would have to guess, so that
-    `kd.faithfulness` can check a summary's names and numbers against the truth: {"kind": the event kind's
+    `kd.metrics.faithfulness` can check a summary's names and numbers against the truth: {"kind": the event kind's
     name, "event": {slot: value} for every slot drawn for the event (lower-case slot names, values as they
     are filled in, e.g. "Ana Ruiz", "$20 million", "4,500", "bus drivers"; a detail's slots are in the
     article only when that detail was picked), "reference": the values of the

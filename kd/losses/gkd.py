@@ -21,7 +21,7 @@ plain sampling (no top-k/top-p), at most `max_new_tokens`; positions after the f
 nothing after the sampled EOS counts. The coin flips and each sample's seed come from this loss's own
 generator, whose state is part of the objective's state dict (`get_extra_state`), so a checkpoint
 records it and a resumed run samples exactly what an uninterrupted one would. The generator is seeded
-from torch's global RNG at its first use, which kd.train seeds with `train.seed`. The teacher scores
+from torch's global RNG at its first use, which kd.training.loop seeds with `train.seed`. The teacher scores
 the sampled sequences live (a recipe with gkd must use `teacher_input: models/teacher`). The recipe's
 `label_weight` applies to the batch's own targets, never to the student's samples.
 """
@@ -106,7 +106,7 @@ class GKD(Distiller):
     # ------------------------------------------------------------------ the generator, checkpointed
 
     def _rng(self) -> torch.Generator:
-        if not self.seeded:  # first use: after kd.train seeded the global RNG with train.seed
+        if not self.seeded:  # first use: after kd.training.loop seeded the global RNG with train.seed
             self.generator.manual_seed(int(torch.randint(0, 2**62, (1,))))
             self.seeded = True
         return self.generator
@@ -146,7 +146,7 @@ def sample(model, batch: dict, *, seed: int, temperature: float, max_new_tokens:
 
     Runs in eval mode without gradients; torch's global RNG (dropout, data order) is left as it was:
     the sample draws from a forked RNG seeded with `seed`."""
-    from kd.modeling import generate_kwargs
+    from kd.models.modeling import generate_kwargs
 
     device = batch["input_ids"].device
     was_training = model.training

@@ -4,12 +4,12 @@ KL(teacher || student) between temperature-softened token distributions, over re
 only, scaled by T^2 so its gradient magnitude does not shrink as T grows.
 
 The teacher side is either its full logits (a live forward pass, `teacher_input: models/teacher`) or
-its cached top-k logits (`kd.teacher_cache.TopK`, from the teacher_outputs stage,
+its cached top-k logits (`kd.teacher.cache.TopK`, from the teacher_outputs stage,
 `teacher_input: data/teacher_outputs`); the latter uses `cached_kl`, a KL over the stored tokens plus
 one tail bin. The cache gives the tail bin's teacher mass exactly at every temperature listed in
 `teacher_outputs.temperatures` (a recipe at another temperature is refused), so the only remaining
 approximation is merging the tail tokens into one bin, which can only lower the KL (see
-kd/teacher_cache.py).
+kd/teacher/cache.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from kd.losses import register
 from kd.losses.base import Distiller, LossSettings
 from kd.params import require
-from kd.teacher_cache import TopK, cached_kl
+from kd.teacher.cache import TopK, cached_kl
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The benchmark (quality per model) and the speed run (every model timed together)."""

@@ -1,0 +1,1 @@
+"""Scores: the per-example metric registry, ROUGE, BLEU, faithfulness, bootstrap intervals."""

@@ -1,0 +1,1 @@
+"""The report stage: results files, tables and charts; number formatting."""

@@ -1,0 +1,1 @@
+"""Students: recipes (params.yaml kd.students) and the distillation run."""

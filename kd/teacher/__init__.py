@@ -1,0 +1,1 @@
+"""The teacher: its training and what it hands to students (cached logits, summaries)."""

@@ -61,7 +61,7 @@ class HubData:
 
 @dataclass(frozen=True)
 class DataParams:
-    source: Literal["builtin", "jsonl", "hub"] = "builtin"
+    source: str = "builtin"  # a registered data source (kd/data/<source>.py): builtin | jsonl | hub
     seed: int = 0
     # Caps applied to every source (None keeps the whole split).
     max_train_samples: Optional[int] = None
@@ -94,7 +94,9 @@ class DataParams:
             return getattr(self.builtin, f"{pool}_size")
         if self.source == "hub":
             return getattr(self.hub, f"{pool}_samples")
-        return None if getattr(self.jsonl, pool) else 0
+        if self.source == "jsonl":
+            return None if getattr(self.jsonl, pool) else 0
+        return 0  # another registered source gives no pools
 
 
 @dataclass(frozen=True)

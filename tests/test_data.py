@@ -211,11 +211,11 @@ def test_validate_records_refuses_duplicate_ids():
 
 def test_every_source_passes_the_duplicate_id_check(monkeypatch):
     """load_splits validates what any loader returns, so a source cannot hand over an id twice."""
-    from kd.data import prepare
+    from kd.data import prepare, registry
     from kd.params import DataParams
 
     twice = [{"id": "x", "article": "An article.", "highlights": "A summary."}] * 2
-    monkeypatch.setitem(prepare.LOADERS, "builtin", lambda split, data: twice)
+    monkeypatch.setitem(registry.REGISTRY, "builtin", lambda split, data: twice)
     with pytest.raises(ConfigError, match=re.escape("data.source=builtin split 'train': record 1: duplicate id 'x'")):
         list(prepare.load_splits(DataParams())["train"])
 
@@ -376,3 +376,24 @@ def test_every_real_article_reaches_the_tokenizer_trainer(tmp_path):
             for mode in ("raw", "split")}
     assert "Skipped 108 too long sentences" in logs["raw"]
     assert "Loaded all" in logs["split"] and "too long" not in logs["split"]
+
+
+def test_a_new_source_is_one_registered_function(monkeypatch):
+    """A source registered by name is what `data.source` selects; an unknown name fails naming the key
+    and the known sources, before anything is read."""
+    from kd.data import prepare, registry
+    from kd.params import DataParams
+
+    monkeypatch.setattr(registry, "REGISTRY", dict(registry.REGISTRY))
+
+    @registry.register("toy")
+    def toy(split, data):
+        return [{"id": f"{split}-{i}", "article": f"Article {split} {i}.", "highlights": "A summary."}
+                for i in range(3)]
+
+    splits = prepare.load_splits(DataParams(source="toy"))
+    assert {name: [r["id"] for r in records] for name, records in splits.items()} == {
+        s: [f"{s}-{i}" for i in range(3)] for s in ("train", "validation", "test")}
+    assert {"builtin", "jsonl", "hub", "toy"} <= set(registry.available())
+    with pytest.raises(ConfigError, match=r"data.source: unknown data source 'ftp'; known: \['builtin', 'hub', 'jsonl'"):
+        prepare.load_splits(DataParams(source="ftp"))

@@ -14,7 +14,7 @@ import yaml
 from conftest import ROOT
 
 from kd import paths
-from kd.losses import loss_class
+from kd.losses.registry import loss_class
 from kd.params import TEACHER_INPUTS, load_section
 
 
@@ -49,14 +49,19 @@ def _kd_imports(path: Path) -> set[str]:
 
 
 def import_closure(script: Path) -> set[Path]:
-    """Every file of kd/ that `script` imports, directly or not (parent packages' __init__ included)."""
+    """Every file of kd/ that `script` imports, directly or not (parent packages' __init__ included). A
+    package's `registry.py` imports its modules by name (losses, metrics, data sources), so reaching it
+    brings in every module of its package."""
     seen, todo = set(), [script]
     while todo:
         f = todo.pop()
         if f in seen:
             continue
         seen.add(f)
-        for module in _kd_imports(f):
+        modules = set(_kd_imports(f))
+        if f.name == "registry.py":
+            modules |= {".".join(g.relative_to(ROOT).with_suffix("").parts) for g in f.parent.glob("*.py")}
+        for module in modules:
             parts = module.split(".")
             for i in range(1, len(parts) + 1):
                 g = _module_file(".".join(parts[:i]))
@@ -65,11 +70,20 @@ def import_closure(script: Path) -> set[Path]:
     return {f for f in seen if f != script}
 
 
+def code_deps(script: Path) -> list[str]:
+    """The code deps a stage running `script` declares: the script, then its import closure inside kd/,
+    a package whose registry it reaches as one directory (so a new module there is a dep too)."""
+    closure = import_closure(script)
+    packages = sorted({f.parent for f in closure if f.name == "registry.py"})
+    files = sorted(str(f.relative_to(ROOT)) for f in closure if f.parent not in packages)
+    return [str(script.relative_to(ROOT)), *files, *(str(d.relative_to(ROOT)) for d in packages)]
+
+
 def _stages():
     """(stage name, script, deps) for every stage that runs a script in stages/."""
     for name, stage in dvc_yaml()["stages"].items():
         body = stage.get("do", stage)
-        m = re.search(r"stages/(\w+)\.py", body["cmd"])
+        m = re.search(r"-m stages\.(\w+)", body["cmd"])
         if m:
             yield name, ROOT / "stages" / f"{m[1]}.py", body.get("deps", [])
 
@@ -84,6 +98,9 @@ def test_stage_deps_cover_the_scripts_import_closure(name, script, deps):
 
     missing = sorted(str(f.relative_to(ROOT)) for f in import_closure(script) if not covered(f))
     assert not missing, f"{name}: dvc.yaml deps miss {missing}"
+    # and nothing more: a code dep the stage does not import would rerun it for nothing
+    code = [d for d in deps if d.startswith(("kd/", "kd ", "stages/")) or d == "kd"]
+    assert code == code_deps(script), f"{name}: code deps should be {code_deps(script)}"
 
 
 def test_the_teachers_stages_do_not_import_the_losses_or_the_cache():
@@ -136,10 +153,10 @@ def test_teacher_outputs_depends_on_teacher_and_data_only():
 
 def test_training_stages_start_through_the_launch_param():
     stages = dvc_yaml()["stages"]
-    assert stages["train_teacher"]["cmd"].startswith("${launch.train} stages/train_teacher.py")
-    assert stages["distill"]["do"]["cmd"].startswith("${launch.train} stages/distill.py")
-    assert stages["benchmark"]["do"]["cmd"].startswith("${launch.benchmark} stages/benchmark.py")
-    assert stages["benchmark_teacher"]["cmd"].startswith("${launch.benchmark} stages/benchmark.py")
+    assert stages["train_teacher"]["cmd"].startswith("${launch.train} -m stages.train_teacher")
+    assert stages["distill"]["do"]["cmd"].startswith("${launch.train} -m stages.distill")
+    assert stages["benchmark"]["do"]["cmd"].startswith("${launch.benchmark} -m stages.benchmark")
+    assert stages["benchmark_teacher"]["cmd"].startswith("${launch.benchmark} -m stages.benchmark")
 
 
 def test_cmd_paths_are_the_script_defaults():

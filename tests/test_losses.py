@@ -9,7 +9,7 @@ import torch
 from conftest import live, make_objective, tiny_batch, tiny_t5
 
 from kd.errors import ConfigError
-from kd.losses import REGISTRY, available, loss_class
+from kd.losses.registry import REGISTRY, available, loss_class
 from kd.losses.logit import LogitKD
 from kd.training.objective import Objective, mix_losses
 

@@ -54,7 +54,6 @@ def test_repo_params_file_is_valid():
     ("train", {"precision": "fp8"}, "train.precision"),
     ("teacher", {"num_heads": 0}, "teacher.num_heads"),
     ("student", {"lr": -1.0}, "student.lr"),
-    ("data", {"source": "ftp"}, "data.source"),                          # unknown source name
     ("data", {"builtin": {"train_size": 0}}, "data.builtin.train_size"),  # empty split
     ("data", {"builtin": {"nope": 1}}, "data.builtin.nope"),
     ("benchmark", {"num_beams": 0}, "benchmark.num_beams"),

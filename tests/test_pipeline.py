@@ -248,7 +248,7 @@ NEW_LOSS = '''"""A loss added as one module: mean squared error between student 
 
 from dataclasses import dataclass
 
-from kd.losses import register
+from kd.losses.registry import register
 from kd.losses.base import Distiller, LossSettings
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Optional
 
+from kd.data.registry import register
 from kd.errors import ConfigError
 
 FIRST_NAMES = (
@@ -677,3 +678,15 @@ def rule_summary(article: str) -> Optional[str]:
         except KeyError:  # a slot the article did not show (cannot happen for the generator's own)
             return None
     return None
+
+
+@register("builtin")
+def load(split: str, data) -> Iterator[dict]:
+    """The data source `builtin`: this generator's records, `data.builtin.<split>_size` of them, seeded by
+    `data.seed` (settings: data.builtin)."""
+    from kd.data.sources import articles_only
+
+    b = data.builtin
+    records = stream(split, getattr(b, f"{split}_size"), data.seed, n_distractors=b.n_distractors,
+                     entity_pool=b.entity_pool)
+    return articles_only(records) if split == "unlabeled" else records

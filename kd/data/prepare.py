@@ -9,51 +9,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
-from kd.data import builtin, sources
+from kd.data import sources
+from kd.data.registry import loader
 from kd.errors import ConfigError
 from kd.io import atomic_file
 from kd.params import DataParams
 from kd.paths import raw_split
-
-
-def _builtin(split: str, data: DataParams) -> Iterator[dict]:
-    b = data.builtin
-    records = builtin.stream(split, getattr(b, f"{split}_size"), data.seed, n_distractors=b.n_distractors,
-                             entity_pool=b.entity_pool)
-    return _articles(records) if split == "unlabeled" else records
-
-
-def _jsonl(split: str, data: DataParams) -> Iterator[dict]:
-    j = data.jsonl
-    if split == "unlabeled":
-        return sources.iter_articles(j.unlabeled, article_field=j.article_field, id_field=j.id_field)
-    return sources.iter_records(getattr(j, split), article_field=j.article_field,
-                                summary_field=j.summary_field, id_field=j.id_field)
-
-
-def _hub(split: str, data: DataParams) -> Iterator[dict]:
-    h = data.hub
-    if split in sources.POOLS:  # the training articles after the students' labelled ones, teacher's first
-        start = data.max_train_samples + (h.teacher_train_samples if split == "unlabeled" else 0)
-        records = sources.load_hub("train", name=h.name, config=h.config, cache_dir=h.cache_dir, start=start,
-                                   max_samples=data.pool_size(split))
-        return _articles(records) if split == "unlabeled" else records
-    return sources.load_hub(split, name=h.name, config=h.config,
-                            max_samples=getattr(data, f"max_{split}_samples"), cache_dir=h.cache_dir)
-
-
-def _articles(records: Iterable[dict]) -> Iterator[dict]:
-    """Records without their references: what an unlabeled pool holds."""
-    return ({"id": r["id"], "article": r["article"]} for r in records)
-
-
-LOADERS: dict[str, Callable[[str, DataParams], Iterable[dict]]] = {
-    "builtin": _builtin,
-    "jsonl": _jsonl,
-    "hub": _hub,
-}
 
 
 def split_records(split: str, data: DataParams) -> Iterator[dict]:
@@ -64,7 +27,7 @@ def split_records(split: str, data: DataParams) -> Iterator[dict]:
     benchmark's per-example results are keyed on it), whatever the loader already checked. The cap stops
     the reading: records after it are neither read nor checked. Unlabeled articles need no reference.
     """
-    records = LOADERS[data.source](split, data)
+    records = loader(data.source)(split, data)
     cap = getattr(data, f"max_{split}_samples", None)
     fields = ("id", "article") if split == "unlabeled" else sources.FIELDS
     return sources.validated(itertools.islice(records, cap), where=f"data.source={data.source} split {split!r}",

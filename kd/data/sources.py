@@ -300,3 +300,8 @@ def write_jsonl(records: Iterable[dict], path, *, gz: bool = False) -> int:
             for n, record in enumerate(records, start=1):
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
     return n
+
+
+def articles_only(records: Iterable[dict]) -> Iterator[dict]:
+    """Records without their references: what an unlabeled pool holds."""
+    return ({"id": r["id"], "article": r["article"]} for r in records)

@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 
 from kd.errors import ConfigError
-from kd.losses import register
+from kd.losses.registry import register
 from kd.losses.base import Distiller, LossSettings
 from kd.losses.feature import masked_token_mean
 from kd.losses.layermap import layer_pairs

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd.losses import register
+from kd.losses.registry import register
 from kd.losses.base import Distiller, LossSettings
 from kd.losses.layermap import layer_pairs
 from kd.params import LayerPairs, require

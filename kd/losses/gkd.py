@@ -35,7 +35,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from kd.losses import register
+from kd.losses.registry import register
 from kd.losses.base import Distiller, LossSettings
 from kd.params import require
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from kd.losses import register
+from kd.losses.registry import register
 from kd.losses.base import Distiller, LossSettings
 from kd.params import require
 from kd.teacher.cache import TopK, cached_kl

@@ -66,7 +66,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
-from kd.metrics.registry import register
 from kd.metrics.rouge import split_sentences
 
 # A number (digits with inner , or .) or a word (letters with inner apostrophes); everything else is dropped.
@@ -274,9 +273,3 @@ def example_scores(summary: str, source: str, facts: Mapping | None = None) -> d
         scores["fact_precision"] = fact_precision(summary, facts)
     return scores
 
-
-@register("faithfulness", compare=("fact_precision", "fact_recall", "entity_precision"),
-          headline=("fact_precision", "entity_precision"), order=10)
-def faithfulness(predictions: Sequence[str], records: Sequence[Mapping]) -> list[dict[str, float]]:
-    """`example_scores` of each prediction against its record's article (and facts, when recorded)."""
-    return [example_scores(p, r["article"], r.get("facts")) for p, r in zip(predictions, records)]

@@ -8,8 +8,6 @@ from typing import Sequence
 
 from rouge_score import rouge_scorer
 
-from kd.metrics.registry import register
-
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 # A sentence ends at . ! or ? (optionally followed by a closing quote or bracket), then whitespace,
@@ -65,12 +63,6 @@ def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
         )
     if not predictions:
         raise ValueError("no predictions to score")
-
-
-@register("rouge", compare=ROUGE_KEYS, headline=("rougeL", "rouge1"), order=0)
-def rouge(predictions: Sequence[str], records: Sequence[dict]) -> list[dict[str, float]]:
-    """ROUGE-1/2/L/Lsum F1 (x100) of each prediction against its record's reference (see rouge_per_example)."""
-    return rouge_per_example(predictions, [r["highlights"] for r in records])
 
 
 def rouge_per_example(predictions: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:

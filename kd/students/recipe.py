@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from kd import paths
-from kd.losses import loss_class
+from kd.losses.registry import loss_class
 from kd.losses.base import LossSettings
 from kd.training.objective import Objective
 from kd.params import KDParams, ModelParams, StudentRecipe, TrainParams, parse, require
@@ -65,7 +65,7 @@ class Recipe:
 
 def resolve(name: str, kd: KDParams, student: ModelParams, train: TrainParams) -> Recipe:
     """The recipe of student `name`, every value validated; raises ConfigError naming the key."""
-    raw: StudentRecipe = kd.students.recipe(name)
+    raw: StudentRecipe = kd.recipe(name)
     where = f"kd.students.{name}"
     losses = parse_losses(raw.losses, f"{where}.losses")
     if raw.cached:

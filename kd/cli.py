@@ -49,6 +49,8 @@ def setup_logging(stage: str, log_dir: Path) -> None:
         root.handlers.append(file_handler)
     for noisy in ("httpx", "urllib3", "filelock", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Which checkout's code runs: `dvc exp run --temp` and queued runs work in copies of the repository.
+    log.info("code: %s", Path(__file__).resolve().parent)
 
 
 def log_config(**sections) -> None:

@@ -23,10 +23,9 @@ Builtin corpora only: records without `facts` carry no event to compare with.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from kd import paths
 from kd.errors import ConfigError
@@ -80,10 +79,10 @@ def markdown(per_model: Mapping[str, Counter]) -> str:
 
 
 def read_examples(rev: str, model: str, split: str, decoding: str, repo: Path = Path(".")) -> list[dict]:
-    from kd.seeds import _git
+    from kd.evaluation.examples import examples_file, read_committed
 
-    path = PurePosixPath(paths.BENCHMARK_DIR.as_posix()) / "examples" / f"{model}.jsonl"
-    rows = [json.loads(line) for line in _git(repo, "show", f"{rev}:{path}").splitlines() if line.strip()]
+    path = examples_file(model).as_posix()
+    rows = read_committed(repo, rev, model)[model]
     # A baseline without a model (lead-3) has one decoding of its own, whatever `decoding` asks for.
     decodings = {r.get("decoding") for r in rows if r.get("split") == split}
     wanted = decoding if len(decodings) != 1 or decodings & {"beam", "greedy"} else decodings.pop()
@@ -97,8 +96,9 @@ def read_records(raw_dir: Path, split: str) -> dict[str, dict]:
     path = paths.raw_split(split, raw_dir)
     if not path.is_file():
         raise ConfigError(f"{path} not found: run `dvc repro download` or pass --raw")
-    with open(path, encoding="utf-8") as f:
-        return {record["id"]: record for record in map(json.loads, f)}
+    from kd.jsonl import read_jsonl
+
+    return {record["id"]: record for record in read_jsonl(path)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

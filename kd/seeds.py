@@ -41,14 +41,15 @@ import numpy as np
 from kd import paths
 from kd.metrics.bootstrap import gap_closed, paired
 from kd.errors import ConfigError
+from kd.evaluation.examples import read_committed
+from kd.git import git
+from kd.report import format as fmt
 from kd.io import atomic_write_json, atomic_write_text
 from kd.report.results import COST_FIELDS, RESULTS_JSON as REPORT_JSON, live_run, primary_decoding
 
 Row = Mapping[str, Any]
 PerSeed = Mapping[int, Mapping[str, Sequence[Row]]]  # training seed -> model -> its example rows
 
-# Where the benchmark stages write per-example scores, as a path inside the git tree.
-EXAMPLES_DIR = PurePosixPath(paths.BENCHMARK_DIR.as_posix()) / "examples"
 SEEDS_JSON, SEEDS_MD = "seeds.json", "seeds.md"
 KEY_FIELDS = ("split", "decoding", "id")
 HEURISTICS = ("lead3",)  # reference rows that are not trained, so never compared with the baseline
@@ -296,25 +297,22 @@ def retention(result: Mapping[str, Any], model: str, decoding: str, metric: str 
 # The markdown summary, from collect()'s result (or a seeds.json read back).
 
 
+NONE = "–"  # a cell of the seeds tables with no value
+
+
 def _fmt_spread(stat: Mapping[str, Any] | None, digits: int = 2) -> str:
-    if stat is None:
-        return "–"
-    mean = f"{stat['mean']:.{digits}f}"
-    return mean if stat["sd"] is None else f"{mean} ± {stat['sd']:.{digits}f}"
+    return NONE if stat is None else fmt.spread(stat["mean"], stat["sd"], digits)
 
 
 def _fmt_delta(stat: Mapping[str, Any] | None) -> str:
     if stat is None:
-        return "–"
+        return NONE
     b = stat["bootstrap"]
-    return f"{b['mean_diff']:+.2f} [{b['low']:+.2f}, {b['high']:+.2f}] ({b['share_le_0']:.3f})"
+    return f"{fmt.signed_interval(b['mean_diff'], b['low'], b['high'])} ({b['share_le_0']:.3f})"
 
 
 def _fmt_gap(stat: Mapping[str, Any] | None) -> str:
-    if stat is None:
-        return "–"
-    b = stat["bootstrap"]
-    return f"{b['mean']:.0f}% [{b['low']:.0f}, {b['high']:.0f}]"
+    return NONE if stat is None else fmt.percent_interval(**{k: stat["bootstrap"][k] for k in ("mean", "low", "high")})
 
 
 def _table_rows(result: Mapping[str, Any], decoding: str) -> list[tuple[str, str]]:
@@ -373,11 +371,11 @@ def markdown(result: Mapping[str, Any]) -> str:
                 for section in ("vs_baseline", "vs_teacher"):
                     cells.append(_fmt_delta(result[section].get(model, {}).get(shown, {}).get(DELTA_METRIC)))
                 kept = retention(result, model, shown)
-                cells.append("–" if kept is None else f"{kept:.1f}%")
+                cells.append(NONE if kept is None else fmt.number(kept, 1) + "%")
                 cells.append(_fmt_gap(result.get("gap_closed", {}).get(model, {}).get(shown)))
             for name in header[len(cells):]:  # compression, speedup
                 ratio = efficiency.get(model, {}).get(name)
-                cells.append("–" if ratio is None else _fmt_spread(ratio) + "x")
+                cells.append(NONE if ratio is None else _fmt_spread(ratio) + "x")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     if result["skipped"]:
@@ -421,47 +419,20 @@ def find_experiment(refs: Iterable[str], name: str, *, baseline: str) -> Experim
     raise ConfigError(f"no experiment {name!r} on baseline {baseline[:7]}{where}")
 
 
-def parse_jsonl(text: str, *, where: str) -> list[dict[str, Any]]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{where}:{number}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise ConfigError(f"{where}:{number}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
-
-
-def _git(repo: Path, *args: str) -> str:
-    try:
-        return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                              text=True).stdout
-    except subprocess.CalledProcessError as e:
-        raise ConfigError(f"git {shlex.join(args)} failed: {e.stderr.strip()}") from None
-
-
 def experiment_refs(repo: Path) -> list[str]:
-    return _git(repo, "for-each-ref", "--format=%(refname)", EXPS_NAMESPACE).split()
+    return git(repo, "for-each-ref", "--format=%(refname)", EXPS_NAMESPACE).split()
 
 
 def resolve_commit(repo: Path, rev: str) -> str:
     try:
-        return _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip()
+        return git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip()
     except ConfigError:
         raise ConfigError(f"{rev!r} is not a commit of the git repository at {repo}") from None
 
 
 def read_examples(repo: Path, rev: str) -> dict[str, list[dict[str, Any]]]:
     """model -> rows of every benchmark_results/examples/<model>.jsonl in commit `rev`."""
-    listing = _git(repo, "ls-tree", "-z", "--full-tree", "--name-only", rev, "--", f"{EXAMPLES_DIR}/")
-    files = sorted(PurePosixPath(p) for p in listing.split("\0") if p.endswith(".jsonl"))
-    if not files:
-        raise ConfigError(f"{rev} has no {EXAMPLES_DIR}/*.jsonl")
-    return {f.stem: parse_jsonl(_git(repo, "show", f"{rev}:{f}"), where=f"{rev}:{f}") for f in files}
+    return read_committed(repo, rev)
 
 
 def read_costs(repo: Path, rev: str, models: Iterable[str], teacher: str = "teacher") -> dict[str, dict[str, Any]]:
@@ -469,7 +440,7 @@ def read_costs(repo: Path, rev: str, models: Iterable[str], teacher: str = "teac
     commit `rev`, plus its `compression` and `speedup` from the report's benchmark_results.json where
     that has them; models with neither (lead-3) are left out."""
     try:
-        report = json.loads(_git(repo, "show", f"{rev}:{RESULTS_JSON}"))
+        report = json.loads(git(repo, "show", f"{rev}:{RESULTS_JSON}"))
     except (ConfigError, ValueError):
         report = {}
     out = {}
@@ -478,7 +449,7 @@ def read_costs(repo: Path, rev: str, models: Iterable[str], teacher: str = "teac
         sizes = {k: entry[k] for k in EFFICIENCY_FIELDS if _is_score(entry.get(k))}
         path = LIVE_DIR / live_run(model, teacher) / "metrics.json"
         try:
-            out[model] = {**json.loads(_git(repo, "show", f"{rev}:{path}")), **sizes}
+            out[model] = {**json.loads(git(repo, "show", f"{rev}:{path}")), **sizes}
         except (ConfigError, ValueError):
             if sizes:
                 out[model] = sizes

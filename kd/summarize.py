@@ -47,7 +47,8 @@ def read_articles(path: Path, *, article_field: str = "article", id_field: str =
 
 
 def _read_jsonl(path: Path, article_field: str, id_field: str) -> Articles:
-    from kd.data.sources import check_unique_ids, iter_jsonl, record_id
+    from kd.data.sources import check_unique_ids, record_id
+    from kd.jsonl import iter_jsonl
 
     texts, ids, lines = [], [], []
     for lineno, obj in iter_jsonl(path):

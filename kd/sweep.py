@@ -35,7 +35,9 @@ import yaml
 from kd import paths
 from kd.errors import ConfigError
 from kd.io import atomic_write_json, atomic_write_text
-from kd.seeds import RESULTS_JSON, _git, experiment_refs, parse_experiment_ref, resolve_commit
+from kd.git import git, ls_tree, show
+from kd.report import format as fmt
+from kd.seeds import NONE, RESULTS_JSON, experiment_refs, parse_experiment_ref, resolve_commit
 
 QUALITY_DIR = PurePosixPath(paths.BENCHMARK_DIR.as_posix()) / "quality"
 SPLIT = "validation"
@@ -95,7 +97,7 @@ def _value(row: Mapping[str, Any], decoding: str, metric: str) -> str:
     if decoding not in scores and len(scores) == 1:  # lead-3 has one "decoding" of its own
         decoding = next(iter(scores))
     value = scores.get(decoding, {}).get(metric)
-    return "–" if value is None else f"{value:.2f}"
+    return fmt.number(value, missing=NONE)
 
 
 def _changes(changed: Mapping[str, Any]) -> str:
@@ -117,8 +119,8 @@ def markdown(result: Mapping[str, Any]) -> str:
         shown = [r for r in exp_rows if r["rerun"] or name == "base"]
         for r in shown:
             cells = [name, changes, r["model"]] + [_value(r, d, m) for d, m in TABLE_COLUMNS]
-            speedup = "–" if r.get("speedup") is None else f"{r['speedup']:.2f}x"
-            lines.append("| " + " | ".join(cells + [f"{r['params']:,}" if r["params"] else "–", speedup]) + " |")
+            speedup = fmt.ratio(r.get("speedup"), missing=NONE)
+            lines.append("| " + " | ".join(cells + [fmt.cell(r["params"] or None, missing=NONE), speedup]) + " |")
             changes = "〃"
         same = sorted(r["model"] for r in exp_rows if not r["rerun"] and name != "base")
         if same and shown:
@@ -131,23 +133,22 @@ def markdown(result: Mapping[str, Any]) -> str:
 
 
 def read_quality(repo: Path, rev: str) -> dict[str, dict[str, Any]]:
-    listing = _git(repo, "ls-tree", "-z", "--full-tree", "--name-only", rev, "--", f"{QUALITY_DIR}/")
-    files = sorted(PurePosixPath(p) for p in listing.split("\0") if p.endswith(".json"))
+    files = sorted(PurePosixPath(p) for p in ls_tree(repo, rev, str(QUALITY_DIR)) if p.endswith(".json"))
     if not files:
         raise ConfigError(f"{rev} has no {QUALITY_DIR}/*.json")
-    return {f.stem: json.loads(_git(repo, "show", f"{rev}:{f}")) for f in files}
+    return {f.stem: json.loads(show(repo, rev, str(f))) for f in files}
 
 
 def read_speedups(repo: Path, rev: str) -> dict[str, float]:
     """model -> its `speedup` in the revision's report (kd.report.results); {} when the revision has none."""
-    if not _git(repo, "ls-tree", "--full-tree", "--name-only", rev, "--", str(RESULTS_JSON)):
+    if not git(repo, "ls-tree", "--full-tree", "--name-only", rev, "--", str(RESULTS_JSON)):
         return {}
-    report = json.loads(_git(repo, "show", f"{rev}:{RESULTS_JSON}"))
+    report = json.loads(show(repo, rev, str(RESULTS_JSON)))
     return {m: e["speedup"] for m, e in report.items() if isinstance(e, Mapping) and e.get("speedup") is not None}
 
 
 def read_params(repo: Path, rev: str) -> dict[str, Any]:
-    return yaml.safe_load(_git(repo, "show", f"{rev}:params.yaml"))
+    return yaml.safe_load(show(repo, rev, "params.yaml"))
 
 
 def collect(repo: Path, *, rev: str = "HEAD", prefixes: Sequence[str] = (), also_revs: Sequence[str] = ()) -> dict[str, Any]:

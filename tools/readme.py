@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -83,13 +82,13 @@ def cnndm_table(lead_file: Path = CNNDM) -> str:
 
 
 def _bytes(n) -> str:
-    from tools.rehearsal import human_bytes
+    from kd.report.format import human_bytes
 
     return human_bytes(n) if n else "-"
 
 
 def _seconds(s) -> str:
-    from tools.rehearsal import human_seconds
+    from kd.report.format import human_seconds
 
     return human_seconds(s) if s else "-"
 
@@ -158,11 +157,14 @@ def render_all(readme: str, results_dir: Path = paths.BENCHMARK_DIR) -> str:
 def committed_results(dest: Path, rev: str = "HEAD") -> Path | None:
     """benchmark_results/ as committed at `rev`, extracted under `dest`; None outside a git checkout or
     when `rev` has no such directory."""
-    out = subprocess.run(["git", "archive", "--format=tar", rev, paths.BENCHMARK_DIR.as_posix()],
-                         capture_output=True)
-    if out.returncode != 0:
+    from kd.errors import ConfigError
+    from kd.git import git
+
+    try:
+        archive = git(".", "archive", "--format=tar", rev, paths.BENCHMARK_DIR.as_posix(), binary=True)
+    except ConfigError:
         return None
-    with tarfile.open(fileobj=io.BytesIO(out.stdout)) as tar:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(dest, filter="data")
     return Path(dest) / paths.BENCHMARK_DIR
 

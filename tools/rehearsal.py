@@ -42,7 +42,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -55,6 +54,8 @@ from typing import Iterable, Optional
 import yaml
 
 from kd.errors import ConfigError
+from kd.git import git
+from kd.report.format import human_bytes, human_seconds
 from tools.flops import (H100_BF16_FLOPS, VOCAB_SIZE, Shape, forward_flops, generate_flops, gpu_seconds,
                       training_flops)
 from tools.peakrss import measured
@@ -121,25 +122,6 @@ def stored_ratio(outputs: Iterable[Path], cache: Path) -> dict:
     outputs = list(outputs)
     stored, logical = disk_usage([*outputs, cache]), logical_bytes(outputs)
     return {"stored_bytes": stored, "logical_bytes": logical, "ratio": round(stored / max(logical, 1), 3)}
-
-
-def human_bytes(n: Optional[float]) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return ""
-
-
-def human_seconds(s: Optional[float]) -> str:
-    if s is None:
-        return "-"
-    for limit, div, unit in ((120, 1, "s"), (7200, 60, "min"), (172800, 3600, "h")):
-        if s < limit:
-            return f"{s / div:.1f} {unit}"
-    return f"{s / 86400:.1f} d"
 
 
 # ----------------------------------------------------------------------------- setup
@@ -229,8 +211,8 @@ def make_repo(repo: Path, site_cache: Path, env: dict) -> None:
     for name in ("dvc.yaml", ".dvcignore"):
         if (ROOT / name).is_file():
             shutil.copyfile(ROOT / name, repo / name)
-    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
-        subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+    git(repo, "init", "-q", env=env)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, env=env, check=True, capture_output=True)
     shutil.copyfile(ROOT / ".dvc" / "config", repo / ".dvc" / "config")  # link types, as the real repo has them
     # DVC's hash index lives outside the repo by default; keep it in the work dir, measured and removed.
     subprocess.run([sys.executable, "-m", "dvc", "config", "--local", "core.site_cache_dir", str(site_cache)],
@@ -239,8 +221,8 @@ def make_repo(repo: Path, site_cache: Path, env: dict) -> None:
 
 def commit_all(repo: Path, env: dict) -> None:
     identity = ["-c", "user.name=kd rehearsal", "-c", "user.email=rehearsal@localhost"]
-    for cmd in (["git", "add", "-A"], ["git", *identity, "commit", "-q", "-m", "rehearsal: code and params"]):
-        subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+    git(repo, "add", "-A", env=env)
+    git(repo, *identity, "commit", "-q", "-m", "rehearsal: code and params", env=env)
 
 
 def write_slice(tokenized: Path, out: Path, rows: dict[str, int]) -> dict[str, int]:
@@ -318,7 +300,7 @@ class Rehearsal:
         return record
 
     def stage_script(self, name: str, script: str, *args: str, kind: str) -> dict:
-        return self.run(name, [sys.executable, str(self.repo / "stages" / f"{script}.py"), *args], kind)
+        return self.run(name, [sys.executable, "-m", f"stages.{script}", *args], kind)
 
     def log_text(self, stage_log: str) -> str:
         path = self.repo / "logs" / f"{stage_log}.log"
@@ -365,12 +347,12 @@ def full_counts(profile: dict) -> dict:
     return {s: min(n, data.get(f"max_{s}_samples") or n) for s, n in CNNDM_SIZES.items()}
 
 
-def _throughput(log: str) -> Optional[dict]:
-    from kd.training.run import THROUGHPUT_RE
+def _throughput(repo: Path, model: str) -> Optional[dict]:
+    """The training stage's throughput, from the dvclive summary it wrote in `repo`."""
+    from kd.report.results import live_run
+    from tools.bench import live_throughput
 
-    m = re.search(THROUGHPUT_RE, log)
-    return None if m is None else {"steps": int(m["steps"]), "steps_per_s": float(m["steps_per_s"]),
-                                   "tokens_per_s": float(m["tokens_per_s"])}
+    return live_throughput(repo / "dvclive" / live_run(model))
 
 
 def annotate(reh: Rehearsal, job: FullJob, *, shapes: dict[str, Shape], epochs: dict[str, int],
@@ -395,7 +377,7 @@ def annotate(reh: Rehearsal, job: FullJob, *, shapes: dict[str, Shape], epochs: 
             cpu, disk_scale = wall * job.scale, job.scale
         elif name == "train_teacher" or name.startswith("distill_"):
             model = "teacher" if name == "train_teacher" else name.removeprefix("distill_")
-            measured = _throughput(reh.log_text(name))
+            measured = _throughput(reh.repo, model)
             if measured:
                 rate = {"value": measured["tokens_per_s"], "unit": "tokens/s", "steps": measured["steps"]}
                 cpu = epochs[model] * train_n * tok / measured["tokens_per_s"]

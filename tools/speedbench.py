@@ -66,6 +66,7 @@ from typing import Callable, Optional
 import torch
 
 from kd.errors import ConfigError
+from kd.report import format as fmt
 
 QUICK = {  # tiny everything: the whole run takes seconds
     "tokenizer": {"vocab_size": 200, "max_source_length": 64, "max_target_length": 16},
@@ -130,7 +131,7 @@ def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
 
 def table_line(label: str, name: str, value: Optional[float], detail: str = "") -> str:
     """'label 1.07 (target >= 1.0) ok' / 'MISSED' / '(info)' / 'n/a'."""
-    shown = "n/a" if value is None else f"{value:.2f}"
+    shown = fmt.number(value, missing="n/a")
     if name in TARGETS:
         op, target = TARGETS[name]
         verdict = {True: "ok", False: "MISSED", None: "not measured"}[judge(name, value)]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from kd.errors import ConfigError
+from kd.jsonl import iter_jsonl
 from kd.io import atomic_file
 
 SPLITS = ("train", "validation", "test")
@@ -40,32 +41,6 @@ def _stem(path: Path) -> str:
     for suffix in (".gz", ".jsonl"):
         name = name.removesuffix(suffix)
     return name
-
-
-def iter_jsonl(path) -> Iterator[tuple[int, dict]]:
-    """(line number, JSON object) for every non-blank line of a `.jsonl` or `.jsonl.gz` file.
-
-    A missing file, bytes that are not UTF-8, a line that is not JSON or not an object raise ConfigError
-    naming the file (and the line). A UTF-8 byte order mark, as some editors write, is skipped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: data file not found")
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            # Bytes, decoded line by line, so an encoding error names its line.
-            for lineno, raw in enumerate(f, start=1):
-                where = f"{path}:{lineno}"
-                try:
-                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-                except UnicodeDecodeError as e:
-                    raise ConfigError(f"{where}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
-                                      f"{e.start + 1}); save the file as UTF-8") from None
-                if line.strip():
-                    yield lineno, _parse_object(line, where)
-    except (OSError, EOFError) as e:  # a corrupt or truncated .gz
-        raise ConfigError(f"{path}: cannot read: {e}") from None
 
 
 def read_jsonl(path, *, article_field: str = "article", summary_field: str = "highlights",
@@ -99,16 +74,6 @@ def iter_articles(path, *, article_field: str = "article", id_field: str = "id")
         if problem := _bad_text(obj, article_field):
             raise ConfigError(f"{where}: {problem}")
         yield {"id": record_id(obj, id_field, where, default=f"{_stem(path)}-{lineno}"), "article": obj[article_field]}
-
-
-def _parse_object(line: str, where: str) -> dict:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{where}: malformed JSON: {e.msg} at column {e.colno}") from None
-    if not isinstance(obj, dict):
-        raise ConfigError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    return obj
 
 
 def _record(obj: dict, where: str, article_field: str, summary_field: str, id_field: str, *,

@@ -12,7 +12,6 @@ writes.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -144,12 +143,8 @@ def score_model(*, model_dir: str | Path, splits: dict[str, Sequence[dict]], ben
     return quality_file(blocks, params=count_parameters(model), size_mb=size_on_disk_mb(model_dir)), rows
 
 
-def example_lines(rows: Sequence[dict]) -> str:
-    """The examples file: one JSON line per row (split, decoding, id, scores, prediction)."""
-    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-
-
 def write_quality(*, quality: dict, out: Path, rows: Sequence[dict], examples_out: Path) -> None:
+    from kd.evaluation.examples import example_lines
     from kd.io import atomic_write_json, atomic_write_text
 
     atomic_write_text(examples_out, example_lines(rows))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from kd.errors import ConfigError
+from kd.report import format as fmt
 from kd.io import atomic_file, atomic_write_json, atomic_write_text
 from kd.metrics.rouge import ROUGE_KEYS
 
@@ -61,18 +62,6 @@ def _columns_of(rows: Sequence[Row], columns: Sequence[str] | None) -> list[str]
     return list(seen)
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)
-
-
 def _numeric_columns(rows: Sequence[Row], columns: Sequence[str]) -> set[str]:
     """Columns whose present values are all numbers; they are right-aligned."""
     return {
@@ -87,7 +76,7 @@ def format_table(rows: Sequence[Row], columns: Sequence[str] | None = None) -> s
     """A fixed-width plain-text table: header, rule, one line per row; numbers right-aligned."""
     names = _columns_of(rows, columns)
     numeric = _numeric_columns(rows, names)
-    cells = [[_cell(row.get(column)) for column in names] for row in rows]
+    cells = [[fmt.cell(row.get(column)) for column in names] for row in rows]
     widths = [max([len(name)] + [len(line[i]) for line in cells]) for i, name in enumerate(names)]
 
     def line(values: Sequence[str]) -> str:
@@ -110,7 +99,7 @@ def markdown_table(rows: Sequence[Row], columns: Sequence[str] | None = None) ->
         return "| " + " | ".join(value.replace("|", "\\|") for value in values) + " |"
 
     rule = "|" + "|".join("---:" if name in numeric else "---" for name in names) + "|"
-    body = [line([_cell(row.get(column)) for column in names]) for row in rows]
+    body = [line([fmt.cell(row.get(column)) for column in names]) for row in rows]
     return "\n".join([line(names), rule, *body]) + "\n"
 
 
@@ -411,16 +400,16 @@ def read_quality(quality_dir: Path, name: str) -> dict:
 def read_examples(examples_dir: Path, name: str, ids: Mapping[str, Sequence[str]]) -> dict[tuple[str, str], list[dict]]:
     """benchmark_results/examples/<name>.jsonl -> {(split, decoding): rows in split order}, each split's ids
     checked against `ids[split]` (the scored records)."""
-    path = Path(examples_dir) / f"{name}.jsonl"
+    from kd.evaluation.examples import examples_file, grouped, read_examples_file
+
+    path = examples_file(name, examples_dir)
     if not path.is_file():
         raise ConfigError(f"{path}: no per-example scores for {name!r}; {_rerun_hint(name)}")
-    groups: dict[tuple[str, str], list[dict]] = {}
     try:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                groups.setdefault((row["split"], row["decoding"]), []).append(row)
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as e:
+        groups = grouped(read_examples_file(path))
+    except ConfigError as e:
+        raise ConfigError(f"{e}; {_rerun_hint(name)}") from None
+    except (TypeError, KeyError) as e:
         raise ConfigError(f"{path}: not an examples file ({type(e).__name__}: {e}); {_rerun_hint(name)}") from None
     for (split, decoding), rows in groups.items():
         want = list(ids.get(split, ()))
@@ -608,8 +597,7 @@ def with_intervals(row: Mapping[str, Any], key: str) -> str:
     value = row.get(key)
     if value is None:
         return "-"
-    low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
-    return f"{value:.2f}" if low is None else f"{value:.2f} [{low:.2f}, {high:.2f}]"
+    return fmt.with_interval(value, row.get(f"{key}_low"), row.get(f"{key}_high"))
 
 
 def diff_cell(row: Mapping[str, Any], key: str) -> str:
@@ -617,15 +605,14 @@ def diff_cell(row: Mapping[str, Any], key: str) -> str:
     value = row.get(key)
     if value is None:
         return "-"
-    return (f"{value:+.2f} [{row[key + '_low']:+.2f}, {row[key + '_high']:+.2f}] "
-            f"p≤0={row[key + '_p_le_0']:.2f}")
+    return f"{fmt.signed_interval(value, row[key + '_low'], row[key + '_high'])} p≤0={row[key + '_p_le_0']:.2f}"
 
 
 def gap_cell(row: Mapping[str, Any]) -> str:
     """`62% [48, 75]`: the share of the teacher's lead over the baseline a student closes, its interval."""
     if row.get("gap_closed") is None:
         return "-"
-    return f"{row['gap_closed']:.0f}% [{row['gap_closed_low']:.0f}, {row['gap_closed_high']:.0f}]"
+    return fmt.percent_interval(row["gap_closed"], row["gap_closed_low"], row["gap_closed_high"])
 
 
 def display_rows(rows: Sequence[Row], faithfulness: str) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kd.training.checkpoint import fingerprint
-from kd.data.sources import iter_jsonl
+from kd.jsonl import dumps_lines, iter_jsonl, read_jsonl
 from kd.errors import ConfigError
 from kd.io import atomic_dir, atomic_write_json, atomic_write_text
 from kd.metrics.rouge import ROUGE_KEYS, rouge_per_example
@@ -196,9 +196,8 @@ class ShardStore:
         return self.path(start).is_file()
 
     def write(self, start: int, rows: list[dict]) -> None:
-        atomic_write_text(self.path(start), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_write_text(self.path(start), dumps_lines(rows))
 
     def read_all(self, n: int, shard_size: int) -> Iterator[list[dict]]:
         for start in range(0, n, shard_size):
-            with open(self.path(start), encoding="utf-8") as f:
-                yield [json.loads(line) for line in f]
+            yield read_jsonl(self.path(start))

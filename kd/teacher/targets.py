@@ -21,7 +21,8 @@ from typing import Mapping, Sequence
 
 import datasets
 
-from kd.data.sources import iter_jsonl, record_id
+from kd.data.sources import record_id
+from kd.jsonl import iter_jsonl
 from kd.errors import ConfigError
 
 MANIFEST_FILE = "manifest.json"
@@ -73,12 +74,11 @@ def read_targets(path: Path, *, split: str, identity: dict, per_article: int) ->
                           f"({'; '.join(bad)}); {RERUN}")
     labels = []
     file = path / targets_file(split)
-    with open(file, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            sequences = json.loads(line)["labels"][:per_article]
-            if len(sequences) < per_article or not all(sequences):
-                raise ConfigError(f"{file}:{lineno}: fewer than {per_article} non-empty summaries; {RERUN}")
-            labels.append(sequences)
+    for lineno, row in iter_jsonl(file):
+        sequences = row["labels"][:per_article]
+        if len(sequences) < per_article or not all(sequences):
+            raise ConfigError(f"{file}:{lineno}: fewer than {per_article} non-empty summaries; {RERUN}")
+        labels.append(sequences)
     if len(labels) != made["n_examples"]:
         raise ConfigError(f"{file}: {len(labels)} articles, the manifest says {made['n_examples']}; {RERUN}")
     return labels

@@ -28,10 +28,6 @@ from kd.params import ModelParams, TrainParams
 from kd.training.loop import FitResult, Hook, TrainLoop, finish, fit, make_collator
 
 log = logging.getLogger(__name__)
-# One line per training run; tools.bench gpu-smoke reads it back (THROUGHPUT_RE).
-THROUGHPUT_LOG = "%s throughput: %d steps in %.1f s, %.2f steps/s, %.0f tokens/s per process (%d processes)"
-THROUGHPUT_RE = (r"(?P<name>\S+) throughput: (?P<steps>\d+) steps in (?P<seconds>[\d.]+) s, "
-                 r"(?P<steps_per_s>[\d.]+) steps/s, (?P<tokens_per_s>\d+) tokens/s")
 
 
 def load_tokenized(path: Path) -> datasets.DatasetDict:
@@ -242,7 +238,8 @@ def train_and_save(*, name, model, teacher, objective, tokenizer, tokenized, spe
         score = "" if result.best_score is None else f" (selected by {result.select_by} {result.best_score:.2f})"
         log.info("%s: best val loss %.4f at epoch %d%s; saved %s", name, result.best_val_loss,
                  result.best_epoch, score, out_dir)
-        log.info(THROUGHPUT_LOG, name, result.steps_run, result.seconds,
+        log.info("%s throughput: %d steps in %.1f s, %.2f steps/s, %.0f tokens/s per process (%d processes)",
+                 name, result.steps_run, result.seconds,
                  result.steps_run / max(result.seconds, 1e-9), result.tokens / max(result.seconds, 1e-9),
                  accelerator.num_processes)
     accelerator.wait_for_everyone()

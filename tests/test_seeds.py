@@ -288,7 +288,7 @@ def test_collect_cli_bad_file_names_ref_and_line(repo, capsys):
     _git(repo, "update-ref", ref, _git(repo, "rev-parse", "HEAD"))
     _git(repo, "checkout", "-q", "main")
     assert seeds.main(["collect", "--seeds", "0", "--out-dir", "out"]) == 2
-    assert f"{ref}:benchmark_results/examples/teacher.jsonl:2: not JSON" in capsys.readouterr().err
+    assert f"{ref}:benchmark_results/examples/teacher.jsonl:2: malformed JSON" in capsys.readouterr().err
 
 
 # --- the run subcommand: the dvc commands it issues ---------------------------------------------

@@ -108,3 +108,27 @@ def test_losses_are_found_by_module_name():
         assert cls.name == name and REGISTRY[name] is cls
         assert cls.needs and cls.needs <= {"logits", "hidden_states", "attentions"}
         cls.Settings()  # every setting has a default
+
+
+@pytest.mark.parametrize("name", available())
+def test_each_loss_docstring_cites_its_paper_and_shows_a_recipe_that_validates(name, tmp_path):
+    """The docstring is the loss's manual: a paper (authors and year) and a params.yaml snippet that is a
+    valid recipe using this loss."""
+    import importlib
+    import re
+
+    import yaml
+
+    from kd.params import load_section
+    from kd.students.recipe import resolve
+
+    doc = importlib.import_module(f"kd.losses.{name}").__doc__
+    assert re.search(r"(19|20)\d\d\)", doc), f"{name}: no year of a paper in the docstring"
+    after = doc.split("In params.yaml", 1)[1].split("\n", 1)[1]
+    block = "\n".join(line[4:] for line in re.match(r"((?:\n| {4}.*\n)+)", after + "\n")[1].splitlines())
+    snippet = yaml.safe_load(block)
+    (student, recipe), = snippet["kd"]["students"].items()
+    assert name in recipe["losses"], f"{name}: its snippet does not use it"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(snippet))
+    resolve(student, load_section("kd", path), load_section("student", path), load_section("train", path))

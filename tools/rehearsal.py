@@ -302,10 +302,6 @@ class Rehearsal:
     def stage_script(self, name: str, script: str, *args: str, kind: str) -> dict:
         return self.run(name, [sys.executable, "-m", f"stages.{script}", *args], kind)
 
-    def log_text(self, stage_log: str) -> str:
-        path = self.repo / "logs" / f"{stage_log}.log"
-        return path.read_text() if path.is_file() else ""
-
 
 # ----------------------------------------------------------------------------- the full job, extrapolated
 

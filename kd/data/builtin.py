@@ -514,7 +514,7 @@ def _record(rng: random.Random, n_distractors: int, entity_pool: int | None) -> 
     others = [_fill(kind.details[i][0], slots) for i in picked]
     k = max(0, n_distractors + rng.choice((-1, 0, 1, 2)))
     opener = []
-    distractor_values: list[str] = []  # in draw order; the rng calls and their order are as before facts existed
+    distractor_values: list[str] = []  # in draw order; recording them draws nothing from rng
     if k and rng.random() < 0.5:
         template = rng.choice(LEAD_DISTRACTORS)
         drawn = _distractor_slots(d, template)
@@ -567,8 +567,8 @@ def generate(split: str, n: int, seed: int, *, n_distractors: int = 3,
     fewer to two more, so article lengths vary. `entity_pool` caps how many first names, last names,
     companies and cities are drawn from (None: all of them). Fewer names means each name token is seen
     more often, so a small model learns to copy names from the article within a CPU budget; with the
-    full lists (60 names each) a 2M-parameter T5 trained for 1,500 steps learned the summary
-    templates but filled the names in by guessing.
+    full lists (60 first and 60 last names) each name is too rare for that, and a small model learns the
+    summary templates but guesses the names.
     """
     return list(stream(split, n, seed, n_distractors=n_distractors, entity_pool=entity_pool))
 

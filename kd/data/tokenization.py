@@ -38,9 +38,9 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 def trainer_inputs(texts: Iterable[str], max_bytes: int = MAX_TRAINER_BYTES) -> Iterator[str]:
     """The texts as SentencePiece trainer inputs, none longer than `max_bytes`, every word kept: a text
-    that fits is passed as it is (so a corpus of short texts, such as the builtin one, trains exactly
-    as before); a longer one goes line by line, a line that is still too long sentence by sentence, and
-    a sentence that is still too long in runs of whole words."""
+    that fits is passed as it is (so a corpus of short texts, such as the builtin one, trains on its
+    texts unchanged); a longer one goes line by line, a line that is still too long sentence by
+    sentence, and a sentence that is still too long in runs of whole words."""
     for text in texts:
         if len(text.encode("utf-8")) <= max_bytes:
             yield text

@@ -1,5 +1,6 @@
-"""Attention-map distillation: MiniLM (Wang et al., "MiniLM: Deep Self-Attention Distillation", 2020),
-for encoder self-attention, decoder self-attention and cross-attention.
+"""Attention-map distillation: MiniLM (Wang, Wei, Dong, Bao, Yang & Zhou, "MiniLM: Deep Self-Attention
+Distillation for Task-Agnostic Compression of Pre-Trained Transformers", NeurIPS 2020), for encoder
+self-attention, decoder self-attention and cross-attention.
 
 KL(teacher || student) between post-softmax attention distributions (or MSE between the maps),
 averaged over real query positions; masked keys carry zero probability in both and add nothing.
@@ -8,6 +9,27 @@ Different head counts are reconciled by `heads`:
   group  split the teacher's heads into as many contiguous groups as the student has heads and
          compare each student head with its group's mean (teacher heads divisible by student heads).
 Needs eager attention: SDPA returns no attention weights.
+
+In params.yaml (the shipped `attention` recipe; a missing setting takes its `AttentionSettings` default):
+
+    kd:
+      students:
+        attention:
+          teacher_input: models/teacher  # a live teacher: the teacher_outputs cache holds logits only
+          targets: data/tokenized
+          label_weight: 1.0
+          losses:
+            attention:
+              weight: 1.0
+              layer_map: uniform         # uniform | last | explicit (reads the three maps below)
+              encoder_map: []            # explicit [[student_layer, teacher_layer], ...], 0-based
+              decoder_map: []
+              cross_map: []
+              encoder: true              # encoder self-attention
+              decoder: true              # decoder self-attention
+              cross: true                # decoder-encoder cross-attention
+              heads: mean                # mean | group
+              loss: kl                   # kl | mse
 """
 
 from __future__ import annotations

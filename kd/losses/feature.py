@@ -1,9 +1,30 @@
-"""Hidden-state distillation: TinyBERT (Jiao et al., 2020) and DistilBART's intermediate-layer loss
-(Shleifer & Rush, "Pre-trained Summarization Distillation", 2020), for encoder and decoder.
+"""Hidden-state distillation, for encoder and decoder: TinyBERT (Jiao et al., "TinyBERT: Distilling
+BERT for Natural Language Understanding", Findings of EMNLP 2020) and DistilBART's intermediate-layer
+loss (Shleifer & Rush, "Pre-trained Summarization Distillation", 2020).
 
 Student states pass through a learned linear projection to the teacher's width (identity when the
 widths match), then MSE (or 1 - cosine) against the teacher's states, averaged over real tokens.
 Hidden state 0 is the embedding output; state k > 0 is the output of layer k-1.
+
+In params.yaml (the shipped `feature` recipe; a missing setting takes its `FeatureSettings` default):
+
+    kd:
+      students:
+        feature:
+          teacher_input: models/teacher  # a live teacher: the teacher_outputs cache holds logits only
+          targets: data/tokenized
+          label_weight: 1.0
+          losses:
+            feature:
+              weight: 0.1
+              layer_map: last            # uniform | last | explicit (reads encoder_map / decoder_map)
+              encoder_map: []            # explicit [[student_layer, teacher_layer], ...], 0-based
+              decoder_map: []
+              include_embeddings: true   # also match the embedding outputs (hidden state 0)
+              encoder: true
+              decoder: true
+              loss: mse                  # mse | cosine
+              normalize: true            # layer-normalise both states first: their shapes, not their scale
 """
 
 from __future__ import annotations

@@ -24,6 +24,23 @@ records it and a resumed run samples exactly what an uninterrupted one would. Th
 from torch's global RNG at its first use, which kd.training.loop seeds with `train.seed`. The teacher scores
 the sampled sequences live (a recipe with gkd must use `teacher_input: models/teacher`). The recipe's
 `label_weight` applies to the batch's own targets, never to the student's samples.
+
+In params.yaml (the shipped `gkd` recipe; a missing setting takes its `GKDSettings` default):
+
+    kd:
+      students:
+        gkd:
+          teacher_input: models/teacher  # required: the teacher scores the student's samples live
+          targets: data/tokenized        # or data/teacher_targets: the teacher's summaries
+          label_weight: 1.0              # on the batch's targets, never on the student's samples
+          losses:
+            gkd:
+              weight: 1.0
+              beta: 0.0                  # 0: forward KL(teacher || student), 1: reverse KL, between: JSD(beta)
+              temperature: 1.0
+              lmbda: 0.25                # share of batches distilled on the student's own samples
+              sample_temperature: 1.0
+              max_new_tokens: 32         # the builtin references have at most 30 tokens
 """
 
 from __future__ import annotations

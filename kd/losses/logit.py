@@ -1,4 +1,5 @@
-"""Logit distillation: Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network" (2015).
+"""Logit distillation: Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network"
+(arXiv:1503.02531, 2015).
 
 KL(teacher || student) between temperature-softened token distributions, over real target tokens
 only, scaled by T^2 so its gradient magnitude does not shrink as T grows.
@@ -10,6 +11,19 @@ one tail bin. The cache gives the tail bin's teacher mass exactly at every tempe
 `teacher_outputs.temperatures` (a recipe at another temperature is refused), so the only remaining
 approximation is merging the tail tokens into one bin, which can only lower the KL (see
 kd/teacher/cache.py).
+
+In params.yaml (the shipped `vanilla` recipe; a missing setting takes its `LogitSettings` default):
+
+    kd:
+      students:
+        vanilla:
+          teacher_input: data/teacher_outputs  # the cached top-k logits; models/teacher for a live teacher
+          targets: data/tokenized              # the cache's rows belong to the reference tokens
+          label_weight: 0.7                    # the label cross-entropy's weight
+          losses:
+            logit:
+              weight: 0.3
+              temperature: 1.0                 # with the cache, one of teacher_outputs.temperatures
 """
 
 from __future__ import annotations

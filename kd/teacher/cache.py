@@ -41,7 +41,6 @@ The loss in `cached_kl` (temperature T, k stored tokens out of V, p = teacher, q
   mass), so the gradient reaches the tail tokens exactly.
 
 The loss is the mean over tokens of that KL times T^2, the scaling `kd.losses.logit.LogitKD` uses.
-At T = 1 it is bit-identical to format 1's (which knew L_1 only and guessed a uniform tail at T != 1).
 """
 
 from __future__ import annotations
@@ -220,7 +219,7 @@ class TeacherCache:
             manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path / 'manifest.json'}: not valid JSON ({e}); {RERUN}") from e
-        # Before the arrays: an older format has other files, and the fix is to rerun, not to look for them.
+        # Before the arrays: a cache of another format has other files, and the fix is to rerun, not to look for them.
         if manifest.get("format_version") != FORMAT_VERSION:
             raise ConfigError(f"{path / 'manifest.json'}: format_version {manifest.get('format_version')!r}, "
                               f"this code reads {FORMAT_VERSION}; {RERUN}")
@@ -285,9 +284,8 @@ def _teacher_log_probs(top: TopK, temperature: float) -> torch.Tensor:
     else:
         # The tail's mass at T; clamp because rounding can make the stored mass exceed 1 (log = -inf).
         log_s = torch.log((1.0 - log_p.exp().sum(-1, keepdim=True)).clamp(min=0.0))  # (N, 1)
-        # tail = log_s up to rounding, written the way format 1's uniform-tail formula worked out at
-        # T = 1: plain log_s differs in the last bit on some rows, and T = 1 students would no longer
-        # train to bit-identical weights.
+        # tail = log_s up to rounding, written as log n + (log_s - log n): plain log_s differs in the
+        # last bit on some rows, and this form keeps T = 1 students training to the same weights bit for bit.
         log_n = math.log(n_tail)
         tail = log_n + (log_s - log_n)  # (N, 1)
     return torch.log_softmax(torch.cat([log_p, tail], dim=-1), dim=-1)  # (N, k + 1)

@@ -55,7 +55,7 @@ def load(path: Path, *, model, objective, optimizer, scheduler, scaler) -> tuple
     torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
     state = json.loads((path / "state.json").read_text())
     scheduler.load_state_dict(state.pop("scheduler"))
-    # {} from a disabled scaler (bf16, fp32); absent from checkpoints that predate saving it.
+    # {} from a disabled scaler (bf16, fp32); a state.json without the key also resumes, with a fresh scaler.
     scaler_state = state.pop("scaler", {})
     if scaler_state:
         scaler.load_state_dict(scaler_state)

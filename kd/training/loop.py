@@ -265,7 +265,8 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, saved: dict) -> "TrainState":
-        # A field the checkpoint predates (e.g. the cost counters) starts from its default.
+        # A field the saved state lacks (e.g. the cost counters) starts from its default, so any
+        # state.json that has the required fields resumes.
         return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls)
                       if f.name in saved or (f.default is dataclasses.MISSING
                                              and f.default_factory is dataclasses.MISSING)})

@@ -174,8 +174,8 @@ class DvcLiveHook(Hook):
         self.write_summary()
 
     def write_summary(self) -> None:
-        """Live.make_summary, atomically: dvclive rewrites metrics.json in place, so a kill mid-write
-        left a truncated file that the resumed run's Live(resume=True) could not parse."""
+        """Live.make_summary, atomically: dvclive rewrites metrics.json in place, and a kill mid-write
+        would leave a truncated file that the resumed run's Live(resume=True) cannot parse."""
         atomic_write_json(self.live.metrics_file, {**self.live.summary, "step": self.live.step})
 
     def on_train_end(self, loop: TrainLoop) -> None:

@@ -2,7 +2,12 @@
 every comment) stays. `dvc repro` then reruns exactly the stages whose params changed.
 
     python -m kd.profile --list
-    python -m kd.profile cnndm-t5-base-small [--params params.yaml]
+    python -m kd.profile quick                  # a smoke run of the whole pipeline in about a minute
+    python -m kd.profile cnndm-t5-base-small    # the real job (docs/real-job.md)
+    git checkout params.yaml                    # back to the default
+
+A profile is applied only to a params.yaml without uncommitted changes (your own edits would be mixed
+into the profile's, and `git checkout params.yaml` would no longer take you back); `--force` skips it.
 
 Profiles live in kd/profiles/<name>.yaml and name only keys params.yaml already has; the result is
 validated section by section before params.yaml is replaced (atomically).
@@ -42,12 +47,28 @@ def merge(base, override, where: str = "") -> None:
             base[key] = value
 
 
-def apply(name: str, params_path: Path = paths.PARAMS_FILE) -> None:
+def uncommitted(params_path: Path) -> bool:
+    """Whether git sees changes to `params_path` not yet committed (False outside a git work tree)."""
+    from kd.git import git
+
+    folder = Path(params_path).resolve().parent
+    try:
+        if git(folder, "rev-parse", "--is-inside-work-tree").strip() != "true":
+            return False
+    except ConfigError:
+        return False
+    return bool(git(folder, "status", "--porcelain", "--", Path(params_path).name).strip())
+
+
+def apply(name: str, params_path: Path = paths.PARAMS_FILE, *, force: bool = False) -> None:
     from kd.params import SECTIONS, section_from
 
     profile = PROFILES_DIR / f"{name}.yaml"
     if not profile.is_file():
         raise ConfigError(f"profile {name!r} not found; available: {available()}")
+    if not force and uncommitted(params_path):
+        raise ConfigError(f"{params_path} has uncommitted changes: commit them (or drop them with "
+                          f"`git checkout {Path(params_path).name}`) before applying a profile, or pass --force")
     yaml = YAML()  # round trip: comments and key order survive
     yaml.version = (1, 2)
     yaml.representer.add_representer(  # write null as `null`, as params.yaml does, not as nothing
@@ -80,16 +101,18 @@ def main(argv=None) -> int:
     p.add_argument("name", nargs="?", help="a profile in kd/profiles/")
     p.add_argument("--params", type=Path, default=paths.PARAMS_FILE)
     p.add_argument("--list", action="store_true", help="list the shipped profiles")
+    p.add_argument("--force", action="store_true", help="apply even when params.yaml has uncommitted changes")
     args = p.parse_args(argv)
     if args.list or not args.name:
         print("\n".join(available()))
         return 0
     try:
-        apply(args.name, args.params)
+        apply(args.name, args.params, force=args.force)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"applied profile {args.name} to {args.params}; run `dvc repro` (or `dvc exp run`)")
+    print(f"applied profile {args.name} to {args.params}; run `dvc repro` (or `dvc exp run`); "
+          f"back to the default: `git checkout {args.params.name}`")
     return 0
 
 

@@ -70,3 +70,37 @@ def test_profile_recipes_are_validated_before_params_is_replaced(tmp_path, monke
     with pytest.raises(ConfigError, match=r"kd\.students\.s\.losses\.logit\.temprature"):
         profile.apply("typo", params)
     assert params.read_text() == before
+
+
+def _git(cwd, *args):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+                   capture_output=True)
+
+
+def test_a_profile_refuses_uncommitted_params_and_checkout_goes_back(tmp_path):
+    """Your own uncommitted edits are never mixed into a profile; `git checkout params.yaml` undoes one."""
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "params.yaml")
+    _git(tmp_path, "commit", "-qm", "params")
+    committed = params.read_text()
+    params.write_text(committed.replace("batch_size: 8", "batch_size: 4", 1))
+    edited = params.read_text()
+    with pytest.raises(ConfigError, match="uncommitted changes.*git checkout params.yaml"):
+        profile.apply("quick", params)
+    assert params.read_text() == edited
+    _git(tmp_path, "checkout", "params.yaml")
+    profile.apply("quick", params)
+    assert load_section("student", params).steps == 4
+    _git(tmp_path, "checkout", "params.yaml")
+    assert params.read_text() == committed
+
+
+def test_the_quick_profile_keeps_every_default_recipe():
+    """The smoke run trains the default's students, with the default recipes, only smaller and shorter."""
+    import yaml
+
+    quick = yaml.safe_load((profile.PROFILES_DIR / "quick.yaml").read_text())
+    assert "kd" not in quick  # kd.students is replaced whole by a profile that names it
+    assert load_section("student", ROOT / "params.yaml").steps > quick["student"]["steps"]

@@ -28,13 +28,16 @@ def test_real_scale_profile_switches_to_t5_base_to_small_on_cnndm(tmp_path):
     assert (student.source, student.pretrained) == ("pretrained", "t5-small")
     assert load_section("train", params).precision == "auto"
     text = params.read_text()
-    assert "# Every stage reads only its own sections" in text  # comments survive
+    assert "# The pipeline's settings." in text  # comments survive
     assert "speed_repeats: 3           # the speed stage" in text  # untouched keys stay as written
-    # the profile's own student recipes replace the builtin ones: two student kinds from one teacher
+    # the profile's own student recipes replace the builtin ones: the control and sequence-level KD, each
+    # for t5-small and flan-t5-small, from one teacher whose summaries of the training split are the targets
     kd = load_section("kd", params)
-    assert list(kd.students) == ["baseline", "t5_small", "flan_t5_small"]
-    assert kd.students["flan_t5_small"].student == {"init": "pretrained", "pretrained": "google/flan-t5-small"}
-    assert kd.students["t5_small"].cached and "logit" in kd.students["t5_small"].losses
+    assert list(kd.students) == ["baseline", "seqkd", "flan_baseline", "flan_seqkd"]
+    assert kd.students["flan_seqkd"].student == {"init": "pretrained", "pretrained": "google/flan-t5-small"}
+    assert kd.students["seqkd"].targets == "data/teacher_targets" and kd.students["seqkd"].target_splits == ("train",)
+    generate = load_section("teacher_generate", params)
+    assert (generate.splits, generate.num_beams, generate.max_new_tokens) == (("train",), 4, 128)
     # applying twice changes nothing
     before = params.read_text()
     profile.apply("cnndm-t5-base-small", params)

@@ -96,7 +96,7 @@ def test_rehearsal_params_keep_the_profiles_lengths_and_decoding(tmp_path):
     assert params["data"]["hub"]["config"] is None
     assert (params["tokenizer"]["max_source_length"], params["tokenizer"]["max_target_length"]) == (512, 128)
     assert params["teacher_outputs"]["top_k"] == 64 and params["benchmark"]["num_beams"] == 4
-    assert params["kd"]["students"]["flan_t5_small"]["student"]["pretrained"] == str(standins["google/flan-t5-small"])
+    assert params["kd"]["students"]["flan_seqkd"]["student"]["pretrained"] == str(standins["google/flan-t5-small"])
     assert params["teacher"]["pretrained"] == str(standins["t5-base"])
     # nothing but the keys it lists differs from the profile
     assert {k for k in _flat(params) | _flat(real) if _flat(params).get(k) != _flat(real).get(k)} <= set(changed)
@@ -122,9 +122,10 @@ def test_a_model_without_a_stand_in_is_an_error_naming_the_key(tmp_path):
 
 # --- the whole rehearsal, tiny ---------------------------------------------------------------------------
 
-STAGES = ["download", "tokenize", "train_teacher", "teacher_outputs", "teacher_generate", "distill_baseline",
-          "distill_t5_small", "distill_flan_t5_small", "benchmark_teacher", "benchmark_baseline",
-          "benchmark_t5_small", "benchmark_flan_t5_small", "benchmark_lead3", "speed", "report"]
+STUDENTS = ["baseline", "seqkd", "flan_baseline", "flan_seqkd"]
+STAGES = ["download", "tokenize", "train_teacher", "teacher_outputs", "teacher_generate",
+          *(f"distill_{s}" for s in STUDENTS), "benchmark_teacher", *(f"benchmark_{s}" for s in STUDENTS),
+          "benchmark_lead3", "speed", "report"]
 
 
 def test_rehearsal_runs_every_stage_tiny(tmp_path):
@@ -143,7 +144,7 @@ def test_rehearsal_runs_every_stage_tiny(tmp_path):
         assert r["wall_s"] > 0 and r["peak_rss_mb"] > 0, r
         assert r["full"]["cpu_s"] is not None and r["full"]["cpu_s"] > 0, r
     by_stage = {r["stage"]: r for r in result["stages"]}
-    for name in ("train_teacher", "distill_baseline", "distill_t5_small", "distill_flan_t5_small"):
+    for name in ("train_teacher", *(f"distill_{s}" for s in STUDENTS)):
         assert by_stage[name]["throughput"]["unit"] == "tokens/s" and by_stage[name]["throughput"]["value"] > 0
         assert by_stage[name]["full"]["h100_s"] > 0
     assert by_stage["download"]["disk_bytes"]["dvc_cache"] > 0  # the DVC cache is measured

@@ -434,9 +434,9 @@ class TeacherGenerateParams:
     def __post_init__(self):
         for key in ("num_beams", "max_new_tokens", "batch_size", "shard_size", "num_return_sequences"):
             _check(getattr(self, key) >= 1, f"teacher_generate.{key}", "must be >= 1")
-        _check(len(self.splits) > 0 and set(self.splits) <= set(TRAINING_SPLITS)
-               and len(set(self.splits)) == len(self.splits), "teacher_generate.splits",
-               f"must list some of {list(TRAINING_SPLITS)}, each once, got {list(self.splits)}")
+        _check(set(self.splits) <= set(TRAINING_SPLITS) and len(set(self.splits)) == len(self.splits),
+               "teacher_generate.splits",
+               f"must list some of {list(TRAINING_SPLITS)} (or none), each once, got {list(self.splits)}")
         _check(self.do_sample or self.num_return_sequences <= self.num_beams, "teacher_generate.num_return_sequences",
                f"must be <= num_beams ({self.num_beams}) without sampling: the distinct beams are the summaries")
         _check(self.temperature > 0, "teacher_generate.temperature", "must be > 0")
@@ -496,10 +496,19 @@ def read_params_file(path: str | Path = "params.yaml") -> dict[str, Any]:
         raise ConfigError(f"{where}: not valid YAML: {what}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
-    unknown = sorted(set(raw) - set(SECTIONS))
+    unknown = sorted(set(raw) - set(SECTIONS) - {"profile"})
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {unknown}; known: {sorted(SECTIONS)}")
     return raw
+
+
+def applied_profile(path: str | Path = "params.yaml") -> str | None:
+    """The shipped profile the params file comes from (top-level `profile`, set by `python -m kd.profile`);
+    None for the default."""
+    value = read_params_file(path).get("profile")
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"params: profile must be a profile name or null, got {value!r}")
+    return value
 
 
 def load_section(name: str, path: str | Path = "params.yaml"):

@@ -39,8 +39,8 @@ def merge(base, override, where: str = "") -> None:
     """Overwrite `base`'s keys with `override`'s, recursing into mappings (in place)."""
     for key, value in override.items():
         dotted = f"{where}{key}"
-        if key not in base:
-            raise ConfigError(f"profile: {dotted} is not a key of params.yaml")
+        if key not in base or dotted == "profile":
+            raise ConfigError(f"profile: {dotted} is not a key of params.yaml a profile sets")
         if isinstance(value, dict) and isinstance(base[key], dict) and dotted not in REPLACED:
             merge(base[key], value, f"{dotted}.")
         else:
@@ -75,6 +75,7 @@ def apply(name: str, params_path: Path = paths.PARAMS_FILE, *, force: bool = Fal
         type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     base = yaml.load(Path(params_path).read_text())
     merge(base, yaml.load(profile.read_text()))
+    base["profile"] = name  # recorded, so results made under a profile are never taken for the default's
     buffer = io.StringIO()
     yaml.dump(base, buffer)
     text = buffer.getvalue().removeprefix("%YAML 1.2\n---\n")
@@ -87,13 +88,15 @@ def apply(name: str, params_path: Path = paths.PARAMS_FILE, *, force: bool = Fal
 
 
 def _check_recipes(merged: dict) -> None:
-    """Every student recipe of the result resolves (loss names and settings, overrides)."""
+    """Every student recipe of the result resolves (loss names and settings, overrides), and asks only for
+    teacher summaries that teacher_generate makes."""
     from kd.params import section_from
-    from kd.students.recipe import resolve
+    from kd.students.recipe import check_teacher_summaries, resolve
 
     kd, student, train = (section_from(merged, s) for s in ("kd", "student", "train"))
     for name in kd.students:
         resolve(name, kd, student, train)
+    check_teacher_summaries(kd, section_from(merged, "teacher_generate"))
 
 
 def main(argv=None) -> int:

@@ -24,6 +24,13 @@ def main(argv=None) -> None:
     params = load_section("teacher_generate", args.params)
     cli.log_config(teacher_generate=params)
 
+    if not params.splits:  # no recipe reads the teacher's summaries: nothing to decode
+        from kd.teacher.targets import write_nothing_generated
+
+        write_nothing_generated(args.out, num_return_sequences=params.num_return_sequences)
+        cli.log.info("teacher_generate.splits is empty: no summaries to generate, %s holds an empty manifest",
+                     args.out)
+        return
     from kd.teacher.generate import generate_targets  # heavy imports only after argv and params are valid
 
     generate_targets(params=params, teacher_dir=args.teacher, tokenizer_dir=args.tokenizer,

@@ -166,3 +166,26 @@ def test_teacher_outputs_temperatures_are_a_tuple_of_floats(tmp_path):
     section = load_section("teacher_outputs", write(tmp_path, {"teacher_outputs": {"temperatures": [1, 3]}}))
     assert section.temperatures == (1.0, 3.0) and all(isinstance(t, float) for t in section.temperatures)
     assert load_section("teacher_outputs", write(tmp_path, {})).temperatures == (1.0, 2.0, 4.0)
+
+
+def test_params_yaml_has_every_key_the_code_reads():
+    """`dvc exp run -S key=value` works for any setting only if params.yaml has the key (without DVC's `+`)."""
+    import dataclasses
+    import typing
+
+    from kd.params import SECTIONS, read_params_file
+
+    raw = read_params_file(ROOT / "params.yaml")
+    missing = []
+
+    def walk(cls, data, where):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name not in (data or {}):
+                missing.append(f"{where}.{f.name}")
+            elif dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], data[f.name], f"{where}.{f.name}")
+
+    for name, cls in SECTIONS.items():
+        walk(cls, raw.get(name), name)
+    assert not missing

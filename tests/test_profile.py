@@ -107,3 +107,31 @@ def test_the_quick_profile_keeps_every_default_recipe():
     quick = yaml.safe_load((profile.PROFILES_DIR / "quick.yaml").read_text())
     assert "kd" not in quick  # kd.students is replaced whole by a profile that names it
     assert load_section("student", ROOT / "params.yaml").steps > quick["student"]["steps"]
+
+
+def test_a_recipe_asking_for_summaries_nobody_generates_is_refused(tmp_path):
+    """Parameter validation names the recipe's key and teacher_generate's, before anything runs."""
+    from kd.students.recipe import check_teacher_summaries
+
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    kd = load_section("kd", params)
+    check_teacher_summaries(kd, load_section("teacher_generate", params))  # the shipped params agree
+    for name in profile.available():  # and so does every profile applied on top of them
+        shutil.copy(ROOT / "params.yaml", params)
+        profile.apply(name, params)
+    none = type(load_section("teacher_generate", params))(splits=())
+    with pytest.raises(ConfigError, match=r"kd.students.seqkd.target_splits asks for the teacher's summaries of "
+                                          r"\['train', 'unlabeled'\], but teacher_generate.splits made only \[\]"):
+        check_teacher_summaries(kd, none)
+
+
+def test_a_profile_is_recorded_in_params_yaml(tmp_path):
+    from kd.params import applied_profile
+
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    assert applied_profile(params) is None
+    profile.apply("quick", params)
+    assert applied_profile(params) == "quick"
+    assert "profile: quick" in params.read_text()

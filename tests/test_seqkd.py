@@ -348,3 +348,24 @@ def test_any_systems_summaries_from_a_file(setup, tiny_data, pooled, tmp_path):
     _, summary = _pooled_student(tiny_data, pooled, tmp_path, setup, tmp_path, "llm5", targets=str(file),
                                  target_splits=["unlabeled"], with_references=True)
     assert summary["steps"] == 9  # (24 references + 12 summaries) / 4 per batch, one epoch
+
+
+def test_no_splits_to_summarize_means_no_work(tmp_path):
+    """A profile without sequence-level KD sets teacher_generate.splits to []: the stage loads no model
+    (none needs to exist) and writes a manifest of no splits, which a recipe asking for summaries refuses."""
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"teacher_generate": {**GENERATE, "splits": []}}))
+    out = tmp_path / "targets"
+    run = subprocess.run([sys.executable, "-m", "stages.teacher_generate", "--params", str(params),
+                          "--teacher", str(tmp_path / "no-teacher"), "--out", str(out), "--log-dir", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
+    from kd.errors import ConfigError
+    from kd.teacher.targets import check_generated, read_manifest
+
+    manifest = read_manifest(out)
+    assert manifest["splits"] == {}
+    with pytest.raises(ConfigError, match="kd.students.s.target_splits asks for the teacher's summaries of "
+                                          r"\['train'\], but teacher_generate.splits made only \[\]"):
+        check_generated(manifest, splits=["train"], per_article=1, where="kd.students.s")

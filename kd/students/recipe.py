@@ -115,3 +115,15 @@ def make_objective(losses: Mapping[str, LossSettings], *, label_weight: float = 
 def build_objective(recipe: Recipe, teacher_config=None, student_config=None) -> Objective:
     return make_objective(recipe.losses, label_weight=recipe.label_weight, teacher_config=teacher_config,
                           student_config=student_config, where=f"kd.students.{recipe.name}.losses")
+
+
+def check_teacher_summaries(kd: KDParams, generate) -> None:
+    """Every recipe that learns from the teacher's summaries asks only for splits and counts that
+    `generate` (the teacher_generate section) makes; raises ConfigError naming both keys. The distill
+    stage checks the same against the stage's manifest; this checks a params file before anything runs."""
+    from kd.teacher.targets import check_generated
+
+    made = {"splits": {split: {} for split in generate.splits}, "num_return_sequences": generate.num_return_sequences}
+    for name, raw in kd.students.items():
+        if raw.targets == str(paths.TEACHER_TARGETS_DIR):
+            check_generated(made, splits=raw.target_splits, per_article=raw.per_article, where=f"kd.students.{name}")

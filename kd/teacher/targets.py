@@ -47,6 +47,17 @@ def read_manifest(path: Path) -> dict:
     return manifest
 
 
+def write_nothing_generated(out_dir: Path, *, num_return_sequences: int) -> dict:
+    """The teacher_generate stage's output when teacher_generate.splits is empty: a manifest of no
+    splits, so a recipe asking for summaries fails naming the key, and no model is loaded."""
+    from kd.io import atomic_dir, atomic_write_json
+
+    manifest = {"format_version": FORMAT_VERSION, "num_return_sequences": num_return_sequences, "splits": {}}
+    with atomic_dir(out_dir) as tmp:
+        atomic_write_json(tmp / MANIFEST_FILE, manifest)
+    return manifest
+
+
 def check_generated(manifest: dict, *, splits: Sequence[str], per_article: int, where: str) -> None:
     """A recipe (`where`: kd.students.<name>) asks only for summaries the teacher_generate stage made."""
     made = list(manifest["splits"])

@@ -139,3 +139,40 @@ def test_outputs_are_stored_once_through_reruns_experiments_and_checkouts(tmp_pa
         sh(DVC + ["checkout"], repo)
         assert_stored_once(repo, n)
         assert "up to date" in sh(DVC + ["status"], repo)
+
+
+def test_a_team_shares_outputs_through_a_remote_and_a_shared_cache(tmp_path):
+    """What docs/experiments.md shows: `dvc remote add` + `dvc push` in one clone, `dvc pull` in
+    another (nothing reruns), and a second clone using a shared cache directory gets the outputs with
+    `dvc checkout` alone."""
+    repo, remote, shared = tmp_path / "repo", tmp_path / "remote", tmp_path / "shared-cache"
+    repo.mkdir()
+    (repo / "make.py").write_text(STAGE)
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
+    set_n(repo, 5)
+    sh(["git", "init", "-q"], repo)
+    sh(["git", "config", "user.email", "t@example.com"], repo)
+    sh(["git", "config", "user.name", "test"], repo)
+    sh(DVC + ["init", "-q"], repo)
+    sh(DVC + ["remote", "add", "-d", "storage", str(remote)], repo)
+    sh(DVC + ["repro"], repo)
+    commit(repo, "results")
+    sh(DVC + ["push"], repo)
+
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    sh(DVC + ["pull"], clone)
+    assert (clone / "out" / "data.bin").read_bytes() == bytes([5]) * 8192
+    assert "Running stage" not in sh(DVC + ["repro"], clone)  # pulled outputs are up to date
+
+    # A shared cache: one clone fills it, another only links to it.
+    for name in ("a", "b"):
+        sh(["git", "clone", "-q", str(repo), str(tmp_path / name)], tmp_path)
+        sh(DVC + ["cache", "dir", str(shared)], tmp_path / name)
+        sh(DVC + ["config", "cache.shared", "group"], tmp_path / name)
+        sh(DVC + ["config", "cache.type", "symlink"], tmp_path / name)
+    sh(DVC + ["pull"], tmp_path / "a")
+    sh(DVC + ["checkout"], tmp_path / "b")
+    data = tmp_path / "b" / "out" / "data.bin"
+    assert data.read_bytes() == bytes([5]) * 8192 and data.is_symlink()
+    assert str(data.resolve()).startswith(str(shared))

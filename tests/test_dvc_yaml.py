@@ -194,3 +194,13 @@ def test_the_declared_metrics_fit_a_terminal():
 
     assert 0 < keys(metrics) <= 40, keys(metrics)
     assert set(metrics) == {"teacher", "lead3", *yaml.safe_load((ROOT / "params.yaml").read_text())["kd"]["students"]}
+
+
+def test_the_lock_holds_only_the_stages_dvc_yaml_defines():
+    """A stage removed from dvc.yaml (or a student from params.yaml) leaves no entry behind in dvc.lock."""
+    students = load_section("kd", ROOT / "params.yaml").students
+    defined = set()
+    for name, stage in dvc_yaml()["stages"].items():
+        defined |= {f"{name}@{s}" for s in students} if "foreach" in stage else {name}
+    locked = set(yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"])
+    assert locked <= defined, f"stale dvc.lock entries: {sorted(locked - defined)}"

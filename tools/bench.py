@@ -1,6 +1,7 @@
 """Budget checks, run by hand or by a scheduled job (not by the test suite: timings are not tests).
 
     python -m tools.bench pipeline   # fresh clone of HEAD, `dvc repro`: wall time and peak RSS
+    python -m tools.bench quick      # the same under the quick profile (`python -m kd.profile quick`)
     python -m tools.bench tests      # the README's test command: wall time
     python -m tools.bench gpu-smoke  # every stage on a tiny config with CUDA + bf16, 50 steps: throughput
     python -m tools.bench speed      # training loop vs Seq2SeqTrainer, cached vs live KD, generation
@@ -9,7 +10,7 @@
     python -m tools.bench gpu-real   # t5-base -> t5-small shapes, bf16, 512/128 on one GPU (tools.gpu_real)
 
 Each prints a line per measurement, writes JSON (`--out`), and exits 1 when a budget is missed.
-Budgets: pipeline <= 720 s with peak RSS < 4 GiB and tests <= 600 s (2-core CPU, no GPU);
+Budgets: pipeline <= 1200 s with peak RSS < 4 GiB, quick <= 180 s and tests <= 600 s (2-core CPU, no GPU);
 gpu-smoke <= 300 s on one H100.
 """
 
@@ -26,7 +27,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BUDGETS = {"pipeline": {"wall_s": 1200.0, "peak_rss_mb": 4096.0}, "tests": {"wall_s": 600.0},
+BUDGETS = {"pipeline": {"wall_s": 1200.0, "peak_rss_mb": 4096.0}, "quick": {"wall_s": 180.0, "peak_rss_mb": 4096.0},
+           "tests": {"wall_s": 600.0},
            "gpu-smoke": {"wall_s": 300.0}, "distill-memory": {}}
 
 
@@ -47,12 +49,15 @@ def _timed(cmd: list[str], cwd: Path, *, code: Optional[Path] = None) -> dict:
     return {"wall_s": round(m["wall_s"], 1), "peak_rss_mb": m["peak_rss_mb"]}
 
 
-def bench_pipeline() -> dict:
+def bench_pipeline(profile: Optional[str] = None) -> dict:
+    """`dvc repro` in a fresh clone of HEAD (under `profile` when given, applied as a user applies it)."""
+    from kd.git import git
+
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "t5-distill"
-        from kd.git import git
-
         git(ROOT, "clone", "-q", str(ROOT), str(clone))
+        if profile is not None:
+            subprocess.run([sys.executable, "-m", "kd.profile", profile], cwd=clone, check=True, capture_output=True)
         return _timed([sys.executable, "-m", "dvc", "repro", "--force"], clone)
 
 
@@ -179,7 +184,7 @@ def _module(check: str):
     return importlib.import_module(MODULE_CHECKS[check])
 
 
-CHECKS = {"pipeline": lambda args: bench_pipeline(), "tests": bench_tests, "gpu-smoke": bench_gpu_smoke,
+CHECKS = {"pipeline": lambda args: bench_pipeline(), "quick": lambda args: bench_pipeline("quick"), "tests": bench_tests, "gpu-smoke": bench_gpu_smoke,
           "distill-memory": bench_distill_memory,
           **{name: (lambda args, name=name: _module(name).run(args)) for name in MODULE_CHECKS}}
 

@@ -363,7 +363,7 @@ def test_atomic_dir_crash_between_renames_keeps_the_old_version(tmp_path, monkey
 
 
 def test_sentence_splitter_agrees_with_punkt_on_real_news():
-    """The lead-3 row of the real-text reference (README) rests on kd.metrics.rouge.split_sentences; check it
+    """The lead-3 row of the real-text reference (docs/results.md) rests on kd.metrics.rouge.split_sentences; check it
     against an independent splitter, nltk's Punkt with its default parameters (no downloaded model), on
     the real CNN/DailyMail test sample. Where they differ it is mostly a stray " ." after a sentence
     (ours keeps it in the sentence, Punkt makes it a sentence of its own) or an abbreviation ("St.")."""

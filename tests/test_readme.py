@@ -10,7 +10,8 @@ import sys
 
 from conftest import ROOT
 
-from tools.readme import cnndm_table, markers, render, render_all, results_table
+from tools.readme import (DOCUMENTS, cnndm_table, markers, real_job_table, render, render_all, results_profile,
+                          results_table, summary_section)
 
 
 def test_readme_tables_match_the_committed_results():
@@ -42,21 +43,32 @@ def _git(cwd, *args):
                    capture_output=True)
 
 
+def _repo_with_documents(tmp_path):
+    """A git repo holding the committed results and every document, rendered from those results (so the test
+    holds in a tree whose own run rewrote them too); returns the README's text."""
+    shutil.copytree(ROOT / "benchmark_results", tmp_path / "benchmark_results")
+    for doc in DOCUMENTS:
+        (tmp_path / doc).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / doc).write_text(render_all((ROOT / doc).read_text(), tmp_path / "benchmark_results"))
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", *map(str, DOCUMENTS), "benchmark_results")
+    _git(tmp_path, "commit", "-q", "-m", "results")
+    return (tmp_path / "README.md").read_text()
+
+
+def _check(cwd):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "tools.readme", "--check"], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+
+
 def test_the_check_accepts_the_committed_results_after_a_rerun(tmp_path):
     """After `dvc repro` rewrites the run's timings in the working tree, the README still shows the committed
     run and passes; a README that matches neither the committed nor the working tree's results fails."""
-    shutil.copytree(ROOT / "benchmark_results", tmp_path / "benchmark_results")
-    # rendered from the copied results, so the test holds in a tree whose own run rewrote them too
-    readme = render_all((ROOT / "README.md").read_text(), tmp_path / "benchmark_results")
-    (tmp_path / "README.md").write_text(readme)
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", "README.md", "benchmark_results")
-    _git(tmp_path, "commit", "-q", "-m", "results")
+    readme = _repo_with_documents(tmp_path)
 
     def check():
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        return subprocess.run([sys.executable, "-m", "tools.readme", "--check"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True)
+        return _check(tmp_path)
 
     assert check().returncode == 0
     results_file = tmp_path / "benchmark_results" / "benchmark_results.json"
@@ -64,7 +76,57 @@ def test_the_check_accepts_the_committed_results_after_a_rerun(tmp_path):
     results["teacher"]["test"]["beam"]["rougeL"] += 1.0  # a rerun elsewhere: the working tree differs
     results_file.write_text(json.dumps(results))
     assert check().returncode == 0, "the README shows the committed run"
-    start, _ = markers("results")
+    start, _ = markers("summary")
     (tmp_path / "README.md").write_text(readme.replace(start, start + "\n| typed by hand |"))
     failed = check()
     assert failed.returncode == 1 and "differs" in failed.stderr
+
+
+def test_the_docs_pages_are_checked_too(tmp_path):
+    """docs/results.md's full tables are generated like the README's: a hand edit there fails the check, and so
+    does a document that lost one of its sections."""
+    _repo_with_documents(tmp_path)
+    results = tmp_path / "docs" / "results.md"
+    text = results.read_text()
+    start, end = markers("seeds")
+    results.write_text(text.replace(start, start + "\n| typed by hand |"))
+    failed = _check(tmp_path)
+    assert failed.returncode == 1 and "docs/results.md" in failed.stderr
+    head, rest = text.split(start, 1)
+    results.write_text(head + rest.split(end, 1)[1])
+    failed = _check(tmp_path)
+    assert failed.returncode == 1 and "no markers for section(s) seeds" in failed.stderr
+
+
+def test_the_summary_names_the_winner_from_the_seeds_file(tmp_path):
+    """The README's two sentences on which method wins come from seeds.json, so they follow its numbers."""
+    seeds = json.loads((ROOT / "benchmark_results" / "seeds.json").read_text())
+    text = summary_section(ROOT / "benchmark_results" / "seeds.json", ROOT / "benchmark_results" / "benchmark_results.json")
+    best = max((m for m in seeds["gap_closed"]), key=lambda m: seeds["gap_closed"][m]["beam"]["bootstrap"]["mean"])
+    assert f"`{best}` wins" in text and "| parameters |" in text
+    for model in seeds["gap_closed"]:  # negate every gap: the order reverses, and the sentence follows
+        seeds["gap_closed"][model]["beam"]["bootstrap"]["mean"] *= -1
+    (tmp_path / "seeds.json").write_text(json.dumps(seeds))
+    assert f"`{best}` wins" not in summary_section(tmp_path / "seeds.json", tmp_path / "none.json")
+
+
+def test_every_gpu_figure_is_labelled(tmp_path):
+    """The real job's table says of every time whether it is an estimate or measured, and on what."""
+    table = real_job_table(ROOT / "benchmark_results" / "rehearsal" / "rehearsal.json")
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| stage")]
+    assert rows and all("(estimate" in row.split("|")[2] or "(measured" in row.split("|")[2] for row in rows)
+
+
+def test_results_made_under_a_profile_are_refused(tmp_path):
+    lock = {"stages": {"report": {"params": {"params.yaml": {"profile": "quick", "benchmark": {}}}}}}
+    assert results_profile(json.dumps(lock)) == "quick"
+    assert results_profile(json.dumps({"stages": {"report": {"params": {"params.yaml": {"profile": None}}}}})) is None
+    assert results_profile(None) is None
+    readme = _repo_with_documents(tmp_path)
+    (tmp_path / "dvc.lock").write_text(json.dumps(lock))  # the working tree's results: made under quick
+    assert _check(tmp_path).returncode == 0, "the committed results still match"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    wrote = subprocess.run([sys.executable, "-m", "tools.readme"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True)
+    assert wrote.returncode == 1 and "profile 'quick'" in wrote.stderr
+    assert (tmp_path / "README.md").read_text() == readme

@@ -1,21 +1,30 @@
-"""The README's results tables, generated from committed result files (never typed by hand).
+"""The generated tables of the README and the docs pages, rendered from committed result files (never
+typed by hand).
 
-    python -m tools.readme            # rewrite every generated section of the README
+    python -m tools.readme            # rewrite every generated section of every document below
     python -m tools.readme --check    # exit 1 when a section differs from its results file, both as
-                                   # committed (HEAD) and as in the working tree
+                                      # committed (HEAD) and as in the working tree
+    python -m tools.readme docs/results.md   # one document only
 
 Each section sits between `<!-- <name>:start (python -m tools.readme) -->` and `<!-- <name>:end -->`:
 
-    seeds     benchmark_results/seeds.json (python -m kd.seeds collect): mean ± sd over training seeds and
-              the paired bootstrap against the baseline and the teacher
-    results   benchmark_results/benchmark_results.json (the report stage): the committed run, test split
-    cnndm     benchmark_results/cnndm/lead3.json: lead-3 on the real CNN/DailyMail sample (see README)
-    rehearsal benchmark_results/rehearsal/rehearsal.json (python -m tools.bench rehearsal): the real-scale job
-              rehearsed on this CPU, each row labelled measured or estimate
+    summary          benchmark_results/seeds.json + benchmark_results.json: the README's short table (test
+                     split, beam, mean ± sd over training seeds) and its two sentences on which method wins
+    seeds            benchmark_results/seeds.json (python -m kd.seeds collect): mean ± sd over training seeds
+                     and the paired bootstrap against the baseline and the teacher, test split
+    seeds_validation benchmark_results/seeds_validation/seeds.json: the same on the validation split
+    results          benchmark_results/benchmark_results.json (the report stage): the committed run, test split
+    cnndm            benchmark_results/cnndm/lead3.json: lead-3 on a sample of real CNN/DailyMail articles
+    rehearsal        benchmark_results/rehearsal/rehearsal.json (python -m tools.bench rehearsal): the real
+                     job rehearsed on a CPU, each row labelled measured or estimate
+    real_job         the same file: the real job's estimated time and disk per stage on one GPU
 
-tests/test_readme.py runs the check, so a README that disagrees with benchmark_results/ fails CI. The check
-accepts the results committed at HEAD as well as the working tree's: `dvc repro` rewrites the run's timings
-(and, on another machine, its scores) in the working tree, and the README still shows the committed run.
+`DOCUMENTS` says which document holds which sections. tests/test_readme.py runs the check, so a document
+that disagrees with benchmark_results/ fails CI. The check accepts the results committed at HEAD as well
+as the working tree's: `dvc repro` rewrites the run's timings (and, on another machine, its scores) in the
+working tree, and the documents still show the committed run. Results made under a profile
+(`python -m kd.profile`, recorded as the `profile` param of the report stage in dvc.lock) are refused:
+the documents show the default's results.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from kd.report.results import display_rows, faithfulness_key, headline, markdown
 
 RESULTS = paths.BENCHMARK_DIR / "benchmark_results.json"
 SEEDS = paths.BENCHMARK_DIR / "seeds.json"
+SEEDS_VALIDATION = paths.BENCHMARK_DIR / "seeds_validation" / "seeds.json"
 CNNDM = paths.BENCHMARK_DIR / "cnndm" / "lead3.json"
 REHEARSAL = paths.BENCHMARK_DIR / "rehearsal" / "rehearsal.json"
 
@@ -64,6 +74,64 @@ def seeds_section(seeds_file: Path = SEEDS) -> str:
     if not Path(seeds_file).is_file():
         return "(no seeds collected yet: `python -m kd.seeds run --seeds 0 1 2`, then `collect`)\n"
     return markdown(json.loads(Path(seeds_file).read_text()))
+
+
+def summary_section(seeds_file: Path = SEEDS, results_file: Path = RESULTS) -> str:
+    """The README's short table: one row per model on the test split with the beam decoding, mean ± sd over
+    training seeds, the share of the teacher's lead each student closes, and two sentences on which wins."""
+    if not Path(seeds_file).is_file():
+        return "(no seeds collected yet: `python -m kd.seeds run --seeds 0 1 2`, then `collect`)\n"
+    from kd.metrics.registry import headline_keys
+    from kd.report import format as fmt
+    from kd.seeds import retention
+
+    r = json.loads(Path(seeds_file).read_text())
+    sizes = {}
+    if Path(results_file).is_file():
+        sizes = {m: v.get("params") for m, v in json.loads(Path(results_file).read_text()).items()}
+    decoding = "beam"
+    teacher, baseline = r["teacher"], r["baseline"]
+    heuristics = list(r["heuristics"])
+    students = [m for m in r["models"] if m not in heuristics and m not in (teacher, baseline)]
+    gap = {m: r.get("gap_closed", {}).get(m, {}).get(decoding, {}).get("bootstrap") for m in students}
+    students.sort(key=lambda m: -(gap[m] or {}).get("mean", float("-inf")))
+    faith = next((k for k in headline_keys() if k != "rougeL" and k in r["models"][teacher][decoding]
+                  and k.endswith("precision")), None)
+
+    def stat(model, key):
+        block = r["models"][model]
+        s = (block.get(decoding) or next(iter(block.values()))).get(key)
+        return "–" if s is None else fmt.spread(s["mean"], s["sd"] if len(r["seeds"]) > 1 else None)
+
+    rows = []
+    for model in [teacher, baseline, *students, *heuristics]:
+        kept = retention(r, model, decoding if decoding in r["models"][model] else next(iter(r["models"][model])))
+        speed = r.get("efficiency", {}).get(model, {}).get("speedup")
+        g = gap.get(model)
+        rows.append({
+            "model": model if model not in heuristics else f"{model} (heuristic)",
+            "parameters": f"{sizes[model]:,}" if sizes.get(model) else "–",
+            "rougeL": stat(model, "rougeL"),
+            "% of teacher": "–" if kept is None else f"{kept:.1f}%",
+            "gap closed [95%]": "–" if not g else fmt.percent_interval(g["mean"], g["low"], g["high"]),
+            **({faith: stat(model, faith)} if faith else {}),
+            "speedup": "–" if not speed else f"{fmt.spread(speed['mean'], speed['sd'])}x"})
+    seeds = ", ".join(map(str, r["seeds"]))
+    head = (f"Test split, {r['n_examples']} articles, beam decoding; mean ± sd over training seeds {seeds}. "
+            f"Gap closed: (student − {baseline}) / ({teacher} − {baseline}) in rougeL, with its 95% paired "
+            f"bootstrap interval. Speedup: samples/s over the teacher's.\n\n")
+    text = head + markdown_table(rows)
+    if students and gap[students[0]]:
+        best, g = students[0], gap[students[0]]
+        def mean(model):
+            return r["models"][model][decoding]["rougeL"]["mean"]
+
+        others = ", ".join(f"`{m}` {gap[m]['mean']:.0f}%" for m in students[1:] if gap[m])
+        text += (f"\n`{best}` wins: it closes {g['mean']:.0f}% ({g['low']:.0f}–{g['high']:.0f}%) of the teacher's lead "
+                 f"over the label-only `{baseline}` (rougeL {mean(best):.2f} against {mean(baseline):.2f}; the teacher "
+                 f"{mean(teacher):.2f}) and keeps {retention(r, best, decoding):.1f}% of the teacher's score. "
+                 f"The other methods close less of the gap: {others}.\n")
+    return text
 
 
 def cnndm_table(lead_file: Path = CNNDM) -> str:
@@ -109,12 +177,12 @@ def rehearsal_table(rehearsal_file: Path = REHEARSAL) -> str:
             "peak RSS": f"{st['peak_rss_mb'] / 1024:.1f} GB",
             "disk written (each inode once)": _bytes(st["disk_bytes"]["total"]),
             "throughput": f"{rate['value']:g} {rate['unit']}" if rate else "-",
-            "full job, this CPU (estimate)": _seconds(full.get("cpu_s")),
+            "full job, same CPU (estimate)": _seconds(full.get("cpu_s")),
             "full job, one H100 (estimate)": _seconds(full.get("h100_s")),
             "full job, disk (estimate)": _bytes(full.get("disk_bytes"))})
     rows.append({"stage": "**whole job**", "measured here, on": f"rehearsal wall time {_seconds(r['wall_s'])}",
                  "time": "", "peak RSS": "", "disk written (each inode once)": "", "throughput": "",
-                 "full job, this CPU (estimate)": _seconds(job["cpu_s"]),
+                 "full job, same CPU (estimate)": _seconds(job["cpu_s"]),
                  "full job, one H100 (estimate)": _seconds(job["h100_box_s"]),
                  "full job, disk (estimate)": _bytes(job["disk_bytes"])})
     hf = sum(st["disk_bytes"].get("hf_cache", 0) for st in r["stages"])
@@ -124,17 +192,73 @@ def rehearsal_table(rehearsal_file: Path = REHEARSAL) -> str:
                  f"Arrow copy of the corpus' text), each inode once.")
     budgets = "; ".join(f"{k} {b['value']:g} (limit {b['limit']:g}) {'ok' if b['ok'] else 'OVER'}"
                         for k, b in r["budgets"].items())
-    return (f"Measured {r['date']} on {r['host']['cpus']} CPU cores, scale {r['options']['scale']:g}, "
+    return (f"Measured on {r['host']['cpus']} CPU cores, scale {r['options']['scale']:g}, "
             f"utilisation assumed for the H100 estimates: {job['utilisation']:.0%} training, "
             f"{job['decode_utilisation']:.0%} decoding.\n\n{markdown_table(rows)}\n{disk_note} Budgets: {budgets}.\n")
 
 
+# The rehearsal's stage names -> what each is in the real job.
+REAL_JOB_STAGES = {
+    "download": "download (CNN/DailyMail from the hub)",
+    "tokenize": "tokenize (all splits, 512/128 tokens)",
+    "train_teacher": "train_teacher (t5-base, 1 epoch)",
+    "teacher_outputs": "teacher_outputs (top-64 logits per target token)",
+    "teacher_generate": "teacher_generate (summaries of the training split, beam 4)",
+    "distill_baseline": "distill@baseline (t5-small, 3 epochs)",
+    "distill_t5_small": "distill@ another t5-small student",
+    "distill_flan_t5_small": "distill@ a flan-t5-small student",
+    "benchmark_teacher": "benchmark_teacher",
+    "benchmark_baseline": "benchmark@baseline",
+    "benchmark_t5_small": "benchmark@ another t5-small student",
+    "benchmark_flan_t5_small": "benchmark@ a flan-t5-small student",
+}
+# Stages that run on the CPU of a GPU machine too (as tools.rehearsal counts them).
+CPU_STAGES = frozenset({"download", "tokenize", "benchmark_lead3", "report"})
+
+
+def real_job_table(rehearsal_file: Path = REHEARSAL) -> str:
+    """The real job's time and disk per stage on one GPU machine, as the rehearsal estimates them: GPU stages
+    from model FLOPs at an assumed utilisation, CPU stages from the rates measured on the rehearsal's CPU."""
+    if not Path(rehearsal_file).is_file():
+        return "(not run yet: `python -m tools.bench rehearsal --out benchmark_results/rehearsal/rehearsal.json`)\n"
+    r = json.loads(Path(rehearsal_file).read_text())
+    job = r["full_job"]
+    rows = []
+    for st in r["stages"]:
+        full = st.get("full") or {}
+        at_size = st["kind"].startswith("measured, full size")  # run over the whole corpus, not a slice
+        if st["stage"] in CPU_STAGES:
+            time = f"{_seconds(full.get('cpu_s'))} ({'measured on the CPU' if at_size else 'estimate, CPU'})"
+        else:
+            time = f"{_seconds(full.get('h100_s'))} (estimate)"
+        rows.append({"stage": REAL_JOB_STAGES.get(st["stage"], st["stage"]), "time, one H100 machine": time,
+                     "disk": f"{_bytes(full.get('disk_bytes'))} ({'measured' if at_size else 'estimate'})"})
+    rows.append({"stage": "**the whole job**", "time, one H100 machine": f"{_seconds(job['h100_box_s'])} (estimate)",
+                 "disk": f"{_bytes(job['disk_bytes'])} (estimate)"})
+    return (f"GPU stages: model FLOPs at {job['utilisation']:.0%} of an H100's bf16 peak for training and "
+            f"{job['decode_utilisation']:.0%} for decoding, every summary decoded to its token limit (a worst case). "
+            f"CPU stages: rates measured on {r['host']['cpus']} CPU cores. Validation passes during training are "
+            f"not counted.\n\n{markdown_table(rows)}")
+
+
 # name -> its rendering from a benchmark_results/ directory (the working tree's or a commit's)
 SECTIONS: dict[str, Callable[[Path], str]] = {
+    "summary": lambda d: summary_section(d / SEEDS.relative_to(paths.BENCHMARK_DIR),
+                                         d / RESULTS.relative_to(paths.BENCHMARK_DIR)),
     "seeds": lambda d: seeds_section(d / SEEDS.relative_to(paths.BENCHMARK_DIR)),
+    "seeds_validation": lambda d: seeds_section(d / SEEDS_VALIDATION.relative_to(paths.BENCHMARK_DIR)),
     "results": lambda d: results_table(d / RESULTS.relative_to(paths.BENCHMARK_DIR)),
     "cnndm": lambda d: cnndm_table(d / CNNDM.relative_to(paths.BENCHMARK_DIR)),
     "rehearsal": lambda d: rehearsal_table(d / REHEARSAL.relative_to(paths.BENCHMARK_DIR)),
+    "real_job": lambda d: real_job_table(d / REHEARSAL.relative_to(paths.BENCHMARK_DIR)),
+}
+
+# document -> the generated sections it must hold
+DOCUMENTS: dict[Path, tuple[str, ...]] = {
+    Path("README.md"): ("summary",),
+    Path("docs/results.md"): ("seeds", "seeds_validation", "results", "cnndm"),
+    Path("docs/real-job.md"): ("real_job",),
+    Path("docs/real_scale.md"): ("rehearsal",),
 }
 
 
@@ -142,16 +266,33 @@ def render(readme: str, name: str, body: str) -> str:
     """`readme` with the text between `name`'s markers replaced by `body`."""
     start, end = markers(name)
     if start not in readme or end not in readme:
-        raise SystemExit(f"README has no {name} markers ({start} ... {end})")
+        raise SystemExit(f"document has no {name} markers ({start} ... {end})")
     head, rest = readme.split(start, 1)
     _, tail = rest.split(end, 1)
     return f"{head}{start}\n{body}{end}{tail}"
 
 
-def render_all(readme: str, results_dir: Path = paths.BENCHMARK_DIR) -> str:
-    for name, section in SECTIONS.items():
-        readme = render(readme, name, section(Path(results_dir)))
-    return readme
+def sections_in(text: str) -> tuple[str, ...]:
+    """The known sections whose start marker `text` holds."""
+    return tuple(name for name in SECTIONS if markers(name)[0] in text)
+
+
+def render_all(text: str, results_dir: Path = paths.BENCHMARK_DIR, names=None) -> str:
+    """`text` with every section in `names` (default: those it has markers for) rendered from `results_dir`."""
+    for name in (sections_in(text) if names is None else names):
+        text = render(text, name, SECTIONS[name](Path(results_dir)))
+    return text
+
+
+def results_profile(lock_text: str | None) -> str | None:
+    """The profile the report stage's results were made under, from a dvc.lock's text (None: the default)."""
+    if not lock_text:
+        return None
+    import yaml
+
+    lock = yaml.safe_load(lock_text) or {}
+    params = ((lock.get("stages") or {}).get("report") or {}).get("params") or {}
+    return (params.get(paths.PARAMS_FILE.name) or {}).get("profile")
 
 
 def committed_results(dest: Path, rev: str = "HEAD") -> Path | None:
@@ -169,25 +310,55 @@ def committed_results(dest: Path, rev: str = "HEAD") -> Path | None:
     return Path(dest) / paths.BENCHMARK_DIR
 
 
+def _head_lock(rev: str = "HEAD") -> str | None:
+    from kd.errors import ConfigError
+    from kd.git import git
+
+    try:
+        return git(".", "show", f"{rev}:dvc.lock")
+    except ConfigError:
+        return None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--readme", type=Path, default=Path("README.md"))
-    p.add_argument("--check", action="store_true", help="only compare; exit 1 when they differ")
+    p.add_argument("documents", nargs="*", type=Path,
+                   help=f"documents to render (default: {', '.join(map(str, DOCUMENTS))})")
+    p.add_argument("--check", action="store_true", help="only compare; exit 1 when one differs")
     args = p.parse_args(argv)
-    current = args.readme.read_text()
-    wanted = render_all(current)
-    if args.check:
-        if wanted == current:
-            return 0
+    documents = args.documents or list(DOCUMENTS)
+    lock = Path("dvc.lock")
+    profile = results_profile(lock.read_text() if lock.is_file() else None)
+    texts = {}
+    for doc in documents:
+        if not doc.is_file():
+            print(f"{doc}: not found", file=sys.stderr)
+            return 1
+        texts[doc] = doc.read_text()
+        missing = [n for n in DOCUMENTS.get(doc, ()) if n not in sections_in(texts[doc])]
+        if missing:
+            print(f"{doc}: no markers for section(s) {', '.join(missing)}", file=sys.stderr)
+            return 1
+    if not args.check:
+        if profile:
+            print(f"benchmark_results/ was made under the profile {profile!r} (dvc.lock); the documents show the "
+                  f"default's results: `git checkout params.yaml && dvc repro` first", file=sys.stderr)
+            return 1
+        for doc, text in texts.items():
+            atomic_write_text(doc, render_all(text))
+        return 0
+    differ = [doc for doc, text in texts.items() if profile or render_all(text) != text]
+    if differ:
         with tempfile.TemporaryDirectory() as tmp:
-            committed = committed_results(Path(tmp))
-            if committed is not None and render_all(current, committed) == current:
-                return 0
-        print(f"{args.readme}: a generated section differs from benchmark_results/ (both the working tree's and "
-              f"HEAD's); run python -m tools.readme", file=sys.stderr)
-        return 1
-    atomic_write_text(args.readme, wanted)
-    return 0
+            committed = None if results_profile(_head_lock()) else committed_results(Path(tmp))
+            if committed is not None:
+                differ = [doc for doc in differ if render_all(texts[doc], committed) != texts[doc]]
+    if not differ:
+        return 0
+    for doc in differ:
+        print(f"{doc}: a generated section differs from benchmark_results/ (both the working tree's and HEAD's, "
+              f"made without a profile); run python -m tools.readme", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ A distiller is an `nn.Module` with `forward(student, teacher, batch) -> scalar`,
 (-100 marks padding). Each class declares in `needs` which outputs it reads, so the training step
 asks the models for exactly those. The teacher side is always detached.
 
-Adding a loss (see README, "Extending"): create `kd/losses/<name>.py` with
+Adding a loss (see docs/extending.md): create `kd/losses/<name>.py` with
 
     @dataclass(frozen=True)
     class MySettings(LossSettings):          # `weight` comes with LossSettings

@@ -14,7 +14,7 @@ forward KL(P || Q) (token-level logit KD: with lambda 0 and beta 0 this loss *is
 beta = 1 as reverse KL(Q || P) (mode seeking). The mean over real target tokens is scaled by T^2, as
 logit KD is. Between the ends the divergence is bounded (by log 2 per token at beta 0.5) and shrinks
 toward 0 as beta nears 0 or 1, so the loss `weight` that balances it against the label loss depends
-on beta (see the README).
+on beta (see docs/methods.md).
 
 Sampling (kd.losses.gkd.GKD.distill_batch): without gradients, in eval mode, `sample_temperature`,
 plain sampling (no top-k/top-p), at most `max_new_tokens`; positions after the first EOS are -100, so

@@ -200,7 +200,7 @@ def pick_device(train: TrainParams) -> torch.device:
 
 def resolve_attention(attn_implementation: str, device: torch.device) -> str:
     """'auto' -> SDPA on CUDA, eager elsewhere: on CPU, T5's SDPA path rebuilds the position-bias mask
-    in every layer, and eager trains the builtin models 10-15% faster (README, Budgets)."""
+    in every layer, and eager trains the builtin models 10-15% faster (docs/tuning-log.md)."""
     if attn_implementation == "auto":
         return "sdpa" if device.type == "cuda" else "eager"
     return attn_implementation

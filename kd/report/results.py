@@ -145,7 +145,7 @@ def render_report(
         "Benchmark report",
         "================",
         "",
-        "Scores: ROUGE F1, BLEU and faithfulness x100 (see README, Metrics); [low, high] is a 95% bootstrap "
+        "Scores: ROUGE F1, BLEU and faithfulness x100 (see docs/metrics.md); [low, high] is a 95% bootstrap "
         "interval over examples; Δ vs baseline is the paired bootstrap of the per-example difference, with "
         "the share of resamples <= 0; speed: the median of interleaved rounds (see Speed).",
         "",

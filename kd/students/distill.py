@@ -15,7 +15,6 @@ from datasets import DatasetDict
 
 from kd import paths
 from kd.errors import ConfigError
-from kd.io import atomic_write_json
 from kd.losses.registry import loss_class
 from kd.models.modeling import build_model, check_same_vocab, load_model, pick_device, resolve_attention
 from kd.training.objective import LiveTeacher, freeze_teacher

@@ -191,7 +191,8 @@ def rehearsal_params(path: Path, **kwargs) -> tuple[dict, dict, dict]:
     from kd.params import SECTIONS, section_from
 
     shutil.copyfile(ROOT / "params.yaml", path)
-    profile.apply(PROFILE, path)
+    # The copy is the rehearsal's own, untracked in its fresh repo: nothing of the user's to protect.
+    profile.apply(PROFILE, path, force=True)
     params = yaml.safe_load(path.read_text())
     real = copy.deepcopy(params)
     changed = overrides(params, **kwargs)

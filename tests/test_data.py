@@ -215,7 +215,7 @@ def test_every_source_passes_the_duplicate_id_check(monkeypatch):
     from kd.params import DataParams
 
     twice = [{"id": "x", "article": "An article.", "highlights": "A summary."}] * 2
-    monkeypatch.setitem(registry.REGISTRY, "builtin", lambda split, data: twice)
+    monkeypatch.setitem(registry.SOURCES.entries, "builtin", lambda split, data: twice)
     with pytest.raises(ConfigError, match=re.escape("data.source=builtin split 'train': record 1: duplicate id 'x'")):
         list(prepare.load_splits(DataParams())["train"])
 
@@ -385,7 +385,7 @@ def test_a_new_source_is_one_registered_function(monkeypatch):
     from kd.params import DataParams
 
     registry.available()  # the shipped sources register first, into the registry the test then copies
-    monkeypatch.setattr(registry, "REGISTRY", dict(registry.REGISTRY))
+    monkeypatch.setattr(registry.SOURCES, "entries", dict(registry.SOURCES.entries))
 
     @registry.register("toy")
     def toy(split, data):

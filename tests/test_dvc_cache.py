@@ -100,17 +100,22 @@ def test_disk_usage_counts_each_inode_once(tmp_path):
     assert disk_usage([tmp_path]) == 230
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
-def test_outputs_are_stored_once_through_reruns_experiments_and_checkouts(tmp_path):
-    repo = tmp_path / "repo"
+def make_repo(repo: Path, *, n: int) -> Path:
+    """A git + DVC repo holding the one-stage pipeline above, with its param set to `n`."""
     repo.mkdir()
     (repo / "make.py").write_text(STAGE)
     (repo / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
-    set_n(repo, 1)
+    set_n(repo, n)
     sh(["git", "init", "-q"], repo)
     sh(["git", "config", "user.email", "t@example.com"], repo)
     sh(["git", "config", "user.name", "test"], repo)
     sh(DVC + ["init", "-q"], repo)
+    return repo
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_outputs_are_stored_once_through_reruns_experiments_and_checkouts(tmp_path):
+    repo = make_repo(tmp_path / "repo", n=1)
     shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")  # this repo's cache settings
     commit(repo, "stage")
 
@@ -145,15 +150,7 @@ def test_a_team_shares_outputs_through_a_remote_and_a_shared_cache(tmp_path):
     """What docs/experiments.md shows: `dvc remote add` + `dvc push` in one clone, `dvc pull` in
     another (nothing reruns), and a second clone using a shared cache directory gets the outputs with
     `dvc checkout` alone."""
-    repo, remote, shared = tmp_path / "repo", tmp_path / "remote", tmp_path / "shared-cache"
-    repo.mkdir()
-    (repo / "make.py").write_text(STAGE)
-    (repo / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
-    set_n(repo, 5)
-    sh(["git", "init", "-q"], repo)
-    sh(["git", "config", "user.email", "t@example.com"], repo)
-    sh(["git", "config", "user.name", "test"], repo)
-    sh(DVC + ["init", "-q"], repo)
+    repo, remote, shared = make_repo(tmp_path / "repo", n=5), tmp_path / "remote", tmp_path / "shared-cache"
     sh(DVC + ["remote", "add", "-d", "storage", str(remote)], repo)
     sh(DVC + ["repro"], repo)
     commit(repo, "results")

@@ -112,7 +112,7 @@ def toy_metric(monkeypatch):
     from kd.metrics import registry
 
     registry.metrics()  # the shipped metrics first, then the toy one beside them
-    monkeypatch.setattr(registry, "REGISTRY", dict(registry.REGISTRY))
+    monkeypatch.setattr(registry.METRICS, "entries", dict(registry.METRICS.entries))
 
     @registry.register("toy_chars")
     def toy_chars(predictions, records):

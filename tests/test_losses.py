@@ -9,7 +9,7 @@ import torch
 from conftest import live, make_objective, tiny_batch, tiny_t5
 
 from kd.errors import ConfigError
-from kd.losses.registry import REGISTRY, available, loss_class
+from kd.losses.registry import LOSSES, available, loss_class
 from kd.losses.logit import LogitKD
 from kd.training.objective import Objective, mix_losses
 
@@ -105,7 +105,7 @@ def test_losses_are_found_by_module_name():
     assert {"logit", "feature", "attention"} <= set(available())
     for name in available():
         cls = loss_class(name)
-        assert cls.name == name and REGISTRY[name] is cls
+        assert cls.name == name and LOSSES.entries[name] is cls
         assert cls.needs and cls.needs <= {"logits", "hidden_states", "attentions"}
         cls.Settings()  # every setting has a default
 

@@ -68,11 +68,14 @@ def results_table(results_file: Path = RESULTS) -> str:
     return table
 
 
+NO_SEEDS = "(no seeds collected yet: `python -m kd.seeds run --seeds 0 1 2`, then `collect`)\n"
+
+
 def seeds_section(seeds_file: Path = SEEDS) -> str:
     from kd.seeds import markdown
 
     if not Path(seeds_file).is_file():
-        return "(no seeds collected yet: `python -m kd.seeds run --seeds 0 1 2`, then `collect`)\n"
+        return NO_SEEDS
     return markdown(json.loads(Path(seeds_file).read_text()))
 
 
@@ -80,7 +83,7 @@ def summary_section(seeds_file: Path = SEEDS, results_file: Path = RESULTS) -> s
     """The README's short table: one row per model on the test split with the beam decoding, mean ± sd over
     training seeds, the share of the teacher's lead each student closes, and two sentences on which wins."""
     if not Path(seeds_file).is_file():
-        return "(no seeds collected yet: `python -m kd.seeds run --seeds 0 1 2`, then `collect`)\n"
+        return NO_SEEDS
     from kd.metrics.registry import headline_keys
     from kd.report import format as fmt
     from kd.seeds import retention
@@ -161,11 +164,14 @@ def _seconds(s) -> str:
     return human_seconds(s) if s else "-"
 
 
+NO_REHEARSAL = "(not run yet: `python -m tools.bench rehearsal --out benchmark_results/rehearsal/rehearsal.json`)\n"
+
+
 def rehearsal_table(rehearsal_file: Path = REHEARSAL) -> str:
     """The rehearsal's stages as measured here, then the full job's estimates (this CPU; one H100 from
     FLOPs at the stated utilisation), then its budgets: every row says which it is."""
     if not Path(rehearsal_file).is_file():
-        return "(not run yet: `python -m tools.bench rehearsal --out benchmark_results/rehearsal/rehearsal.json`)\n"
+        return NO_REHEARSAL
     r = json.loads(Path(rehearsal_file).read_text())
     job = r["full_job"]
     rows = []
@@ -220,7 +226,7 @@ def real_job_table(rehearsal_file: Path = REHEARSAL) -> str:
     """The real job's time and disk per stage on one GPU machine, as the rehearsal estimates them: GPU stages
     from model FLOPs at an assumed utilisation, CPU stages from the rates measured on the rehearsal's CPU."""
     if not Path(rehearsal_file).is_file():
-        return "(not run yet: `python -m tools.bench rehearsal --out benchmark_results/rehearsal/rehearsal.json`)\n"
+        return NO_REHEARSAL
     r = json.loads(Path(rehearsal_file).read_text())
     job = r["full_job"]
     rows = []

@@ -19,46 +19,28 @@ params.yaml, typed by a dataclass in kd/params.py (as `data.builtin`, `data.json
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Callable, Iterable
 
-from kd.errors import ConfigError
+from kd.plugins import Registry
 
 Loader = Callable[[str, object], Iterable[dict]]
-REGISTRY: dict[str, Loader] = {}
 # Modules of this package that are not sources.
-HELPERS = frozenset({"registry", "sources", "prepare", "tokenization"})
+SOURCES: Registry[Loader] = Registry("kd.data", kind="data source",
+                                     helpers={"sources", "prepare", "tokenization"})
 
 
 def register(name: str) -> Callable[[Loader], Loader]:
     def add(load: Loader) -> Loader:
-        REGISTRY[name] = load
-        return load
+        return SOURCES.add(name, load)
 
     return add
 
 
-def _load(name: str) -> Loader | None:
-    if name not in REGISTRY and name.isidentifier() and name not in HELPERS:
-        try:
-            importlib.import_module(f"kd.data.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"kd.data.{name}":  # the module exists but one of its imports does not
-                raise
-    return REGISTRY.get(name)
-
-
 def available() -> list[str]:
-    """Every source module of this package (imports them all; for error messages and docs)."""
-    names = [m.name for m in pkgutil.iter_modules(importlib.import_module("kd.data").__path__)]
-    return sorted({n for n in names if n not in HELPERS and _load(n) is not None} | set(REGISTRY))
+    """Every source of this package (imports them all; for error messages and docs)."""
+    return SOURCES.available()
 
 
 def loader(name: str, *, where: str = "data.source") -> Loader:
     """The source registered by module kd/data/<name>.py; `where` is the key naming it."""
-    load = _load(name)
-    if load is None:
-        raise ConfigError(f"params: {where}: unknown data source {name!r}; known: {available()} "
-                          f"(a source is a module kd/data/<name>.py)")
-    return load
+    return SOURCES.get(name, where=where)

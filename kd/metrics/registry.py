@@ -19,10 +19,10 @@ are columns of the seeds tables. Corpus-level scores (BLEU) are not per example 
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
+
+from kd.plugins import Registry
 
 Scorer = Callable[[Sequence[str], Sequence[Mapping]], list[dict[str, float]]]
 
@@ -36,9 +36,8 @@ class Metric:
     order: int  # position among metrics (columns of the examples file, tables); then by name
 
 
-REGISTRY: dict[str, Metric] = {}
 # Modules of this package that register no metric: skipped by the scan.
-HELPERS = frozenset({"registry", "bootstrap", "bleu"})
+METRICS: Registry[Metric] = Registry("kd.metrics", kind="metric", helpers={"bootstrap", "bleu"})
 
 
 def register(name: str, *, compare: Sequence[str] | None = None, headline: Sequence[str] | None = None,
@@ -47,7 +46,7 @@ def register(name: str, *, compare: Sequence[str] | None = None, headline: Seque
 
     def add(score: Scorer) -> Scorer:
         keys = tuple(compare) if compare is not None else (name,)
-        REGISTRY[name] = Metric(name, score, keys, tuple(headline) if headline is not None else keys, order)
+        METRICS.add(name, Metric(name, score, keys, tuple(headline) if headline is not None else keys, order))
         return score
 
     return add
@@ -55,10 +54,7 @@ def register(name: str, *, compare: Sequence[str] | None = None, headline: Seque
 
 def metrics() -> list[Metric]:
     """Every registered metric, in order (imports each module of kd/metrics once)."""
-    for module in pkgutil.iter_modules(importlib.import_module("kd.metrics").__path__):
-        if module.name not in HELPERS:
-            importlib.import_module(f"kd.metrics.{module.name}")
-    return sorted(REGISTRY.values(), key=lambda m: (m.order, m.name))
+    return sorted(METRICS.load_all().values(), key=lambda m: (m.order, m.name))
 
 
 def compared_keys() -> tuple[str, ...]:

@@ -177,22 +177,9 @@ def render_report(
     return "\n".join(parts) + "\n"
 
 
-def write_report(
-    path: str,
-    tables: Sequence[tuple[str, Sequence[Row]]],
-    examples: Sequence[Row],
-    decoding: Mapping[str, Any],
-    *,
-    max_examples: int = 3,
-    article_chars: int = 400,
-    host: Mapping[str, Any] | None = None,
-) -> None:
-    """Write `render_report(...)` to `path` atomically."""
-    atomic_write_text(
-        path,
-        render_report(tables, examples, decoding, max_examples=max_examples, article_chars=article_chars,
-                      host=host),
-    )
+def write_report(path: str, *args, **kwargs) -> None:
+    """Write `render_report(*args, **kwargs)` to `path` atomically."""
+    atomic_write_text(path, render_report(*args, **kwargs))
 
 
 def host_line(host: Mapping[str, Any]) -> str:

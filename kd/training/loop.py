@@ -37,7 +37,6 @@ from typing import Iterable, Iterator, Optional, Protocol, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
-from transformers import DataCollatorForSeq2Seq
 
 from kd.training import checkpoint
 from kd.errors import ConfigError
@@ -61,9 +60,34 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_collator(tokenizer) -> DataCollatorForSeq2Seq:
-    # Pads labels with -100 so padded target positions are ignored by every loss.
-    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, return_tensors="pt")
+@dataclass(frozen=True)
+class PadCollator:
+    """Rows of token lists -> (B, L) int64 tensors, each column padded to its longest row: input_ids with
+    the pad token, attention_mask with 0, labels with -100 so padded target positions are ignored by
+    every loss. The tensors DataCollatorForSeq2Seq makes (a test checks it), without its per-batch
+    tokenizer.pad machinery, which costs a small model's step more than its backward pass of a layer."""
+
+    pad_token_id: int
+    padding_side: str = "right"
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        fill = {"input_ids": self.pad_token_id, "attention_mask": 0, "labels": -100}
+        batch = {}
+        for key in rows[0]:
+            if key not in fill:
+                raise KeyError(f"PadCollator pads {sorted(fill)}, not {key!r}")
+            values = [row[key] for row in rows]
+            width = max(len(v) for v in values)
+            padded = torch.full((len(values), width), fill[key], dtype=torch.long)  # (B, L)
+            for i, v in enumerate(values):
+                where = slice(0, len(v)) if self.padding_side == "right" else slice(width - len(v), width)
+                padded[i, where] = torch.as_tensor(v, dtype=torch.long)
+            batch[key] = padded
+        return batch
+
+
+def make_collator(tokenizer) -> PadCollator:
+    return PadCollator(tokenizer.pad_token_id, tokenizer.padding_side)
 
 
 class Indexed(Dataset):

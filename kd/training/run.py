@@ -140,6 +140,10 @@ class DvcLiveHook(Hook):
     A resumed run continues the files of the run it resumes, after dropping their rows of steps past
     the checkpoint: the killed run logged those steps, and the resumed one trains and logs them again."""
 
+    # Steps between rewrites of metrics.json (the plots' rows are appended at every step): an atomic
+    # rewrite per step costs a small model's run a few percent of its time.
+    SUMMARY_EVERY = 50
+
     def __init__(self, live_dir: Path):
         self.live_dir, self.live = Path(live_dir), None
 
@@ -162,8 +166,8 @@ class DvcLiveHook(Hook):
             self.live.log_metric(f"train/{name}", value)
         if self.studio:
             self.live.next_step()  # writes metrics.json and posts the new points to Studio
-        else:
-            self.write_summary()
+        elif loop.state.step % self.SUMMARY_EVERY == 0:
+            self.write_summary()  # `dvc metrics show` mid-run; each validation and the end write it too
 
     def on_validation_end(self, loop: TrainLoop, val_loss: float) -> None:
         self.live.step = loop.state.step  # the epoch's last step: next_step moved past it

@@ -1,6 +1,6 @@
 """Budget checks, run by hand or by a scheduled job (not by the test suite: timings are not tests).
 
-    python -m tools.bench pipeline   # fresh clone of HEAD, `dvc repro`: wall time and peak RSS
+    python -m tools.bench pipeline   # fresh clone of HEAD, `dvc repro`: wall time and peak RSS (--keep DIR keeps it)
     python -m tools.bench quick      # the same under the quick profile (`python -m kd.profile quick`)
     python -m tools.bench tests      # the README's test command: wall time
     python -m tools.bench gpu-smoke  # every stage on a tiny config with CUDA + bf16, 50 steps: throughput
@@ -49,16 +49,23 @@ def _timed(cmd: list[str], cwd: Path, *, code: Optional[Path] = None) -> dict:
     return {"wall_s": round(m["wall_s"], 1), "peak_rss_mb": m["peak_rss_mb"]}
 
 
-def bench_pipeline(profile: Optional[str] = None) -> dict:
-    """`dvc repro` in a fresh clone of HEAD (under `profile` when given, applied as a user applies it)."""
+def bench_pipeline(profile: Optional[str] = None, keep: Optional[Path] = None) -> dict:
+    """`dvc repro` in a fresh clone of HEAD (under `profile` when given, applied as a user applies it).
+    With `keep` the clone is made there and kept, with its outputs, dvc.lock and logs/."""
     from kd.git import git
 
-    with tempfile.TemporaryDirectory() as tmp:
-        clone = Path(tmp) / "t5-distill"
+    def run(clone: Path) -> dict:
         git(ROOT, "clone", "-q", str(ROOT), str(clone))
         if profile is not None:
             subprocess.run([sys.executable, "-m", "kd.profile", profile], cwd=clone, check=True, capture_output=True)
         return _timed([sys.executable, "-m", "dvc", "repro", "--force"], clone)
+
+    if keep is not None:
+        if Path(keep).exists():
+            raise SystemExit(f"--keep {keep}: already exists; name a new directory")
+        return run(Path(keep))
+    with tempfile.TemporaryDirectory() as tmp:
+        return run(Path(tmp) / "t5-distill")
 
 
 def bench_tests(args) -> dict:
@@ -184,7 +191,7 @@ def _module(check: str):
     return importlib.import_module(MODULE_CHECKS[check])
 
 
-CHECKS = {"pipeline": lambda args: bench_pipeline(), "quick": lambda args: bench_pipeline("quick"), "tests": bench_tests, "gpu-smoke": bench_gpu_smoke,
+CHECKS = {"pipeline": lambda args: bench_pipeline(keep=args.keep), "quick": lambda args: bench_pipeline("quick", args.keep), "tests": bench_tests, "gpu-smoke": bench_gpu_smoke,
           "distill-memory": bench_distill_memory,
           **{name: (lambda args, name=name: _module(name).run(args)) for name in MODULE_CHECKS}}
 
@@ -196,6 +203,9 @@ def main(argv=None) -> int:
         q = sub.add_parser(name)
         if name not in MODULE_CHECKS:  # those bring their own options, --out included
             q.add_argument("--out", type=Path, default=None, help="write the measurements as JSON here")
+        if name in ("pipeline", "quick"):
+            q.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                           help="clone into DIR (new) and keep it, outputs and logs included")
         if name == "gpu-smoke":
             q.add_argument("--steps", type=int, default=50, help="optimizer steps per model")
             q.add_argument("--device", choices=["cuda", "cpu"], default="cuda",

@@ -8,6 +8,7 @@
     python -m tools.bench distill-memory  # the vanilla distill stage, cached vs live teacher: peak RSS, time
     python -m tools.bench rehearsal  # the real-scale job offline: CNN/DM-sized data, T5-sized models (tools.rehearsal)
     python -m tools.bench gpu-real   # t5-base -> t5-small shapes, bf16, 512/128 on one GPU (tools.gpu_real)
+    python -m tools.bench serve      # decoding at the published T5 shapes: greedy/beam 4, fp32/int8 (tools.servebench)
 
 Each prints a line per measurement, writes JSON (`--out`), and exits 1 when a budget is missed.
 Budgets: pipeline <= 1200 s with peak RSS < 4 GiB, quick <= 180 s and tests <= 600 s (2-core CPU, no GPU);
@@ -182,7 +183,8 @@ def bench_distill_memory(args) -> dict:
 
 # Checks that live in their own module: `add_arguments(parser)` brings their options (--out included),
 # `run(args) -> dict` measures, prints and writes its JSON, and says {"ok": bool} against its own budgets.
-MODULE_CHECKS = {"speed": "tools.speedbench", "rehearsal": "tools.rehearsal", "gpu-real": "tools.gpu_real"}
+MODULE_CHECKS = {"speed": "tools.speedbench", "rehearsal": "tools.rehearsal", "gpu-real": "tools.gpu_real",
+                 "serve": "tools.servebench"}
 
 
 def _module(check: str):

@@ -90,6 +90,17 @@ class Shape:
 # n*m*inner multiply-adds for the scores, as many for the weighted sums: 4*n*m*inner FLOPs.
 
 
+# The published configs' shapes (hub config.json), for benches that build these models from config.
+# flan-t5-small's own LM head (tie_word_embeddings false) is a matmul of the same size as a tied one.
+PUBLISHED = {
+    "t5-small": Shape(d_model=512, d_ff=2048, d_kv=64, num_layers=6, num_decoder_layers=6, num_heads=8),
+    "flan-t5-small": Shape(d_model=512, d_ff=1024, d_kv=64, num_layers=8, num_decoder_layers=8, num_heads=6,
+                           feed_forward_proj="gated-gelu"),
+    "t5-base": Shape(d_model=768, d_ff=3072, d_kv=64, num_layers=12, num_decoder_layers=12, num_heads=12),
+    "t5-large": Shape(d_model=1024, d_ff=4096, d_kv=64, num_layers=24, num_decoder_layers=24, num_heads=16),
+}
+
+
 def _encoder(s: Shape, src: float) -> float:
     return s.num_layers * (2 * (s.attn + s.ffn) * src + 4 * src * src * s.inner)
 

@@ -46,7 +46,7 @@ from typing import Callable, Optional
 
 import torch
 
-from tools.flops import Shape, forward_flops, peak_tflops, training_flops
+from tools.flops import PUBLISHED, Shape, forward_flops, peak_tflops, training_flops
 
 BUDGET_S = 180.0  # the whole gpu-real run on one H100/H200 (tools/gpu_check.sh stops it at 210 s)
 
@@ -76,8 +76,7 @@ class Setup:
         return self.student.vocab_size
 
 
-T5_BASE = Shape(d_model=768, d_ff=3072, d_kv=64, num_layers=12, num_decoder_layers=12, num_heads=12)
-T5_SMALL = Shape(d_model=512, d_ff=2048, d_kv=64, num_layers=6, num_decoder_layers=6, num_heads=8)
+T5_BASE, T5_SMALL = PUBLISHED["t5-base"], PUBLISHED["t5-small"]
 REAL = Setup(teacher=T5_BASE, student=T5_SMALL, source_len=512, target_len=128,  # T5's 32,128-token vocab
              batch_size=32, cache_batch_size=64, gen_batch_size=64, steps=20, warmup_steps=3, gen_batches=2)
 TINY = Setup(teacher=Shape(d_model=32, d_ff=64, d_kv=8, num_layers=2, num_decoder_layers=2, num_heads=4,
@@ -97,8 +96,8 @@ def mfu(flops: float, seconds: float, peak: Optional[float]) -> Optional[float]:
 
 
 def stack_collate(rows: list[dict]) -> dict:
-    """Rows of equal lengths -> a batch of (B, L) tensors: what kd.training.loop.make_collator's
-    DataCollatorForSeq2Seq returns when nothing needs padding (no tokenizer needed for it)."""
+    """Rows of equal lengths -> a batch of (B, L) tensors: what kd.training.loop.make_collator returns
+    when nothing needs padding (no tokenizer needed for it)."""
     return {key: torch.tensor([r[key] for r in rows]) for key in rows[0]}
 
 

@@ -18,6 +18,8 @@ Each section sits between `<!-- <name>:start (python -m tools.readme) -->` and `
     rehearsal        benchmark_results/rehearsal/rehearsal.json (python -m tools.bench rehearsal): the real
                      job rehearsed on a CPU, each row labelled measured or estimate
     real_job         the same file: the real job's estimated time and disk per stage on one GPU
+    serve            benchmark_results/serve/serve_cpu.json (python -m tools.bench serve): decoding speed at
+                     the published T5 shapes on a CPU, fp32 and int8
 
 `DOCUMENTS` says which document holds which sections. tests/test_readme.py runs the check, so a document
 that disagrees with benchmark_results/ fails CI. The check accepts the results committed at HEAD as well
@@ -47,6 +49,7 @@ SEEDS = paths.BENCHMARK_DIR / "seeds.json"
 SEEDS_VALIDATION = paths.BENCHMARK_DIR / "seeds_validation" / "seeds.json"
 CNNDM = paths.BENCHMARK_DIR / "cnndm" / "lead3.json"
 REHEARSAL = paths.BENCHMARK_DIR / "rehearsal" / "rehearsal.json"
+SERVE = paths.BENCHMARK_DIR / "serve" / "serve_cpu.json"
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -247,6 +250,53 @@ def real_job_table(rehearsal_file: Path = REHEARSAL) -> str:
             f"not counted.\n\n{markdown_table(rows)}")
 
 
+def serve_table(serve_file: Path = SERVE) -> str:
+    """The serving bench (tools.servebench): latency at batch 1, throughput at the serving batch, the
+    like-for-like and served ratios, and each model's size, load time and memory."""
+    if not Path(serve_file).is_file():
+        return "(not run yet: `python -m tools.bench serve --out benchmark_results/serve/serve_cpu.json`)\n"
+    r = json.loads(Path(serve_file).read_text())
+    plan, h = r["plan"], r["host"]
+    parts = [f"Measured on {h['cpus']} CPU cores with {h['torch_threads']} torch threads (torch {h['torch']}); "
+             f"{plan['source_len']}-token articles, every summary forced to its length; median of "
+             f"{plan['rounds']} interleaved rounds; int8: `{plan['int8']}`. Left out to keep the run within "
+             f"its budget: " + ("; ".join(f"{m}: {what}" for m, what in plan["left_out"].items()) or "nothing") + ".\n"]
+    cells = r["cells"]
+    for n in plan["new_tokens"]:
+        rows = {}
+        for c in cells:
+            if c["new_tokens"] == n and c["batch"] == 1:
+                row = rows.setdefault((c["model"], c["precision"]), {"model": c["model"], "precision": c["precision"]})
+                row[f"{c['decoding']} p50 s"] = f"{c['p50_s']:.2f}"
+                row[f"{c['decoding']} p95 s"] = f"{c['p95_s']:.2f}"
+        if rows:
+            parts.append(f"**Latency, one article at a time, {n}-token summaries:**\n\n"
+                         + markdown_table(list(rows.values())))
+        rows = {}
+        for c in cells:
+            if c["new_tokens"] == n and c["batch"] > 1:
+                row = rows.setdefault((c["model"], c["precision"]), {"model": c["model"], "precision": c["precision"]})
+                row[f"{c['decoding']} articles/s"] = f"{c['articles_per_s']:.2f}"
+        if rows:
+            parts.append(f"**Throughput, batches of {plan['serve_batch']}, {n}-token summaries:**\n\n"
+                         + markdown_table(list(rows.values())))
+    ratio_rows = [{"group": group, "kind": kind.replace("_", " "), "student vs teacher": name, "faster": f"{v:.2f}x"}
+                  for group, blocks in r["ratios"].items() for kind, values in blocks.items()
+                  for name, v in values.items() if kind == "served" or "fp32" in name]
+    parts.append("**How many times faster the student decodes** (served: the student greedy against the fp32 "
+                 "teacher at beam 4; like for like: the same decoding, fp32):\n\n" + markdown_table(ratio_rows))
+    facts = [{"model": m, "precision": p, "parameters": f"{f['parameters']:,}", "on disk": _bytes(f["disk_bytes"]),
+              "load s": f"{f['load_s']:.2f}", "peak RSS": f"{f['peak_rss_mb']:.0f} MB"}
+             for m, by in r["models"].items() for p, f in by.items()]
+    parts.append("**Each model** (load: `from_pretrained` from a local directory, plus quantizing for int8; peak "
+                 "RSS: a process that loads it and decodes one article):\n\n" + markdown_table(facts))
+    if "int8_paths" in r:
+        paths_rows = [{"model and int8 path": k, "faster than fp32 (greedy, batch 1)": f"{v:.2f}x"}
+                      for k, v in r["int8_paths"]["speedup_over_fp32"].items()]
+        parts.append("**int8 paths side by side:**\n\n" + markdown_table(paths_rows))
+    return "\n".join(parts)
+
+
 # name -> its rendering from a benchmark_results/ directory (the working tree's or a commit's)
 SECTIONS: dict[str, Callable[[Path], str]] = {
     "summary": lambda d: summary_section(d / SEEDS.relative_to(paths.BENCHMARK_DIR),
@@ -257,6 +307,7 @@ SECTIONS: dict[str, Callable[[Path], str]] = {
     "cnndm": lambda d: cnndm_table(d / CNNDM.relative_to(paths.BENCHMARK_DIR)),
     "rehearsal": lambda d: rehearsal_table(d / REHEARSAL.relative_to(paths.BENCHMARK_DIR)),
     "real_job": lambda d: real_job_table(d / REHEARSAL.relative_to(paths.BENCHMARK_DIR)),
+    "serve": lambda d: serve_table(d / SERVE.relative_to(paths.BENCHMARK_DIR)),
 }
 
 # document -> the generated sections it must hold
@@ -265,6 +316,7 @@ DOCUMENTS: dict[Path, tuple[str, ...]] = {
     Path("docs/results.md"): ("seeds", "seeds_validation", "results", "cnndm"),
     Path("docs/real-job.md"): ("real_job",),
     Path("docs/real_scale.md"): ("rehearsal",),
+    Path("docs/serving.md"): ("serve",),
 }
 
 

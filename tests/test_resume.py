@@ -230,9 +230,10 @@ def _killed_live_dir(tmp_path):
     return live, ce
 
 
-def test_a_resumed_hook_survives_the_files_a_kill_cut_short(tmp_path):
+def test_a_resumed_hook_survives_the_files_a_kill_cut_short(tmp_path, monkeypatch):
     from kd.training.run import DvcLiveHook
 
+    monkeypatch.setattr(DvcLiveHook, "SUMMARY_EVERY", 1)  # the summary of every step, as a kill could cut it
     live, ce = _killed_live_dir(tmp_path)
     hook = DvcLiveHook(live)
     hook.on_train_start(_Loop(step=6))  # Live(resume=True) parses metrics.json: it must not be the cut one
@@ -250,6 +251,7 @@ def test_the_step_summary_is_written_atomically(tmp_path, monkeypatch):
     import kd.io
     from kd.training.run import DvcLiveHook
 
+    monkeypatch.setattr(DvcLiveHook, "SUMMARY_EVERY", 1)
     live = tmp_path / "live"
     hook = DvcLiveHook(live)
     hook.on_train_start(_Loop(step=0))
@@ -266,3 +268,19 @@ def test_the_step_summary_is_written_atomically(tmp_path, monkeypatch):
         hook.on_step_end(_Loop(step=2), {"ce": 2.0})
     assert (live / "metrics.json").read_text() == before
     assert json.loads(before)["step"] == 1
+
+
+def test_the_step_summary_is_rewritten_every_summary_every_steps(tmp_path):
+    """metrics.json follows training every SUMMARY_EVERY steps (the plots get every step's row)."""
+    from kd.training.run import DvcLiveHook
+
+    live = tmp_path / "live"
+    hook = DvcLiveHook(live)
+    every = DvcLiveHook.SUMMARY_EVERY
+    hook.on_train_start(_Loop(step=0))
+    for step in range(1, every + 2):
+        hook.on_step_end(_Loop(step=step), {"ce": float(step)})
+        if step == every - 1:
+            assert not (live / "metrics.json").exists()
+    assert json.loads((live / "metrics.json").read_text()) == {"train": {"ce": float(every)}, "step": every}
+    assert _logged_steps(live / "plots" / "metrics" / "train" / "ce.tsv") == list(range(1, every + 2))

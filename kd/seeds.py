@@ -59,7 +59,8 @@ LIVE_DIR = PurePosixPath(paths.DVCLIVE_DIR.as_posix())
 # Each model's compression and speedup against its seed's teacher, as the report stage computed them,
 # from its results in the experiment's commit.
 RESULTS_JSON = PurePosixPath(paths.BENCHMARK_DIR.as_posix()) / REPORT_JSON
-EFFICIENCY_FIELDS = ("compression", "speedup")
+EFFICIENCY_FIELDS = ("compression", "speedup", "speedup_greedy", "retention_greedy")
+RATIO_FIELDS = ("compression", "speedup")  # the columns of every decoding's table
 DELTA_METRIC = "rougeL"
 DIGITS = 4
 EXPS_NAMESPACE = "refs/exps"
@@ -300,6 +301,27 @@ def retention(result: Mapping[str, Any], model: str, decoding: str, metric: str 
 NONE = "–"  # a cell of the seeds tables with no value
 
 
+def served_lines(result: Mapping[str, Any]) -> list[str]:
+    """The served table: each student greedy against the teacher at its headline decoding (beam), speed
+    from each seed's speed run and rougeL retention from its report; the slowest seed beside the mean,
+    since a claim like "6x faster" has to hold in every run. Nothing when no seed timed greedy."""
+    efficiency = result.get("efficiency", {})
+    students = [m for m in efficiency if "speedup_greedy" in efficiency[m]]
+    if not students:
+        return []
+    lines = ["### served: each student greedy against the teacher at beam search", "",
+             "| model | rougeL greedy | % of teacher's beam rougeL | speedup greedy | slowest seed |",
+             "|---|---:|---:|---:|---:|"]
+    for model in students:
+        e = efficiency[model]
+        kept = e.get("retention_greedy")
+        slowest = min(e["speedup_greedy"]["per_seed"].values())
+        lines.append(f"| {model} | {_fmt_spread(result['models'].get(model, {}).get('greedy', {}).get('rougeL'))} "
+                     f"| {NONE if kept is None else _fmt_spread(kept, 1) + '%'} "
+                     f"| {_fmt_spread(e['speedup_greedy'])}x | {fmt.number(slowest, 2)}x |")
+    return lines + [""]
+
+
 def _fmt_spread(stat: Mapping[str, Any] | None, digits: int = 2) -> str:
     return NONE if stat is None else fmt.spread(stat["mean"], stat["sd"], digits)
 
@@ -359,7 +381,7 @@ def markdown(result: Mapping[str, Any]) -> str:
             header += [f"Δ {DELTA_METRIC} vs {result[role]}" for role in ("baseline", "teacher")]
             header.append(f"{DELTA_METRIC} % of teacher")
             header.append("gap closed")
-        header += [name for name in ("compression", "speedup") if any(name in e for e in efficiency.values())]
+        header += [name for name in RATIO_FIELDS if any(name in e for e in efficiency.values())]
         lines += [f"### {decoding}", "", "| " + " | ".join(header) + " |",
                   "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         for model, shown in rows:
@@ -378,6 +400,7 @@ def markdown(result: Mapping[str, Any]) -> str:
                 cells.append(NONE if ratio is None else _fmt_spread(ratio) + "x")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += served_lines(result)
     if result["skipped"]:
         skipped = "; ".join(f"{model} {decoding}: {', '.join(metrics)}"
                             for model, by_decoding in result["skipped"].items()

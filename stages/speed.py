@@ -1,6 +1,7 @@
 """Stage speed: every model's decoding speed and peak memory, timed side by side in one run: the
 teacher and every student in params `kd.students` (models/student_<name>), or the --model NAME=PATH
-models given. Each model runs in its own worker process; rounds interleave the models and each gets
+models given; every model at `benchmark.num_beams`, and all but the teacher greedy as well (how a
+student is served). Each model runs in its own worker process; rounds interleave the models and each gets
 the median of `benchmark.speed_repeats` rounds (kd/evaluation/speed.py).
 """
 
@@ -21,7 +22,8 @@ def parse_model(spec: str) -> tuple[str, Path]:
 
 
 def models_to_time(specs: list[str] | None, teacher: Path, params: Path) -> dict[str, Path]:
-    """The given NAME=PATH models, or the teacher and every student in params `kd.students`."""
+    """The given NAME=PATH models, or the teacher and every student in params `kd.students` (in that
+    case every model but the teacher is also timed greedy)."""
     if specs:
         models: dict[str, Path] = {}
         for name, path in map(parse_model, specs):
@@ -55,7 +57,7 @@ def main(argv=None) -> None:
     result = time_models(models=models, articles=articles, prefix=tok.prefix, max_source_length=tok.max_source_length,
                          num_beams=bench.num_beams, max_new_tokens=bench.max_new_tokens, batch_size=bench.batch_size,
                          warmup_batches=bench.warmup_batches, repeats=bench.speed_repeats,
-                         device=bench.device)
+                         device=bench.device, greedy_too=[name for name in models if name != "teacher"])
     atomic_write_json(args.out, result)
     cli.log.info("wrote %s: samples/s %s", args.out,
                  {name: row["samples_per_s"] for name, row in result.items() if name != "host"})

@@ -209,7 +209,12 @@ def test_speed_interleaves_rounds_and_records_the_host(speed):
         median = statistics.median(row["round_s"])
         assert row["samples_per_s"] == pytest.approx(4 / median, rel=1e-3)
         assert row["ms_per_sample"] == pytest.approx(1000 * median / 4, rel=1e-3)
-        assert row["peak_mem_mb"] >= 0
+        assert row["peak_mem_mb"] >= 0 and row["num_beams"] == 2
+    # every model but the teacher is also timed greedy, in the same rounds
+    assert "greedy" not in speed["teacher"]
+    greedy = speed["small"]["greedy"]
+    assert len(greedy["round_s"]) == 3 and all(s > 0 for s in greedy["round_s"])
+    assert greedy["samples_per_s"] == pytest.approx(4 / statistics.median(greedy["round_s"]), rel=1e-3)
 
 
 def test_speed_missing_or_corrupt_model_fails_in_one_line(work, tmp_path):
@@ -255,6 +260,13 @@ def test_report_gathers_every_model_side_by_side(work, teacher_twice, student, l
     assert small["samples_per_s"] == speed["small"]["samples_per_s"]
     assert small["train_seconds"] == 12.5 and small["train_tokens"] == 4000 and "train_seconds" not in teacher
     assert teacher["compression"] == teacher["speedup"] == 1.0
+    # served: the student greedy against the teacher at beam, speed from the same run
+    assert small["speedup_greedy"] == round(speed["small"]["greedy"]["samples_per_s"]
+                                            / speed["teacher"]["samples_per_s"], 4)
+    if q["teacher"]["test"]["beam"]["rougeL"]:
+        assert small["retention_greedy"] == round(100 * q["small"]["test"]["greedy"]["rougeL"]
+                                                  / q["teacher"]["test"]["beam"]["rougeL"], 4)
+    assert "speedup_greedy" not in teacher and "speedup_greedy" not in lead
     for key in ("rouge1", "rougeL"):
         t = q["teacher"]["test"]["beam"][key]
         # an untrained teacher may score 0: then there is no retention (tests/test_metrics.py has exact ones)
@@ -275,7 +287,7 @@ def test_report_gathers_every_model_side_by_side(work, teacher_twice, student, l
     assert len((out / "comparison_table.csv").read_text().splitlines()) == 1 + 2 * (2 + 2 + 1)
     text = (out / "benchmark_report.txt").read_text()
     assert "median of 3 interleaved rounds" in text and "num_beams: 2" in text and "Examples (2 of 2)" in text
-    assert "Validation split" in text and "rougeL [95% CI]" in text
+    assert "Validation split" in text and "rougeL [95% CI]" in text and "Served (test)" in text
     first = json.loads((work / "test.jsonl").read_text().splitlines()[0])
     assert f"[1] id: {first['id']}" in text
     for png in ("scores.png", "quality_vs_speed.png"):

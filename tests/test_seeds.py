@@ -156,6 +156,22 @@ def test_retention_compression_and_speedup():
     assert teacher_row.endswith("| 100.0% | – | 1.00 ± 0.00x | 1.00 ± 0.00x |")
     # without sizes (an old seeds.json) the columns are simply absent
     assert "compression" not in seeds.markdown(seeds.collect(_per_seed(), **BOOT))
+    assert "### served" not in text  # no seed timed a student greedy
+
+
+def test_served_table_gives_the_mean_and_the_slowest_seed():
+    # the report's served fields: vanilla greedy 6, 7.5, 9x faster than the beam teacher, keeping 97-99%
+    costs = {s: {"teacher": {"speedup": 1.0},
+                 "vanilla": {"speedup": 3.0, "speedup_greedy": 6.0 + 1.5 * s, "retention_greedy": 97.0 + s}}
+             for s in (0, 1, 2)}
+    got = seeds.collect(_per_seed(), **BOOT, costs=costs)
+    assert got["efficiency"]["vanilla"]["speedup_greedy"]["per_seed"] == {"0": 6.0, "1": 7.5, "2": 9.0}
+    text = seeds.markdown(json.loads(json.dumps(got)))
+    served = text.split("### served")[1].splitlines()
+    row = next(line for line in served if line.startswith("| vanilla |"))
+    greedy = got["models"]["vanilla"].get("greedy", {}).get("rougeL")  # "–" where greedy was not scored
+    assert row == f"| vanilla | {seeds._fmt_spread(greedy)} | 98.0 ± 1.0% | 7.50 ± 1.50x | 6.00x |"
+    assert not any(line.startswith("| teacher |") for line in served)
 
 
 def test_parse_experiment_ref_skips_dvc_bookkeeping():

@@ -164,3 +164,23 @@ def test_read_articles_text_keeps_lines_and_blank_lines(tmp_path):
     got = read_articles(tmp_path / "a.txt")
     assert got.texts == ["First one.", "", "Second\u2028still second."]
     assert got.ids is None and got.blank == {1}
+
+
+def test_int8_and_threads_serve_the_quantized_model(setup, tmp_path):
+    """--int8 --threads 1: summaries from the int8-quantized model (what load_summarizer(int8=True) decodes),
+    the stderr line says so."""
+    from kd.models.generation import generate_all, load_summarizer
+
+    root, params, articles = setup
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(articles) + "\n")
+    out = summarize(["--model", root / "model", "--params", params, "--num-beams", "1", "--max-new-tokens", "5",
+                     "--int8", "--threads", "1", src], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "in int8" in out.stderr
+    model, tok = load_summarizer(root / "model", int8=True)
+    want = generate_all(model, tok, articles, batch_size=BENCH["batch_size"], prefix=TOKENIZER["prefix"],
+                        max_source_length=TOKENIZER["max_source_length"], num_beams=1, max_new_tokens=5)
+    assert out.stdout.split("\n")[:-1] == [" ".join(s.split()) for s in want]
+    bad = summarize(["--model", root / "model", "--params", params, "--threads", "0", src], tmp_path)
+    assert bad.returncode == 2 and "--threads" in bad.stderr

@@ -9,7 +9,9 @@ neighbour), and each model's result is the median of its rounds.
 
 A timed run summarises the first `benchmark.speed_samples` test articles with the quality stage's
 decoding (kd.models.generation, `benchmark.num_beams`, `max_new_tokens`, `batch_size`), after
-`warmup_batches` untimed batches right after loading. Peak memory is peak RSS above the process
+`warmup_batches` untimed batches right after loading. The students are also timed greedy, in the same
+rounds, right after their beam run: that is how a distilled student is served, and the report sets it
+against the teacher at `benchmark.num_beams`. Peak memory is peak RSS above the process
 before the model was loaded on the CPU, `torch.cuda.max_memory_allocated` on CUDA.
 """
 
@@ -28,7 +30,7 @@ import time
 import traceback
 from multiprocessing.connection import wait as wait_for_any
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 from kd.errors import ConfigError
 
@@ -117,19 +119,18 @@ def _worker(conn, model_dir: str, articles: list[str], settings: dict) -> None:
         from kd.models.generation import generate_all, load_summarizer
 
         device = settings["device"]
-        decoding = {k: settings[k] for k in ("batch_size", "prefix", "max_source_length", "num_beams",
-                                             "max_new_tokens")}
+        decoding = {k: settings[k] for k in ("batch_size", "prefix", "max_source_length", "max_new_tokens")}
         base_rss = _rss_mb()
         model, tokenizer = load_summarizer(model_dir, device)
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         warmup = articles[: settings["warmup_batches"] * settings["batch_size"]]
-        if warmup:
-            generate_all(model, tokenizer, warmup, device=device, **decoding)
+        for num_beams in settings["beams"] if warmup else ():
+            generate_all(model, tokenizer, warmup, device=device, num_beams=num_beams, **decoding)
         _send(conn, ("ready", {"torch_threads": torch.get_num_threads()}))
-        while (command := conn.recv()) == "time":
+        while (command := conn.recv()) != "stop":  # ("time", num_beams)
             start = time.perf_counter()
-            generate_all(model, tokenizer, articles, device=device, **decoding)
+            generate_all(model, tokenizer, articles, device=device, num_beams=command[1], **decoding)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             _send(conn, ("time", time.perf_counter() - start))
@@ -157,7 +158,7 @@ class _Worker:
         self.proc.start()
         child.close()  # the child holds its end; EOF on ours then means the child is gone
 
-    def ask(self, command: str | None, expect: str):
+    def ask(self, command: str | tuple | None, expect: str):
         if command is not None:
             self.conn.send(command)
         try:
@@ -189,11 +190,13 @@ class _Worker:
 
 def time_models(*, models: Mapping[str, str | Path], articles: Sequence[str], prefix: str, max_source_length: int,
                 num_beams: int, max_new_tokens: int, batch_size: int, warmup_batches: int, repeats: int,
-                device: str = "auto") -> dict:
-    """{"host": {...}, <name>: {samples_per_s, ms_per_sample, peak_mem_mb, round_s, round_position}},
-    timed on `device` (auto, cpu or cuda: params benchmark.device).
+                device: str = "auto", greedy_too: Collection[str] = ()) -> dict:
+    """{"host": {...}, <name>: {samples_per_s, ms_per_sample, peak_mem_mb, round_s, round_position,
+    num_beams[, greedy]}}, timed on `device` (auto, cpu or cuda: params benchmark.device).
 
-    round_s[r] is the model's time in round r, round_position[r] its place in that round's order."""
+    round_s[r] is the model's time in round r, round_position[r] its place in that round's order. The
+    models named in `greedy_too` are also timed greedy (when `num_beams` > 1) right after their beam
+    run in every round: `greedy` {samples_per_s, ms_per_sample, round_s}."""
     from kd.models.generation import check_model_dir
 
     if not models:
@@ -209,7 +212,11 @@ def time_models(*, models: Mapping[str, str | Path], articles: Sequence[str], pr
     from kd.models.modeling import resolve_device
 
     device = resolve_device(device)
-    settings = {"device": device, "prefix": prefix, "max_source_length": max_source_length, "num_beams": num_beams,
+    unknown = sorted(set(greedy_too) - set(models))
+    if unknown:
+        raise ConfigError(f"speed: greedy timing asked for {unknown}, which are not among the models timed")
+    beams = {name: [num_beams] + ([1] if name in greedy_too and num_beams > 1 else []) for name in models}
+    settings = {"device": device, "prefix": prefix, "max_source_length": max_source_length,
                 "max_new_tokens": max_new_tokens, "batch_size": batch_size, "warmup_batches": warmup_batches}
     # Each worker is a fresh process (its own peak memory), forked from a server that imported torch and
     # transformers once: a spawned worker would spend seconds importing them again, per model. The
@@ -220,7 +227,7 @@ def time_models(*, models: Mapping[str, str | Path], articles: Sequence[str], pr
     failed = True
     try:
         for name, path in models.items():
-            workers[name] = _Worker(ctx, name, Path(path), list(articles), settings)
+            workers[name] = _Worker(ctx, name, Path(path), list(articles), settings | {"beams": beams[name]})
         ready = {}
         loading = {w.conn: w for w in workers.values()}
         while loading:  # in the order they finish loading, so a model that fails to load fails at once
@@ -228,13 +235,16 @@ def time_models(*, models: Mapping[str, str | Path], articles: Sequence[str], pr
                 w = loading.pop(conn)
                 ready[w.name] = w.ask(None, "ready")
         log.info("speed: %d models loaded; %d rounds over %d articles", len(workers), repeats, len(articles))
-        round_s: dict[str, list[float]] = {name: [] for name in workers}
+        round_s: dict[tuple[str, int], list[float]] = {(name, b): [] for name in workers for b in beams[name]}
         position: dict[str, list[int]] = {name: [] for name in workers}
         for r, order in enumerate(round_orders(list(workers), repeats)):
             for place, name in enumerate(order):
-                round_s[name].append(workers[name].ask("time", "time"))
+                for b in beams[name]:
+                    round_s[name, b].append(workers[name].ask(("time", b), "time"))
                 position[name].append(place)
-            log.info("speed: round %d: %s", r + 1, {name: round(round_s[name][-1], 3) for name in order})
+            log.info("speed: round %d: %s", r + 1,
+                     {f"{name}" + ("" if b == num_beams else " greedy"): round(s[-1], 3)
+                      for (name, b), s in round_s.items()})
         peaks = {name: w.ask("stop", "stopped")["peak_mem_mb"] for name, w in workers.items()}
         failed = False
     finally:
@@ -244,6 +254,11 @@ def time_models(*, models: Mapping[str, str | Path], articles: Sequence[str], pr
     result: dict = {"host": host_info(device=device, torch_threads=first["torch_threads"], n_samples=len(articles),
                                       rounds=repeats)}
     for name in workers:
-        result[name] = {**speed_of(round_s[name], len(articles)), "peak_mem_mb": round(peaks[name], DIGITS),
-                        "round_s": [round(s, 6) for s in round_s[name]], "round_position": position[name]}
+        times = round_s[name, num_beams]
+        result[name] = {**speed_of(times, len(articles)), "peak_mem_mb": round(peaks[name], DIGITS),
+                        "round_s": [round(s, 6) for s in times], "round_position": position[name],
+                        "num_beams": num_beams}
+        if len(beams[name]) > 1:
+            result[name]["greedy"] = {**speed_of(round_s[name, 1], len(articles)),
+                                      "round_s": [round(s, 6) for s in round_s[name, 1]]}
     return result

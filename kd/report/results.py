@@ -484,7 +484,27 @@ def gather(*, students: Sequence[str], lead: str, quality_dir: Path, examples_di
     for entry in results.values():
         entry["compression"] = _ratio(teacher_params, entry.get("params"))
         entry["speedup"] = _ratio(entry.get("samples_per_s"), teacher_speed)
+    for name, entry in results.items():
+        if entry["kind"] == "student":
+            entry.update(served(entry, speed.get(name, {}), results[teacher], teacher_speed))
     return results, examples, speed.get("host")
+
+
+def served(entry: Mapping[str, Any], timing: Mapping[str, Any], teacher: Mapping[str, Any],
+           teacher_speed: float | None, split: str = "test") -> dict[str, Any]:
+    """A student as it is served (greedy) against the teacher as it is benchmarked (its headline
+    decoding, beam search): `greedy_samples_per_s`, `speedup_greedy` (greedy student / teacher
+    samples/s, timed in the same speed run) and `retention_greedy` (the student's greedy rougeL as a
+    percentage of the teacher's headline rougeL on `split`). Empty when the speed stage did not time
+    the student greedy (benchmark.num_beams is 1: its headline already is greedy)."""
+    greedy_speed = timing.get("greedy", {}).get("samples_per_s")
+    if greedy_speed is None:
+        return {}
+    mine = entry[split].get("greedy", {}).get("rougeL")
+    theirs = teacher[split][primary_decoding(teacher[split])].get("rougeL")
+    kept = _ratio(mine, theirs)
+    return {"greedy_samples_per_s": greedy_speed, "speedup_greedy": _ratio(greedy_speed, teacher_speed),
+            "retention_greedy": None if kept is None else 100.0 * kept}
 
 
 def train_split_block(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -641,6 +661,12 @@ def write_benchmark(out_dir: Path, results: Mapping[str, Mapping[str, Any]], exa
                   {"model": r["model"], **{k: r.get(k) for k in ("entity_precision", "fact_precision", "fact_recall",
                                                                   "novel_bigram_pct", "repeated_trigram_pct", "length")
                                            if any(k in x for x in test_rows)}} for r in test_rows])]
+    if any("speedup_greedy" in r for r in test_rows):  # each student served greedy vs the teacher at beam
+        tables.append(("Served (test): each student greedy against the teacher at its headline decoding", [
+            {"model": r["model"], "rougeL greedy": r.get("rougeL_greedy", r.get("rougeL")),
+             "% of teacher rougeL": r.get("retention_greedy"), "speedup greedy": r.get("speedup_greedy"),
+             "speedup same decoding": r.get("speedup"), "samples/s greedy": r.get("greedy_samples_per_s")}
+            for r in test_rows if "speedup_greedy" in r]))
     if "train_split" in results[teacher]:  # the teacher_generate stage ran: memorised or generalising?
         train = results[teacher]["train_split"]
         test = results[teacher]["test"].get(train["decoding"]) or results[teacher]["test"][

@@ -35,7 +35,8 @@ def distill_student(*, recipe: Recipe, teacher_dir: Path, tokenizer_dir: Path, t
                     teacher_targets_dir: Path = paths.TEACHER_TARGETS_DIR, resume_from: Optional[Path] = None,
                     max_target_length: int = 64, hooks=()) -> FitResult:
     """Train the student `recipe` describes (no losses: the label-only baseline) and save it with its
-    resolved recipe (`recipe.json`)."""
+    resolved recipe (`recipe.json`) and the decoding it is served with (`generation_config.json`,
+    `served_generation`)."""
     spec, train = recipe.student, recipe.train
     tokenized = load_tokenized(tokenized_dir)
     teacher_path = Path(teacher_dir)
@@ -87,7 +88,21 @@ def distill_student(*, recipe: Recipe, teacher_dir: Path, tokenizer_dir: Path, t
                           accelerator=accelerator, out_dir=out_dir, ckpt_dir=ckpt_dir, live_dir=live_dir,
                           resume_from=resume_from,
                           fingerprint_of={"recipe": recipe.to_json(), "teacher": teacher_id},
-                          extra_files={RECIPE_FILE: recipe.to_json()}, hooks=hooks)
+                          extra_files={RECIPE_FILE: recipe.to_json(),
+                                       # replaces the special-tokens-only file save_pretrained wrote
+                                       "generation_config.json": served_generation(model, max_target_length)},
+                          hooks=hooks)
+
+
+def served_generation(model, max_new_tokens: int) -> dict:
+    """A student's generation_config.json: greedy, up to `max_new_tokens` (tokenizer.max_target_length,
+    the summary length it learned), so `from_pretrained` + `generate()` decodes as the report's served
+    rows do. Greedy because a distilled student is served that way (it keeps most of the beam
+    teacher's rougeL at a fraction of beam search's cost); the benchmark passes its own num_beams."""
+    from kd.training.run import saved_generation_config
+
+    config = saved_generation_config(model, num_beams=1, do_sample=False, max_new_tokens=max_new_tokens)
+    return config.to_diff_dict()
 
 
 def summary_training_set(recipe: Recipe, tokenized: DatasetDict, tokenizer, *, teacher_id: Optional[str],

@@ -71,6 +71,13 @@ def test_greedy_ids_are_generates_for_gated_gelu_flan_t5_shapes():
     assert torch.equal(greedy.greedy(model, ids, mask, max_new_tokens=16), reference(model, ids, mask, 16))
 
 
+def test_greedy_ids_are_generates_in_bf16():
+    model = with_early_ends(tiny_t5(attn="sdpa")).to(torch.bfloat16)  # how a GPU serves it
+    ids, mask = source()
+    assert greedy.supports(model, num_beams=1)
+    assert torch.equal(greedy.greedy(model, ids, mask, max_new_tokens=20), reference(model, ids, mask, 20))
+
+
 def test_greedy_stops_when_every_row_has_ended():
     model = tiny_t5(attn="sdpa")
     ids, mask = source()

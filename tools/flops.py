@@ -60,6 +60,15 @@ class Shape:
                       pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
         return T5Config(**(kwargs | overrides))
 
+    def build(self, *, dropout: float = 0.0, seed: int = 0):
+        """A T5ForConditionalGeneration of this shape with random weights (seeded), SDPA attention as
+        kd.models.generation serves a model: speed does not depend on what the weights are."""
+        import torch
+        from transformers import AutoModelForSeq2SeqLM
+
+        torch.manual_seed(seed)
+        return AutoModelForSeq2SeqLM.from_config(self.to_config(dropout), attn_implementation="sdpa")
+
     @property
     def gated(self) -> bool:
         return self.feed_forward_proj.split("-")[0] == "gated"  # T5Config.is_gated_act's rule

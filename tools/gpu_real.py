@@ -135,10 +135,7 @@ class Bench:
         return {f"{prefix}_peak_mem_gib": round(peak, 2)}
 
     def model(self, shape: Shape, *, dropout: float = 0.0, seed: int = 0):
-        from transformers import AutoModelForSeq2SeqLM
-
-        torch.manual_seed(seed)
-        return AutoModelForSeq2SeqLM.from_config(shape.to_config(dropout), attn_implementation="sdpa")
+        return shape.build(dropout=dropout, seed=seed)
 
     def rows(self, n: int, seed: int = 0):
         """`n` random examples: ids in [2, vocab) (never pad 0 or EOS 1), no padding anywhere."""

@@ -98,6 +98,9 @@ def test_supports_only_plain_greedy_t5():
     model.generation_config.repetition_penalty = 1.3  # a logits processor: generate's job
     assert not greedy.supports(model, num_beams=1)
     model.generation_config.repetition_penalty = 1.0
+    model.generation_config.pad_token_id = model.config.pad_token_id = None  # nothing to pad finished rows with
+    assert not greedy.supports(model, num_beams=1)
+    model.generation_config.pad_token_id = model.config.pad_token_id = 0
     model.train()
     assert not greedy.supports(model, num_beams=1)
 

@@ -43,6 +43,9 @@ def supports(model, *, num_beams: int, min_new_tokens: int = 0) -> bool:
     if model.lm_head.weight.dtype not in (torch.float32, torch.bfloat16):
         return False
     gen = model.generation_config
+    for key in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):  # needed to start, stop and pad
+        if getattr(gen, key, None) is None and getattr(cfg, key, None) is None:
+            return False
     return all(getattr(gen, key, None) in values for key, values in NEUTRAL.items())
 
 
@@ -89,8 +92,10 @@ def _encode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tor
     if bool(attention_mask.all()):
         mask = bias.contiguous()  # no padding: transformers passes the bias alone
     else:
-        keep = attention_mask.bool()[:, None, None, :].expand(-1, 1, L, -1)  # (B, 1, L, L)
-        mask = torch.where(keep, bias, torch.finfo(x.dtype).min).contiguous()  # (B, H, L, L)
+        # transformers' torch.where(padding mask, bias, min), value for value, built as a copy of the
+        # bias with the padded keys filled: the same tensor at a third of the cost.
+        mask = bias.expand(input_ids.shape[0], -1, -1, -1).contiguous()  # (B, H, L, L)
+        mask.masked_fill_(~attention_mask.bool()[:, None, None, :], torch.finfo(x.dtype).min)
     for block in enc.block:
         attn = block.layer[0].SelfAttention
         h = _norm(x, block.layer[0].layer_norm)
@@ -131,33 +136,39 @@ def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
                                  torch.finfo(dtype).min).contiguous()  # (B, H, 1, L)
     # Decoder self-attention biases for every step: row t attends positions 0..t (1, H, T, T).
     self_bias = dec.block[0].layer[0].SelfAttention.compute_bias(max_new_tokens, max_new_tokens, device=device)
+    # Every weight the loop reads, looked up once: a step is ~100 small tensor operations, and module
+    # attribute lookups would add a third to it.
+    layers = [(block.layer[0].layer_norm, *(m.weight for m in (block.layer[0].SelfAttention.q,
+                                                               block.layer[0].SelfAttention.k,
+                                                               block.layer[0].SelfAttention.v,
+                                                               block.layer[0].SelfAttention.o)),
+               block.layer[1].layer_norm, block.layer[1].EncDecAttention.q.weight,
+               block.layer[1].EncDecAttention.o.weight, block.layer[-1]) for block in dec.block]
+    embed, final_norm, lm_head = dec.embed_tokens.weight, dec.final_layer_norm, model.lm_head.weight
+    scale = cfg.d_model ** -0.5 if getattr(cfg, "scale_decoder_outputs", cfg.tie_word_embeddings) else None
 
     tokens = torch.full((B, 1), start, dtype=torch.long, device=device)
     out = [tokens]
     unfinished = torch.ones(B, dtype=torch.long, device=device)
-    past_k: list = [None] * len(dec.block)
-    past_v: list = [None] * len(dec.block)
+    # The self-attention cache starts empty and grows by concatenation, as transformers' does.
+    empty = torch.zeros((B, H, 0, d_kv), device=device, dtype=dtype)
+    past = [(empty, empty)] * len(layers)
     for t in range(max_new_tokens):
-        x = F.embedding(tokens, dec.embed_tokens.weight)  # (B, 1, d)
+        x = F.embedding(tokens, embed)  # (B, 1, d)
         bias = self_bias[:, :, t:t + 1, :t + 1].contiguous()  # (1, H, 1, t+1)
-        for i, block in enumerate(dec.block):
-            attn = block.layer[0].SelfAttention
-            h = _norm(x, block.layer[0].layer_norm)
-            q, k, v = (_heads(F.linear(h, m.weight), d_kv) for m in (attn.q, attn.k, attn.v))
-            past_k[i] = k = torch.cat([past_k[i], k], dim=-2) if past_k[i] is not None else torch.cat(
-                [k.new_zeros((B, k.shape[1], 0, d_kv)), k], dim=-2)
-            past_v[i] = v = torch.cat([past_v[i], v], dim=-2) if past_v[i] is not None else torch.cat(
-                [v.new_zeros((B, v.shape[1], 0, d_kv)), v], dim=-2)
-            x = x + F.linear(_attend(q, k, v, bias), attn.o.weight)
-            cross = block.layer[1].EncDecAttention
-            h = _norm(x, block.layer[1].layer_norm)
-            q = _heads(F.linear(h, cross.q.weight), d_kv)
-            x = x + F.linear(_attend(q, *cross_kv[i], cross_mask), cross.o.weight)
-            x = _feed_forward(x, block.layer[-1])
-        x = _norm(x, dec.final_layer_norm)
-        if getattr(cfg, "scale_decoder_outputs", cfg.tie_word_embeddings):
-            x = x * (cfg.d_model ** -0.5)
-        logits = F.linear(x, model.lm_head.weight)[:, -1, :].to(copy=True, dtype=torch.float32)  # (B, V)
+        for i, (ln_self, wq, wk, wv, wo, ln_cross, cq, co, ff) in enumerate(layers):
+            h = _norm(x, ln_self)
+            q, k, v = (_heads(F.linear(h, w), d_kv) for w in (wq, wk, wv))
+            k, v = torch.cat([past[i][0], k], dim=-2), torch.cat([past[i][1], v], dim=-2)  # (B, H, t+1, D)
+            past[i] = (k, v)
+            x = x + F.linear(_attend(q, k, v, bias), wo)
+            h = _norm(x, ln_cross)
+            x = x + F.linear(_attend(_heads(F.linear(h, cq), d_kv), *cross_kv[i], cross_mask), co)
+            x = _feed_forward(x, ff)
+        x = _norm(x, final_norm)
+        if scale is not None:
+            x = x * scale
+        logits = F.linear(x, lm_head)[:, -1, :].to(dtype=torch.float32)  # (B, V)
         next_tokens = logits.argmax(dim=-1)
         next_tokens = next_tokens * unfinished + pad * (1 - unfinished)
         tokens = next_tokens[:, None]

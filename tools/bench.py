@@ -9,6 +9,7 @@
     python -m tools.bench rehearsal  # the real-scale job offline: CNN/DM-sized data, T5-sized models (tools.rehearsal)
     python -m tools.bench gpu-real   # t5-base -> t5-small shapes, bf16, 512/128 on one GPU (tools.gpu_real)
     python -m tools.bench serve      # decoding at the published T5 shapes: greedy/beam 4, fp32/int8 (tools.servebench)
+    python -m tools.bench int8       # the trained students in int8 vs fp32: quality, paired (tools.int8check)
 
 Each prints a line per measurement, writes JSON (`--out`), and exits 1 when a budget is missed.
 Budgets: pipeline <= 1200 s with peak RSS < 4 GiB, quick <= 180 s and tests <= 600 s (2-core CPU, no GPU);
@@ -184,7 +185,7 @@ def bench_distill_memory(args) -> dict:
 # Checks that live in their own module: `add_arguments(parser)` brings their options (--out included),
 # `run(args) -> dict` measures, prints and writes its JSON, and says {"ok": bool} against its own budgets.
 MODULE_CHECKS = {"speed": "tools.speedbench", "rehearsal": "tools.rehearsal", "gpu-real": "tools.gpu_real",
-                 "serve": "tools.servebench"}
+                 "serve": "tools.servebench", "int8": "tools.int8check"}
 
 
 def _module(check: str):

@@ -20,6 +20,8 @@ Each section sits between `<!-- <name>:start (python -m tools.readme) -->` and `
     real_job         the same file: the real job's estimated time and disk per stage on one GPU
     serve            benchmark_results/serve/serve_cpu.json (python -m tools.bench serve): decoding speed at
                      the published T5 shapes on a CPU, fp32 and int8
+    int8             benchmark_results/serve/int8_{validation,test}.json (python -m tools.bench int8): the
+                     trained students in int8 against fp32, over training seeds
 
 `DOCUMENTS` says which document holds which sections. tests/test_readme.py runs the check, so a document
 that disagrees with benchmark_results/ fails CI. The check accepts the results committed at HEAD as well
@@ -34,11 +36,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import statistics
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from kd import paths
 from kd.io import atomic_write_text
@@ -50,6 +53,7 @@ SEEDS_VALIDATION = paths.BENCHMARK_DIR / "seeds_validation" / "seeds.json"
 CNNDM = paths.BENCHMARK_DIR / "cnndm" / "lead3.json"
 REHEARSAL = paths.BENCHMARK_DIR / "rehearsal" / "rehearsal.json"
 SERVE = paths.BENCHMARK_DIR / "serve" / "serve_cpu.json"
+INT8 = {split: paths.BENCHMARK_DIR / "serve" / f"int8_{split}.json" for split in ("validation", "test")}
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -109,6 +113,7 @@ def summary_section(seeds_file: Path = SEEDS, results_file: Path = RESULTS) -> s
         s = (block.get(decoding) or next(iter(block.values()))).get(key)
         return "–" if s is None else fmt.spread(s["mean"], s["sd"] if len(r["seeds"]) > 1 else None)
 
+    served = any("speedup_greedy" in e for e in r.get("efficiency", {}).values())
     rows = []
     for model in [teacher, baseline, *students, *heuristics]:
         kept = retention(r, model, decoding if decoding in r["models"][model] else next(iter(r["models"][model])))
@@ -121,11 +126,14 @@ def summary_section(seeds_file: Path = SEEDS, results_file: Path = RESULTS) -> s
             "% of teacher": "–" if kept is None else f"{kept:.1f}%",
             "gap closed [95%]": "–" if not g else fmt.percent_interval(g["mean"], g["low"], g["high"]),
             **({faith: stat(model, faith)} if faith else {}),
-            "speedup": "–" if not speed else f"{fmt.spread(speed['mean'], speed['sd'])}x"})
+            "speedup": "–" if not speed else f"{fmt.spread(speed['mean'], speed['sd'])}x",
+            **({"greedy speedup": _greedy_speedup(r, model)} if served else {})})
     seeds = ", ".join(map(str, r["seeds"]))
     head = (f"Test split, {r['n_examples']} articles, beam decoding; mean ± sd over training seeds {seeds}. "
             f"Gap closed: (student − {baseline}) / ({teacher} − {baseline}) in rougeL, with its 95% paired "
-            f"bootstrap interval. Speedup: samples/s over the teacher's.\n\n")
+            f"bootstrap interval. Speedup: samples/s over the teacher's, both at beam search"
+            + ("; greedy speedup: the student decoded greedily (as it is served) over the teacher at beam search, "
+               "timed in the same run" if served else "") + ".\n\n")
     text = head + markdown_table(rows)
     if students and gap[students[0]]:
         best, g = students[0], gap[students[0]]
@@ -136,8 +144,25 @@ def summary_section(seeds_file: Path = SEEDS, results_file: Path = RESULTS) -> s
         text += (f"\n`{best}` wins: it closes {g['mean']:.0f}% ({g['low']:.0f}–{g['high']:.0f}%) of the teacher's lead "
                  f"over the label-only `{baseline}` (rougeL {mean(best):.2f} against {mean(baseline):.2f}; the teacher "
                  f"{mean(teacher):.2f}) and keeps {retention(r, best, decoding):.1f}% of the teacher's score. "
-                 f"The other methods close less of the gap: {others}.\n")
+                 f"The other methods close less of the gap: {others}.")
+        e = r.get("efficiency", {}).get(best, {})
+        if "speedup_greedy" in e and "retention_greedy" in e:
+            slowest = min(e["speedup_greedy"]["per_seed"].values())
+            text += (f" Served greedily, `{best}` keeps {e['retention_greedy']['mean']:.1f}% of the teacher's beam "
+                     f"rougeL and decodes {e['speedup_greedy']['mean']:.1f}x faster than the teacher at beam search "
+                     f"(slowest seed {slowest:.1f}x).")
+        text += "\n"
     return text
+
+
+def _greedy_speedup(r: dict, model: str) -> str:
+    """`7.10 ± 0.30x (min 6.80x)`: a student greedy over the teacher at beam, and its slowest seed."""
+    from kd.report import format as fmt
+
+    s = r.get("efficiency", {}).get(model, {}).get("speedup_greedy")
+    if not s:
+        return "–"
+    return f"{fmt.spread(s['mean'], s['sd'])}x (min {min(s['per_seed'].values()):.2f}x)"
 
 
 def cnndm_table(lead_file: Path = CNNDM) -> str:
@@ -257,10 +282,11 @@ def serve_table(serve_file: Path = SERVE) -> str:
         return "(not run yet: `python -m tools.bench serve --out benchmark_results/serve/serve_cpu.json`)\n"
     r = json.loads(Path(serve_file).read_text())
     plan, h = r["plan"], r["host"]
-    parts = [f"Measured on {h['cpus']} CPU cores with {h['torch_threads']} torch threads (torch {h['torch']}); "
+    where = "one GPU" if h.get("gpu") else f"{h['logical_cores']} CPU cores"  # the model is in the JSON
+    parts = [f"Measured on {where} with {h['torch_threads']} torch threads (torch {h['torch']}); "
              f"{plan['source_len']}-token articles, every summary forced to its length; median of "
-             f"{plan['rounds']} interleaved rounds; int8: `{plan['int8']}`. Left out to keep the run within "
-             f"its budget: " + ("; ".join(f"{m}: {what}" for m, what in plan["left_out"].items()) or "nothing") + ".\n"]
+             f"{plan['rounds']} interleaved rounds; int8: `{plan['int8']}`. Not timed, to keep the run within "
+             f"20 minutes: " + ("; ".join(plan["left_out"]) or "nothing") + f". The run took {r['wall_s']:.0f} s.\n"]
     cells = r["cells"]
     for n in plan["new_tokens"]:
         rows = {}
@@ -294,6 +320,41 @@ def serve_table(serve_file: Path = SERVE) -> str:
         paths_rows = [{"model and int8 path": k, "faster than fp32 (greedy, batch 1)": f"{v:.2f}x"}
                       for k, v in r["int8_paths"]["speedup_over_fp32"].items()]
         parts.append("**int8 paths side by side:**\n\n" + markdown_table(paths_rows))
+    if "greedy_paths" in r:
+        g = r["greedy_paths"]
+        parts.append(f"**Greedy decoding paths** ({g['model']}, fp32, batch 1, {g['new_tokens']} tokens, "
+                     f"{g['articles']} articles per round): `generate` {g['seconds_per_article']['generate']:.3f} s, "
+                     f"`kd.models.greedy` {g['seconds_per_article']['kd.models.greedy']:.3f} s per article; the "
+                     f"lean path is {g['lean_speedup']:.2f}x as fast, token ids identical: "
+                     f"{'yes' if g['identical_ids'] else 'NO'}.\n")
+    return "\n".join(parts)
+
+
+def int8_table(files: Mapping[str, Path] = INT8) -> str:
+    """The trained students in int8 against fp32 (tools.int8check), validation first (where the choice is
+    made), then test: per student the fp32 and int8 means over seeds and the paired difference."""
+    parts = []
+    for split, path in files.items():
+        if not Path(path).is_file():
+            parts.append(f"({split}: not run yet: `python -m tools.bench int8 --split {split} --seeds 0 1 2 "
+                         f"--out benchmark_results/serve/int8_{split}.json`)\n")
+            continue
+        r = json.loads(Path(path).read_text())
+        seeds = list(r["per_seed"])
+        rows = []
+        for student, metrics in r["int8_minus_fp32"].items():
+            row = {"student": student}
+            for key, stat in metrics.items():
+                fp32 = statistics.fmean(r["per_seed"][s][student][key]["fp32"] for s in seeds)
+                row[f"{key} fp32"] = f"{fp32:.2f}"
+                row[f"{key} int8 − fp32"] = f"{stat['mean']:+.2f} (" + ", ".join(
+                    f"{v:+.2f}" for v in stat["per_seed"].values()) + ")"
+            rows.append(row)
+        ci = {student: r["per_seed"][seeds[0]][student]["rougeL"]["int8_minus_fp32"] for student in r["int8_minus_fp32"]}
+        parts.append(f"**{split.capitalize()} split, {r['n_examples']} articles, greedy; means over seeds "
+                     f"{', '.join(seeds)} (each seed's difference in brackets):**\n\n" + markdown_table(rows)
+                     + f"\nSeed {seeds[0]}'s paired 95% interval of int8 − fp32 in rougeL: "
+                     + "; ".join(f"{m} [{c['low']:+.2f}, {c['high']:+.2f}]" for m, c in ci.items()) + ".\n")
     return "\n".join(parts)
 
 
@@ -308,6 +369,7 @@ SECTIONS: dict[str, Callable[[Path], str]] = {
     "rehearsal": lambda d: rehearsal_table(d / REHEARSAL.relative_to(paths.BENCHMARK_DIR)),
     "real_job": lambda d: real_job_table(d / REHEARSAL.relative_to(paths.BENCHMARK_DIR)),
     "serve": lambda d: serve_table(d / SERVE.relative_to(paths.BENCHMARK_DIR)),
+    "int8": lambda d: int8_table({s: d / f.relative_to(paths.BENCHMARK_DIR) for s, f in INT8.items()}),
 }
 
 # document -> the generated sections it must hold
@@ -316,7 +378,7 @@ DOCUMENTS: dict[Path, tuple[str, ...]] = {
     Path("docs/results.md"): ("seeds", "seeds_validation", "results", "cnndm"),
     Path("docs/real-job.md"): ("real_job",),
     Path("docs/real_scale.md"): ("rehearsal",),
-    Path("docs/serving.md"): ("serve",),
+    Path("docs/serving.md"): ("serve", "int8"),
 }
 
 

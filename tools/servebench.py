@@ -32,16 +32,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
@@ -65,20 +62,47 @@ class Plan:
     latency_articles: int = 2  # timed articles per cell and round at batch 1
     serve_batch: int = 16
     threads: int = 2
-    # Models left out of the costly cells (int8, the serving batch, the longer summaries) to keep the run
-    # within its budget; they stay in the batch-1 cells of the first length, for the served ratio.
+    # What the 20-minute budget leaves out, the costliest cells first (`--full` keeps them all):
+    # - `big` models (t5-large) run only the batch-1 fp32 cells of the first length: the served ratio;
+    # - the serving batch runs at the first length only;
+    # - int8 (bf16) runs beam search only at batch 1 and the first length: a student is served greedy;
+    # - at the longer length the students run greedy only, the teachers greedy and fp32 beam 4.
     big: tuple[str, ...] = ("t5-large",)
+    trimmed: bool = True
     int8: str = "torch-dynamic"
     int8_paths: tuple[str, ...] = ("torch-dynamic", "torchao")
 
     def precisions(self, device: str) -> tuple[str, ...]:
         return ("fp32", "bf16") if device == "cuda" else ("fp32", "int8")
 
+    def batches(self, new_tokens: int) -> tuple[int, ...]:
+        first = new_tokens == self.new_tokens[0]
+        return (1, self.serve_batch) if first or not self.trimmed else (1,)
+
     def cells(self, device: str, new_tokens: int, batch: int) -> list["Cell"]:
         """Every (model, precision, decoding) timed in one (length, batch) group."""
-        costly = batch > 1 or new_tokens != self.new_tokens[0]
-        return [Cell(m, p, d) for m in self.shapes for p in self.precisions(device) for d in DECODINGS
-                if not (m in self.big and (costly or p != "fp32"))]
+        first = new_tokens == self.new_tokens[0]
+
+        def kept(m: str, p: str, d: str) -> bool:
+            if m in self.big and (batch > 1 or not first or p != "fp32"):
+                return False
+            if not self.trimmed or d == "greedy":
+                return True
+            if p != "fp32":
+                return batch == 1 and first
+            return first or m in TEACHERS
+
+        return [Cell(m, p, d) for m in self.shapes for p in self.precisions(device) for d in DECODINGS if kept(m, p, d)]
+
+    def left_out(self) -> list[str]:
+        """What the trimmed plan does not time, in words (the JSON and docs/serving.md say it)."""
+        if not self.trimmed:
+            return [f"{m}: int8, the serving batch and the longer summaries" for m in self.big]
+        later = ", ".join(str(n) for n in self.new_tokens[1:])
+        return [*(f"{m}: every cell but fp32 at batch 1 with {self.new_tokens[0]}-token summaries" for m in self.big),
+                f"the serving batch with {later}-token summaries",
+                "int8 beam search beyond batch 1 and the first length (a student is served greedy)",
+                f"the students' beam search with {later}-token summaries"]
 
 
 _TINY = dict(d_kv=8, num_heads=2, vocab_size=96)
@@ -106,19 +130,15 @@ class Cell:
 
 
 def build(shape: Shape, seed: int = 0):
-    from transformers import AutoModelForSeq2SeqLM
-
-    torch.manual_seed(seed)
-    return AutoModelForSeq2SeqLM.from_config(shape.to_config(), attn_implementation="sdpa").eval()
+    return shape.build(seed=seed).eval()
 
 
 def int8_torch_dynamic(model):
-    """torch.ao's dynamic quantization: int8 weights of every Linear, activations quantized per batch."""
-    from torch.ao.quantization import quantize_dynamic
+    """torch.ao's dynamic quantization: int8 weights of every Linear, activations quantized per batch
+    (what `python -m kd.summarize --int8` serves)."""
+    from kd.models.generation import quantize_int8
 
-    with warnings.catch_warnings():  # torch announces the move of eager quantization to torchao
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return quantize_int8(model)
 
 
 def int8_torchao(model):
@@ -324,16 +344,8 @@ def plan_of(args) -> Plan:
     if rounds < 3:
         raise SystemExit("serve bench: --rounds must be at least 3 (ratios are medians of rounds)")
     return replace(plan, rounds=rounds, threads=args.threads, int8=args.int8,
-                   int8_paths=tuple(args.int8_paths), big=() if args.full else plan.big)
-
-
-def host(device: str, threads: int) -> dict:
-    import transformers
-
-    name = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or platform.machine()
-    return {"device": device, "device_name": name, "cpus": os.cpu_count(), "torch_threads": threads,
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+                   int8_paths=tuple(args.int8_paths), big=() if args.full else plan.big,
+                   trimmed=plan.trimmed and not args.full)
 
 
 def compare_int8_paths(plan: Plan, fp32: dict, log) -> dict:
@@ -357,6 +369,46 @@ def compare_int8_paths(plan: Plan, fp32: dict, log) -> dict:
                                   for path in measured for m in names}}
 
 
+def compare_greedy_paths(plan: Plan, fp32: dict, log) -> dict:
+    """`model.generate` against kd.models.greedy (what the benchmark, the speed stage and kd.summarize
+    decode greedily with) on the student shape, batch 1, the first length: the same ids, and how much
+    faster, as the median over interleaved rounds of each round's ratio. The end token is one the model
+    cannot emit (an id past its vocabulary), so every summary runs to the full length on both paths."""
+    from kd.models import greedy
+    from kd.models.modeling import generate_kwargs
+
+    name = "t5-small" if "t5-small" in fp32 else next(iter(fp32))
+    model, n = copy.deepcopy(fp32[name]), plan.new_tokens[0]
+    model.generation_config.eos_token_id = model.config.vocab_size
+    ids = articles(plan, plan.latency_articles, model.config.vocab_size, seed=1)
+
+    def plain(x):
+        return model.generate(input_ids=x, attention_mask=torch.ones_like(x), num_beams=1, do_sample=False,
+                              max_new_tokens=n, **generate_kwargs(model))
+
+    def lean(x):
+        return greedy.greedy(model, x, torch.ones_like(x), max_new_tokens=n)
+
+    paths = {"generate": plain, "kd.models.greedy": lean}
+    with torch.inference_mode():
+        outputs = {k: [f(ids[i:i + 1]) for i in range(len(ids))] for k, f in paths.items()}  # also the warm-up
+        same = all(torch.equal(a, b) for a, b in zip(*outputs.values()))
+        rounds = []
+        for r in range(plan.rounds):
+            seconds = {}
+            for k in rotated(list(paths), r):
+                tick = time.perf_counter()
+                for i in range(len(ids)):
+                    paths[k](ids[i:i + 1])
+                seconds[k] = time.perf_counter() - tick
+            rounds.append(seconds)
+    group = Group(n, 1, rounds=rounds)
+    log(f"serve: greedy paths on {name}: identical ids {same}")
+    return {"model": name, "new_tokens": n, "articles": len(ids), "identical_ids": same,
+            "seconds_per_article": {k: round(statistics.median(r[k] for r in rounds) / len(ids), 4) for k in paths},
+            "lean_speedup": ratio(group, "generate", "kd.models.greedy")}
+
+
 def run(args) -> dict:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("serve bench: no CUDA device here")
@@ -369,10 +421,13 @@ def run(args) -> dict:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    result: dict = {"host": host(device, plan.threads), "plan": {
+    from kd.evaluation.speed import host_info
+
+    result: dict = {"host": host_info(device=device, torch_threads=plan.threads, n_samples=plan.latency_articles,
+                                      rounds=plan.rounds), "plan": {
         "source_len": plan.source_len, "new_tokens": list(plan.new_tokens), "rounds": plan.rounds,
         "latency_articles": plan.latency_articles, "serve_batch": plan.serve_batch, "int8": plan.int8,
-        "left_out": {m: "int8, the serving batch and the longer summaries" for m in plan.big},
+        "left_out": plan.left_out(),
         "shapes": {m: asdict(s) for m, s in plan.shapes.items()}, "tiny": bool(args.tiny)}}
 
     def save() -> None:
@@ -384,6 +439,8 @@ def run(args) -> dict:
     if device == "cpu" and plan.int8_paths:
         result["int8_paths"] = compare_int8_paths(plan, fp32, log)
         save()
+    result["greedy_paths"] = compare_greedy_paths(plan, fp32, log)
+    save()
     models = {(m, "fp32"): model for m, model in fp32.items()}
     for m, model in fp32.items():
         for p in plan.precisions(device)[1:]:
@@ -395,7 +452,7 @@ def run(args) -> dict:
     save()
     result["cells"], result["ratios"] = [], {}
     for new_tokens in plan.new_tokens:
-        for batch in (1, plan.serve_batch):
+        for batch in plan.batches(new_tokens):
             cells = plan.cells(device, new_tokens, batch)
             group = time_group(plan, cells, models, new_tokens=new_tokens, batch=batch, sync=sync, log=log)
             result["cells"] += summarize(group, plan)

@@ -4,11 +4,13 @@ ConfigError into one clear message and a non-zero exit."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -51,6 +53,33 @@ def setup_logging(stage: str, log_dir: Path) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Which checkout's code runs: `dvc exp run --temp` and queued runs work in copies of the repository.
     log.info("code: %s", Path(__file__).resolve().parent)
+
+
+def set_threads(threads: int) -> None:
+    """torch's intra-op thread count for this process (`train.threads`): the same count gives the same
+    float sums in the same order, so a model trains to the same weights; another count does not."""
+    import torch
+
+    torch.set_num_threads(threads)
+    log.info("torch threads: %d", threads)
+
+
+@contextlib.contextmanager
+def cost_summary(path: Path):
+    """Times the block and writes {"seconds", "threads"} to `path` (a stage's cost, e.g.
+    dvclive/teacher_generate/metrics.json), atomically, when the block succeeds. The report charges it
+    to the recipes that read the stage's output. Kept beside its output, not in it, so the output's
+    bytes (and md5) do not depend on how long a run took."""
+    import torch
+
+    from kd.io import atomic_write_json
+
+    start = time.perf_counter()
+    yield
+    if is_main_process():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(path), {"seconds": round(time.perf_counter() - start, 1),
+                                       "threads": torch.get_num_threads()})
 
 
 def log_config(**sections) -> None:

@@ -158,6 +158,14 @@ class ModelParams:
     # This model's training seed (initial weights, batch order, dropout, samples); null: train.seed.
     # Training seeds of the students alone (`kd.seeds run`) vary this, so the teacher stays fixed.
     seed: Optional[int] = None
+    # When to validate and stop. `validations` checks spread evenly over the step cap (every
+    # ceil(steps / validations) steps, and at the last): null validates after every pass over the
+    # training set. `patience` ends training after that many checks in a row without a better
+    # selection measure (train.select_by); null trains to the cap. The best check's weights are kept.
+    validations: Optional[int] = None
+    patience: Optional[int] = None
+    # Examples per optimizer step of this model (per process); null: train.batch_size.
+    batch_size: Optional[int] = None
 
     @property
     def source(self) -> str:
@@ -167,8 +175,9 @@ class ModelParams:
         return self.init
 
     def training(self, train: "TrainParams") -> "TrainParams":
-        """`train` with this model's own seed, when it has one."""
-        return train if self.seed is None else dataclasses.replace(train, seed=self.seed)
+        """`train` with this model's own seed and batch size, where it has them."""
+        own = {k: v for k, v in (("seed", self.seed), ("batch_size", self.batch_size)) if v is not None}
+        return dataclasses.replace(train, **own) if own else train
 
     def check(self, section: str) -> None:
         _check(self.source != "pretrained" or bool(self.pretrained), f"{section}.pretrained",
@@ -184,6 +193,11 @@ class ModelParams:
         _check(self.steps is None or self.steps > 0, f"{section}.steps", "must be > 0 or null (train by epochs)")
         _check(0.0 <= self.dropout < 1.0, f"{section}.dropout", "must be in [0, 1)")
         _check(self.lr > 0, f"{section}.lr", "must be > 0")
+        _check(self.validations is None or self.validations >= 1, f"{section}.validations", "must be >= 1 or null")
+        _check(self.validations is None or self.steps is not None, f"{section}.validations",
+               "spreads checks over a step cap: set steps too, or null (validate after every pass)")
+        _check(self.patience is None or self.patience >= 1, f"{section}.patience", "must be >= 1 or null")
+        _check(self.batch_size is None or self.batch_size >= 1, f"{section}.batch_size", "must be >= 1 or null")
 
 
 @dataclass(frozen=True)
@@ -212,9 +226,13 @@ class TrainParams:
     select_samples: int = 64
     select_num_beams: int = 1
     select_max_new_tokens: int = 64
+    # torch's intra-op threads in every training and generation stage: a model trained with another
+    # count is another model (float sums in another order), so seeds compare only at one count.
+    threads: int = 2
 
     def __post_init__(self):
         _check(self.batch_size > 0, "train.batch_size", "must be > 0")
+        _check(self.threads >= 1, "train.threads", "must be >= 1")
         _check(self.grad_accum > 0, "train.grad_accum", "must be > 0")
         _check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", "must be in [0, 1)")
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
@@ -240,6 +258,9 @@ TARGET_INPUTS = (str(paths.TOKENIZED_DIR), str(paths.TEACHER_TARGETS_DIR))
 # The splits whose articles a student may train on (never validation or test): the students' labelled
 # set and the unlabeled pool. The teacher_generate stage summarizes those its `splits` names.
 TRAINING_SPLITS = ("train", "unlabeled")
+# Where a training example's target comes from (StudentRecipe.source_weights): train's references, or a
+# summary of an article of train or of the unlabeled pool.
+SOURCES = ("references", *TRAINING_SPLITS)
 # A recipe's `targets` may also be a JSON lines file of {"id", "summary"} from any system.
 SUMMARY_FILE_SUFFIXES = (".jsonl", ".jsonl.gz")
 # Names the benchmark and report stages use for their own rows and files.
@@ -267,6 +288,14 @@ class StudentRecipe:
     teacher_share  with summaries of train: the share of its examples whose target is a summary, the
                    others keep their reference (chosen with train.seed)
     with_references  with summaries: the references of train join them (its articles seen with both)
+    source_weights multiplies label_weight per source of an example's target, to weight the label loss per
+                   split: references (train's references), train and unlabeled (the teacher's or a file's
+                   summaries of those articles); a missing source keeps 1 (e.g. {train: 0, unlabeled: 0}: the
+                   label loss on the references alone, the distillation losses alone on the summaries)
+    teacher_pass   live (the teacher runs on every batch) or once (logit losses only: the stage runs the
+                   teacher once over this recipe's own training set and keeps its top `top_k` logits, as
+                   the teacher_outputs cache does for the references)
+    top_k          logits kept per token with teacher_pass: once
     student, train overrides of those sections for this student only (e.g. pretrained, init, steps, lr)
     """
 
@@ -278,6 +307,9 @@ class StudentRecipe:
     teacher_share: float = 1.0
     with_references: bool = False
     label_weight: float = 1.0
+    source_weights: dict[str, float] = field(default_factory=dict)
+    teacher_pass: Literal["live", "once"] = "live"
+    top_k: int = 64
     losses: dict[str, Any] = field(default_factory=dict)
     student: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
@@ -311,6 +343,18 @@ class StudentRecipe:
                f"is the teacher's summaries, but teacher_input is the teacher_outputs cache, whose logits belong to the "
                f"reference tokens (the rows would not line up); use teacher_input: {paths.TEACHER_DIR}")
         _check(self.label_weight >= 0, f"{where}.label_weight", "must be >= 0")
+        bad = sorted(set(self.source_weights) - set(SOURCES))
+        _check(not bad, f"{where}.source_weights.{bad[0] if bad else ''}",
+               f"is not a source of training targets; known: {list(SOURCES)}")
+        for key, value in self.source_weights.items():
+            _check(value >= 0, f"{where}.source_weights.{key}", "must be >= 0")
+        _check(self.summaries or set(self.source_weights) <= {"references"}, f"{where}.source_weights",
+               "weights summaries, but the recipe trains on the references alone (targets: data/tokenized)")
+        _check(self.teacher_pass == "live" or not self.cached, f"{where}.teacher_pass",
+               "is once, but teacher_input is already the teacher_outputs cache; use models/teacher")
+        _check(self.teacher_pass == "live" or bool(self.losses), f"{where}.teacher_pass",
+               "is once, but the recipe has no loss that reads the teacher")
+        _check(self.top_k >= 1, f"{where}.top_k", "must be >= 1")
         _check(bool(self.losses) or self.label_weight > 0, f"{where}.label_weight",
                "must be > 0 when the recipe has no losses (nothing would be trained)")
         for name, value in self.losses.items():

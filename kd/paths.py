@@ -12,6 +12,7 @@ TEACHER_TARGETS_DIR = Path("data/teacher_targets")
 MODELS_DIR = Path("models")
 CHECKPOINTS_DIR = Path("checkpoints")
 DVCLIVE_DIR = Path("dvclive")
+
 LOGS_DIR = Path("logs")
 BENCHMARK_DIR = Path("benchmark_results")
 PARAMS_FILE = Path("params.yaml")
@@ -23,3 +24,8 @@ def student_dir(name: str) -> Path:
 
 def raw_split(split: str, raw_dir: Path = RAW_DIR) -> Path:
     return Path(raw_dir) / f"{split}.jsonl"
+
+
+def stage_cost(stage: str) -> Path:
+    """A teacher-side stage's cost summary ({"seconds", "threads"}), beside the training runs' summaries."""
+    return DVCLIVE_DIR / stage / "metrics.json"

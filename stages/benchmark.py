@@ -26,6 +26,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     cli.setup_logging(f"benchmark_{args.name}", args.log_dir)
     bench, tok = load_section("benchmark", args.params), load_section("tokenizer", args.params)
+    cli.set_threads(load_section("train", args.params).threads)
     cli.log_config(benchmark=bench, prefix=tok.prefix, max_source_length=tok.max_source_length)
 
     from kd.evaluation.benchmark import SPLITS, score_lead, score_model, scored_records, write_quality

@@ -33,6 +33,7 @@ def main(argv=None) -> None:
 
     recipe = resolve(args.student, kd, spec, train)  # every setting validated before anything is loaded
     cli.log_config(recipe=recipe.to_json(), teacher_device=kd.teacher_device)
+    cli.set_threads(recipe.train.threads)
     run_name = f"student_{args.student}"
 
     from kd.students.distill import distill_student  # heavy imports only after argv and params are valid

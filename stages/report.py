@@ -1,6 +1,8 @@
 """Stage report: the teacher, every student and lead-N side by side, from the benchmark@<name> stages'
-quality and per-example files, the speed stage's speed.json, the training stages' dvclive summaries and
-the teacher_generate stage's manifest (the teacher's ROUGE on its training split).
+quality and per-example files, the speed stage's speed.json, the training stages' dvclive summaries, the
+teacher_generate stage's manifest (the teacher's ROUGE on its training split) and the teacher-side stages'
+wall times (their cost summaries under --live-dir, else their manifests' `seconds`), charged to the
+recipes that read their outputs (each student's recipe.json under --models-dir, else its params).
 
 Writes benchmark_results.json (everything, nested {model: {..., split: {decoding: metrics}}}), metrics.json
 (a few keys per model: the DVC metrics file), comparison_table.csv, benchmark_report.txt, scores.png,
@@ -25,17 +27,24 @@ def main(argv=None) -> None:
     p.add_argument("--test", type=Path, default=paths.raw_split("test"))
     p.add_argument("--teacher-targets", type=Path, default=paths.TEACHER_TARGETS_DIR / "manifest.json",
                    help="the teacher_generate stage's manifest: the teacher's ROUGE on its training split")
+    p.add_argument("--teacher-outputs", type=Path, default=paths.TEACHER_OUTPUTS_DIR / "manifest.json",
+                   help="the teacher_outputs stage's manifest: its `seconds`, when no cost summary has them")
+    p.add_argument("--models-dir", type=Path, default=paths.MODELS_DIR,
+                   help="where student_<name>/recipe.json says what each student read from the teacher "
+                        "(its params' kd.students.<name> when absent)")
     p.add_argument("--out", type=Path, default=paths.BENCHMARK_DIR)
     args = p.parse_args(argv)
     cli.setup_logging("report", args.log_dir)
     bench = load_section("benchmark", args.params)
-    students = list(load_section("kd", args.params).students)
+    recipes = load_section("kd", args.params).students
+    students = list(recipes)
     cli.log_config(benchmark=bench, students=students)
 
     import dataclasses
 
     from kd.data.sources import read_jsonl
-    from kd.report.results import examples_side_by_side, gather, primary_decoding, write_benchmark
+    from kd.report.results import (charge_teacher_work, examples_side_by_side, gather, primary_decoding,
+                                   read_recipe, read_teacher_stages, write_benchmark)
 
     records = {split: read_jsonl(getattr(args, split)) for split in ("validation", "test")}
     results, examples, host = gather(students=students, lead=f"lead{bench.lead_n}", quality_dir=args.quality_dir,
@@ -48,6 +57,11 @@ def main(argv=None) -> None:
 
         if (block := train_split_block(json.loads(args.teacher_targets.read_text()))) is not None:
             results["teacher"]["train_split"] = block
+    stages = read_teacher_stages(args.live_dir, {"teacher_generate": args.teacher_targets,
+                                                 "teacher_outputs": args.teacher_outputs})
+    charge_teacher_work(results, {name: read_recipe(args.models_dir, name)
+                                  or {"targets": r.targets, "teacher_input": r.teacher_input}
+                                  for name, r in recipes.items()}, stages)
     # the examples in the report: each model's test summaries at its headline decoding
     shown = {name: examples[name][("test", primary_decoding(entry["test"]))] for name, entry in results.items()}
     decoding = {k: v for k, v in dataclasses.asdict(bench).items() if k != "num_examples"}

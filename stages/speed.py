@@ -45,6 +45,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     cli.setup_logging("speed", args.log_dir)
     bench, tok = load_section("benchmark", args.params), load_section("tokenizer", args.params)
+    cli.set_threads(load_section("train", args.params).threads)
     models = models_to_time(args.model, args.teacher, args.params)
     cli.log_config(benchmark=bench, prefix=tok.prefix, max_source_length=tok.max_source_length,
                    models={name: str(path) for name, path in models.items()})

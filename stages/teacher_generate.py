@@ -19,23 +19,28 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=paths.TEACHER_TARGETS_DIR)
     p.add_argument("--work-dir", type=Path, default=paths.CHECKPOINTS_DIR / "teacher_generate",
                    help="finished shards of an interrupted run (not a DVC output)")
+    p.add_argument("--cost-out", type=Path, default=paths.stage_cost("teacher_generate"),
+                   help="the stage's cost summary (seconds, threads) for the report")
     args = p.parse_args(argv)
     cli.setup_logging("teacher_generate", args.log_dir)
     params = load_section("teacher_generate", args.params)
+    cli.set_threads(load_section("train", args.params).threads)
     cli.log_config(teacher_generate=params)
 
     if not params.splits:  # no recipe reads the teacher's summaries: nothing to decode
         from kd.teacher.targets import write_nothing_generated
 
-        write_nothing_generated(args.out, num_return_sequences=params.num_return_sequences)
+        with cli.cost_summary(args.cost_out):
+            write_nothing_generated(args.out, num_return_sequences=params.num_return_sequences)
         cli.log.info("teacher_generate.splits is empty: no summaries to generate, %s holds an empty manifest",
                      args.out)
         return
     from kd.teacher.generate import generate_targets  # heavy imports only after argv and params are valid
 
-    generate_targets(params=params, teacher_dir=args.teacher, tokenizer_dir=args.tokenizer,
-                     tokenized_dir=args.tokenized, raw_train=args.raw_train, out_dir=args.out,
-                     work_dir=args.work_dir)
+    with cli.cost_summary(args.cost_out):
+        generate_targets(params=params, teacher_dir=args.teacher, tokenizer_dir=args.tokenizer,
+                         tokenized_dir=args.tokenized, raw_train=args.raw_train, out_dir=args.out,
+                         work_dir=args.work_dir)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     cli.setup_logging("train_teacher", args.log_dir)
     spec, train = load_section("teacher", args.params), load_section("train", args.params)
+    cli.set_threads(train.threads)
     cli.log_config(teacher=spec, train=train)
 
     from kd.teacher.train import train_teacher  # heavy imports only after argv and params are valid

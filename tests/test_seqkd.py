@@ -369,3 +369,111 @@ def test_no_splits_to_summarize_means_no_work(tmp_path):
     with pytest.raises(ConfigError, match="kd.students.s.target_splits asks for the teacher's summaries of "
                                           r"\['train'\], but teacher_generate.splits made only \[\]"):
         check_generated(manifest, splits=["train"], per_article=1, where="kd.students.s")
+
+
+def _same_text_sets(setup, tiny_data, pooled, targets_dir):
+    """{recipe name: (ids, labels) of its training set} for every recipe of params.yaml that learns from the
+    teacher's summaries, built as its distill stage builds it (on the pooled tiny data)."""
+    from kd.data.tokenization import load_tokenizer
+    from kd.params import load_section
+    from kd.students.distill import summary_training_set
+    from kd.students.recipe import resolve
+    from kd.training.run import file_digest, load_tokenized
+
+    kd, spec, train = (load_section(s, ROOT / "params.yaml") for s in ("kd", "student", "train"))
+    tokenized = load_tokenized(pooled / "tokenized")
+    tokenizer = load_tokenizer(str(tiny_data / "tokenizer"))
+    teacher_id = file_digest(setup / "teacher" / "model.safetensors")
+    sets = {}
+    for name, raw in kd.students.items():
+        if raw.teacher_targets:
+            recipe = resolve(name, kd, spec, train)
+            train_set, sources = summary_training_set(recipe, tokenized, tokenizer, teacher_id=teacher_id,
+                                                      teacher_targets_dir=targets_dir, max_target_length=16)
+            sets[name] = (train_set["id"], train_set["labels"], sources)
+    return sets
+
+
+def test_every_same_text_recipe_trains_on_seqkd_s_examples(setup, tiny_data, pooled, tmp_path):
+    """The default's KD students learn on seqkd's text: the same example ids with the same target token ids,
+    in the same order (references, then the teacher's summaries of the labelled set and the unlabeled pool),
+    so the table compares losses, not how much text each student saw."""
+    from kd.params import load_section
+
+    out = tmp_path / "same_text"
+    _generate_pooled(setup, tiny_data, pooled, out, splits=["train", "unlabeled"])
+    sets = _same_text_sets(setup, tiny_data, pooled, out)
+    students = load_section("kd", ROOT / "params.yaml").students
+    with_losses = {n for n, r in students.items() if r.losses}
+    assert "seqkd" in sets and with_losses and with_losses <= set(sets)  # every KD recipe is a same-text one
+    ids, labels, sources = sets["seqkd"]
+    assert len(ids) == 2 * TINY_RECORDS + 12 and sources.count("unlabeled") == 12
+    for name, (other_ids, other_labels, other_sources) in sets.items():
+        assert other_ids == ids and other_labels == labels and other_sources == sources, name
+
+
+def test_training_sources_follow_the_training_split():
+    """Each row's source (what source_weights weights) lines up with training_split's rows: references
+    first, then the summaries of each split; with a share, the chosen train rows on a summary."""
+    import datasets
+
+    from kd.teacher.targets import training_sources
+
+    train = datasets.Dataset.from_dict({"id": ["a", "b", "c", "d"], "labels": [[1], [2], [3], [4]]})
+    unl = datasets.Dataset.from_dict({"id": ["u", "v"], "labels": [[9], [9]]})
+    summaries = [[[11]], [[12]], [[13]], [[14]]]
+    full = training_split(train, {"train": with_summaries(train, summaries), "unlabeled": unl}, with_references=True)
+    assert training_sources(4, {"train": 4, "unlabeled": 2}, with_references=True) == \
+        ["references"] * 4 + ["train"] * 4 + ["unlabeled"] * 2
+    assert len(full) == 10
+    mixed = training_split(train, {"train": with_summaries(train, summaries)}, share=0.5, seed=3,
+                           train_summaries=summaries)
+    sources = training_sources(4, {"train": 4}, share=0.5, seed=3)
+    assert [("train" if row[0] > 10 else "references") for row in mixed["labels"]] == sources
+    assert sources.count("train") == 2
+
+
+def test_teacher_pass_once_matches_the_live_teacher_with_every_logit_kept(setup, tiny_data, pooled, tmp_path):
+    """teacher_pass: once caches the teacher's top-k over the recipe's own training set (summaries included);
+    with k = the vocabulary nothing is cut, so the student trains to the live teacher's weights (up to float
+    rounding), and the summary charges the pass's seconds to the recipe."""
+    out = tmp_path / "targets_once"
+    _generate_pooled(setup, tiny_data, pooled, out, splits=["train", "unlabeled"])
+    recipe = dict(targets="data/teacher_targets", target_splits=["train", "unlabeled"], with_references=True,
+                  label_weight=0.5, losses={"logit": {"weight": 0.5}})
+    live_w, live_s = _pooled_student(tiny_data, pooled, tmp_path, setup, out, "live", student={"steps": 5}, **recipe)
+    once_w, once_s = _pooled_student(tiny_data, pooled, tmp_path, setup, out, "once", student={"steps": 5},
+                                     teacher_pass="once", top_k=10_000, **recipe)
+    assert live_s["teacher_seconds"] == 0 and once_s["teacher_seconds"] > 0
+    cache = json.loads((tmp_path / "ck_once" / "teacher_topk" / "manifest.json").read_text())
+    assert cache["n_examples"] == 2 * TINY_RECORDS + 12
+    # fp16 log-probs in the cache (kd.teacher.cache) are the only difference: far smaller than the KD term's
+    labels_w, _ = _pooled_student(tiny_data, pooled, tmp_path, setup, out, "labels", student={"steps": 5},
+                                  **(recipe | {"losses": {}}))
+    near = max(float((live_w[k] - once_w[k]).abs().max()) for k in live_w)
+    apart = max(float((live_w[k] - labels_w[k]).abs().max()) for k in live_w)
+    assert near < 1e-3 and near < apart / 10, (near, apart)
+    _, cut = _pooled_student(tiny_data, pooled, tmp_path, setup, out, "cut", student={"steps": 5},
+                             teacher_pass="once", top_k=4, **recipe)
+    assert json.loads((tmp_path / "ck_cut" / "teacher_topk" / "manifest.json").read_text())["k"] == 4
+    with pytest.raises(ConfigError, match=r"kd\.students\.s\.teacher_pass is once .* need the live teacher"):
+        _pooled_student(tiny_data, pooled, tmp_path, setup, out, "s", teacher_pass="once",
+                        losses={"feature": {"weight": 1.0}})
+
+
+def test_source_weights_put_the_label_loss_on_the_references_alone(setup, tiny_data, pooled, tmp_path):
+    """source_weights {train: 0, unlabeled: 0}: the label loss sees the references only. With no losses that
+    equals training on the references with every summary row contributing nothing; an unknown source is an
+    error naming the key."""
+    out = tmp_path / "targets_weights"
+    _generate_pooled(setup, tiny_data, pooled, out, splits=["train", "unlabeled"])
+    recipe = dict(targets="data/teacher_targets", target_splits=["train", "unlabeled"], with_references=True)
+    plain, _ = _pooled_student(tiny_data, pooled, tmp_path, setup, out, "plain", student={"steps": 4}, **recipe)
+    ones, _ = _pooled_student(tiny_data, pooled, tmp_path, setup, out, "ones", student={"steps": 4},
+                              source_weights={"references": 1.0, "train": 1.0}, **recipe)
+    refs, _ = _pooled_student(tiny_data, pooled, tmp_path, setup, out, "refs", student={"steps": 4},
+                              source_weights={"train": 0.0, "unlabeled": 0.0}, **recipe)
+    assert all(torch.equal(plain[k], ones[k]) for k in plain)  # all ones: the model's own loss, bit for bit
+    assert any(not torch.allclose(plain[k], refs[k]) for k in plain)
+    with pytest.raises(ConfigError, match=r"kd\.students\.s\.source_weights\.summaries is not a source"):
+        _pooled_student(tiny_data, pooled, tmp_path, setup, out, "s", source_weights={"summaries": 0.0}, **recipe)

@@ -400,3 +400,62 @@ def test_a_models_own_seed_overrides_train_seed_for_that_model_only():
     kd = KDParams(students={"b": StudentRecipe(teacher_input="models/teacher", targets="data/tokenized")})
     assert resolve("b", kd, ModelParams(seed=5), train).train.seed == 5
     assert resolve("b", kd, ModelParams(), train).train.seed == 0
+
+
+def test_validations_spread_checks_over_the_step_cap_and_patience_stops_early(tiny_data, tmp_path, monkeypatch):
+    """validations: 10 over a 20-step cap checks every 2 steps, not at pass ends (6 steps); after `patience`
+    checks without a gain training stops, keeps the best check's weights and says it stopped early."""
+    import dataclasses
+    import json
+
+    scores = [1.0, 2.0, 3.0, 2.5, 3.0, 1.0, 9.0]  # best at the 3rd check (step 6); a tie is no gain
+    stub = StubScorer(scores)
+    monkeypatch.setattr("kd.training.run.make_scorer", lambda train, tokenizer: stub)
+    spec = dataclasses.replace(TINY, steps=20, validations=10, patience=3)
+    result = _train(tiny_data, tmp_path, "p", spec=spec, train=SELECT)
+    assert [h["step"] for h in result.history] == [2, 4, 6, 8, 10, 12]  # stopped: the 7th check never ran
+    assert (result.best_step, result.stopped_early, result.steps, result.step_cap) == (6, True, 12, 20)
+    assert _same(_weights(tmp_path / "p" / "model"), stub.weights[2])
+    summary = json.loads((tmp_path / "p" / "live" / "metrics.json").read_text())
+    assert (summary["best_step"], summary["steps"], summary["step_cap"]) == (6, 12, 20)
+    assert summary["stopped_early"] is True and summary["converged"] is True
+    assert summary["examples_seen"] == 12 * 4 and summary["threads"] == torch.get_num_threads()
+
+
+def test_a_student_that_reaches_its_cap_is_not_converged(tiny_data, tmp_path, monkeypatch):
+    import dataclasses
+    import json
+
+    stub = StubScorer([float(k) for k in range(10)])  # still improving at every check
+    monkeypatch.setattr("kd.training.run.make_scorer", lambda train, tokenizer: stub)
+    spec = dataclasses.replace(TINY, steps=10, validations=5, patience=2)
+    result = _train(tiny_data, tmp_path, "c", spec=spec, train=SELECT)
+    assert [h["step"] for h in result.history] == [2, 4, 6, 8, 10]
+    assert (result.best_step, result.stopped_early) == (10, False)
+    summary = json.loads((tmp_path / "c" / "live" / "metrics.json").read_text())
+    assert summary["converged"] is False and summary["steps"] == summary["step_cap"] == 10
+
+
+def test_an_interrupted_early_stopping_run_resumes_to_the_same_stop(tiny_data, tmp_path, monkeypatch):
+    """The count of checks without a gain is part of the checkpoint: a run killed between checks stops at the
+    same step with the same weights as an uninterrupted one."""
+    import dataclasses
+
+    spec = dataclasses.replace(TINY, steps=60, validations=30, patience=2, lr=0.1)  # overfits: stops near 28
+    full = _train(tiny_data, tmp_path, "full", spec=spec)
+    assert full.stopped_early and full.best_step + 1 < full.steps
+    with pytest.raises(Interrupt):
+        _train(tiny_data, tmp_path, "cut", spec=spec, hooks=[CrashAt(full.best_step + 1)])
+    resumed = _train(tiny_data, tmp_path, "cut", spec=spec)
+    assert (resumed.steps, resumed.best_step, resumed.stopped_early) == (full.steps, full.best_step,
+                                                                          full.stopped_early)
+    assert _same(_weights(tmp_path / "cut" / "model"), _weights(tmp_path / "full" / "model"))
+
+
+def test_validations_need_a_step_cap_and_a_models_batch_size_overrides_train():
+    from kd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"student\.validations spreads checks over a step cap"):
+        ModelParams(validations=10).check("student")
+    assert ModelParams(batch_size=32).training(TRAIN).batch_size == 32
+    assert ModelParams().training(TRAIN) == TRAIN

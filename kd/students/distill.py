@@ -8,9 +8,11 @@ summaries, kd.teacher.targets) and which student and training settings.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Optional
 
+import torch
 from datasets import DatasetDict
 
 from kd import paths
@@ -20,9 +22,9 @@ from kd.models.modeling import build_model, check_same_vocab, load_model, pick_d
 from kd.training.objective import LiveTeacher, freeze_teacher
 from kd.students.recipe import RECIPE_FILE, Recipe, build_objective
 from kd.training.run import file_digest, load_tokenized, train_and_save
-from kd.teacher.targets import (check_generated, read_manifest, read_summary_file, read_targets, training_split,
-                        with_summaries)
-from kd.teacher.cache import cache_identity, open_teacher_cache
+from kd.teacher.targets import (check_generated, read_manifest, read_summary_file, read_targets, training_sources,
+                               training_split, with_summaries)
+from kd.teacher.cache import TeacherCache, cache_identity, open_teacher_cache, write_cache
 from kd.data.tokenization import load_tokenizer
 from kd.training.loop import FitResult, make_accelerator
 
@@ -54,10 +56,12 @@ def distill_student(*, recipe: Recipe, teacher_dir: Path, tokenizer_dir: Path, t
             if loss_class(loss).reads_cache and hasattr(settings, "temperature"):
                 cache.require_temperature(settings.temperature,
                                           f"kd.students.{recipe.name}.losses.{loss}.temperature")
+    sources = ["references"] * len(tokenized["train"])  # each training row's target source
     if recipe.summaries:  # sequence-level KD: the teacher's (or a file's) summaries replace or join the references
-        tokenized = DatasetDict({**tokenized, "train": summary_training_set(
+        train_set, sources = summary_training_set(
             recipe, tokenized, tokenizer, teacher_id=teacher_id, teacher_targets_dir=teacher_targets_dir,
-            max_target_length=max_target_length)})
+            max_target_length=max_target_length)
+        tokenized = DatasetDict({**tokenized, "train": train_set})
         log.info("%s: trains on the summaries in %s of %s (per_article %d, teacher_share %s, with_references %s): "
                  "%d training examples", recipe.name, recipe.targets, list(recipe.target_splits), recipe.per_article,
                  recipe.teacher_share, recipe.with_references, len(tokenized["train"]))
@@ -73,8 +77,17 @@ def distill_student(*, recipe: Recipe, teacher_dir: Path, tokenizer_dir: Path, t
     if cache is not None and cache.manifest["vocab_size"] != model.config.vocab_size:
         raise ConfigError(f"{teacher_outputs_dir}: cached for a vocabulary of {cache.manifest['vocab_size']} "
                           f"tokens, but the student has {model.config.vocab_size}")
-    objective = build_objective(recipe, teacher.config if teacher is not None else None, model.config)
-    if cache is not None:
+    objective = build_objective(recipe, teacher.config if teacher is not None else None, model.config, sources)
+    teacher_seconds = 0.0
+    if recipe.once:  # the teacher's top-k over this recipe's own training set, computed once, then read
+        tick = time.perf_counter()
+        cache = teacher_pass_once(recipe, teacher, tokenizer, tokenized["train"], teacher_id=teacher_id,
+                                  device=teacher_device or accelerator.device, out_dir=Path(ckpt_dir) / TOPK_DIR)
+        teacher_seconds = time.perf_counter() - tick
+        log.info("%s: teacher's top-%d over %d training examples in %.1f s", recipe.name, cache.manifest["k"],
+                 cache.manifest["n_examples"], teacher_seconds)
+        source = cache
+    elif cache is not None:
         log.info("%s: logit KD from cached teacher outputs %s (top-%d)", recipe.name, teacher_outputs_dir,
                  cache.manifest["k"])
         source = cache
@@ -91,7 +104,7 @@ def distill_student(*, recipe: Recipe, teacher_dir: Path, tokenizer_dir: Path, t
                           extra_files={RECIPE_FILE: recipe.to_json(),
                                        # replaces the special-tokens-only file save_pretrained wrote
                                        "generation_config.json": served_generation(model, max_target_length)},
-                          hooks=hooks)
+                          hooks=hooks, teacher_seconds=teacher_seconds)
 
 
 def served_generation(model, max_new_tokens: int) -> dict:
@@ -127,8 +140,35 @@ def summary_training_set(recipe: Recipe, tokenized: DatasetDict, tokenizer, *, t
         labels = file_labels(recipe, tokenized, tokenizer, max_target_length=max_target_length)
     train = tokenized["train"]
     pieces = {split: with_summaries(tokenized[split], labels[split]) for split in recipe.target_splits}
-    return training_split(train, pieces, share=recipe.teacher_share, with_references=recipe.with_references,
-                          seed=recipe.train.seed, train_summaries=labels.get("train"))
+    train_set = training_split(train, pieces, share=recipe.teacher_share, with_references=recipe.with_references,
+                               seed=recipe.train.seed, train_summaries=labels.get("train"))
+    sources = training_sources(len(train), {split: len(piece) for split, piece in pieces.items()},
+                               share=recipe.teacher_share, with_references=recipe.with_references,
+                               seed=recipe.train.seed)
+    assert len(sources) == len(train_set), (len(sources), len(train_set))
+    return train_set, sources
+
+
+# Where a teacher_pass: once recipe keeps the teacher's top-k, inside its checkpoint directory (scratch,
+# rewritten by every run: never a DVC output).
+TOPK_DIR = "teacher_topk"
+
+
+def teacher_pass_once(recipe: Recipe, teacher, tokenizer, train_set, *, teacher_id: str, device,
+                      out_dir: Path) -> TeacherCache:
+    """Run the frozen teacher once over `train_set` (the recipe's own training rows, in order) and keep its
+    top-k logits per target token (kd.teacher.cache.write_cache, the teacher_outputs stage's format) at the
+    temperatures the recipe's logit losses use; returns the cache, checked against this run's inputs."""
+    from kd.training.loop import make_collator
+
+    identity = cache_identity(teacher_id=teacher_id, tokenizer=tokenizer, train_ds=train_set, with_size=False)
+    frozen = freeze_teacher(teacher, device)
+    write_cache(out_dir, teacher=frozen, dataset=train_set, collate=make_collator(tokenizer), batch_size=32,
+                k=recipe.top_k, device=torch.device(device), temperatures=recipe.cache_temperatures(),
+                manifest=identity)
+    cache = TeacherCache.open(out_dir)
+    cache.check(identity)
+    return cache
 
 
 def file_labels(recipe: Recipe, tokenized: DatasetDict, tokenizer, *, max_target_length: int) -> dict:

@@ -155,6 +155,21 @@ def training_split(train: datasets.Dataset, pieces: Mapping[str, datasets.Datase
     return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 
+def training_sources(n_train: int, piece_sizes: Mapping[str, int], *, share: float = 1.0,
+                     with_references: bool = False, seed: int = 0) -> list[str]:
+    """Where each row of `training_split`'s result takes its target from, in its order: "references"
+    (train's references) or the split whose article a summary belongs to ("train", "unlabeled").
+    `piece_sizes` ({split: rows of its piece}) in the order of `training_split`'s `pieces`."""
+    sources = ["references"] * n_train if with_references else []
+    for split, size in piece_sizes.items():
+        if split == "train" and share < 1.0:  # train's piece: the chosen rows on a summary, the rest references
+            chosen = set(teacher_rows(n_train, share, seed))
+            sources += ["train" if i in chosen else "references" for i in range(n_train)]
+        else:
+            sources += [split] * size
+    return sources
+
+
 def _with_labels(ds: datasets.Dataset, labels: list[list[int]]) -> datasets.Dataset:
     # add_column builds the new column in memory with the split's own feature type: no map, so no
     # cache file is written into the tokenize stage's output (a DVC output must never change under it).

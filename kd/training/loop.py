@@ -229,6 +229,10 @@ class FitResult:
     # What the best epoch was selected on ("loss" or a Scorer's name) and its score (None for "loss").
     select_by: str = "loss"
     best_score: Optional[float] = None
+    best_step: int = 0
+    stopped_early: bool = False  # validation patience ended it before its step cap
+    step_cap: int = 0  # the steps it would have run without early stopping
+    examples_seen: int = 0  # training examples over all processes (resumed steps included)
 
 
 class Scorer(Protocol):
@@ -274,6 +278,9 @@ class TrainState:
     batch: int = 0  # micro-batches of that epoch trained on (this process's shard)
     best_val_loss: float = math.inf  # the validation loss of the best epoch, whatever it was selected on
     best_epoch: int = -1
+    best_step: int = 0  # the optimizer step of the best check
+    stale_checks: int = 0  # checks in a row since the best one (early stopping's count)
+    stopped_early: bool = False  # `patience` checks without a gain ended training before the cap
     select_by: str = "loss"  # what the best epoch is selected on: "loss" or a Scorer's name
     best_score: Optional[float] = None  # the best epoch's score (None when selecting on the loss)
     # {"epoch", "step", "val_loss"} per epoch, and "val_<scorer name>" when a Scorer selects
@@ -309,9 +316,9 @@ class Hook:
         averaged over its micro-batches ("ce", "total", one per distillation loss) and "lr"."""
 
     def on_validation_end(self, loop: TrainLoop, val_loss: float) -> None:
-        """After the validation that ends each epoch (right after that epoch's last `on_step_end`);
-        `loop.state` already records it (history, with the score when `loop.scorer` selects; best)
-        and points at the next epoch."""
+        """After each validation (at an epoch's end, or every `validate_every` steps), right after that
+        step's `on_step_end`; `loop.state` already records it (history, with the score when
+        `loop.scorer` selects; best; early stopping)."""
 
     def on_train_end(self, loop: TrainLoop) -> None:
         """After the last step; not called when an exception ends training."""
@@ -377,7 +384,7 @@ class TrainLoop:
 
     def __init__(self, *, model, objective, teacher, epochs: int, lr: float, n_train: int, params: TrainParams,
                  accelerator, run_fingerprint: str, max_steps: Optional[int], scorer: Optional[Scorer] = None,
-                 steps: Optional[int] = None):
+                 steps: Optional[int] = None, validations: Optional[int] = None, patience: Optional[int] = None):
         if (scorer.name if scorer is not None else "loss") != params.select_by:
             raise ValueError(f"train.select_by is {params.select_by!r} but the scorer is "
                              f"{getattr(scorer, 'name', None)!r}; kd.training.run.make_scorer builds the right one")
@@ -407,6 +414,10 @@ class TrainLoop:
             self.epochs = epochs = math.ceil(steps / steps_per_epoch)
         self.total_steps = steps if steps is not None else steps_per_epoch * epochs
         self.last_step = min(self.total_steps, max_steps or self.total_steps)
+        # Checks spread over the step cap (None: after each pass over the data), and how many checks in
+        # a row without a gain end training (None: never before the cap).
+        self.validate_every = math.ceil(self.total_steps / validations) if validations else None
+        self.patience = patience
         warmup = int(params.warmup_ratio * self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, warmup_steps=warmup, total_steps=self.total_steps))
@@ -425,8 +436,14 @@ class TrainLoop:
 
     @property
     def validation_due(self) -> bool:
-        """The step just taken was its epoch's last, or the step budget's last: validation comes next."""
-        return self.state.batch == self.batches_per_epoch or self.state.step == self.total_steps
+        """Validation comes next: the step just taken was the step budget's last, or a multiple of
+        `validate_every`, or (without it) its epoch's last."""
+        s = self.state
+        if s.step == self.total_steps:
+            return True
+        if self.validate_every is not None:
+            return s.step % self.validate_every == 0
+        return s.batch == self.batches_per_epoch
 
     def resume(self, source: Path) -> None:
         """Restore weights, optimizer, scheduler, scaler, RNG and state from checkpoint `source`."""
@@ -455,7 +472,7 @@ class TrainLoop:
         self._call("on_train_end")
 
     def _train_epoch(self, train_ds, collate, val_loader, val_ds) -> None:
-        """The rest of epoch `state.epoch`, then its validation; returns early when stopping."""
+        """The rest of epoch `state.epoch`, validating when due; returns early when stopping."""
         p, s = self.params, self.state
         loader = epoch_loader(train_ds, batch_size=p.batch_size, collate=collate, seed=p.seed, epoch=s.epoch,
                               rank=self.accelerator.process_index, world=self.world, start=s.batch,
@@ -470,6 +487,7 @@ class TrainLoop:
                 self.validate(val_loader, val_ds)
             if self._stopping():
                 return
+        s.epoch, s.batch = s.epoch + 1, 0
 
     def train_step(self, micro_batches: list[dict]) -> dict[str, float]:
         """One optimizer step over `micro_batches` (host tensors): forward and backward of each, then
@@ -517,8 +535,9 @@ class TrainLoop:
         self.scheduler.step()
 
     def validate(self, val_loader, val_ds) -> None:
-        """Validation loss (and the scorer's score) at the end of epoch `state.epoch`: keep the best
-        weights (lowest loss, or highest score, the earlier epoch on a tie), move to the next epoch."""
+        """Validation loss (and the scorer's score) after step `state.step`: keep the best weights
+        (lowest loss, or highest score, the earlier check on a tie); after `patience` checks in a row
+        without a gain, stop."""
         s = self.state
         val_loss = evaluate(self.model, val_loader, self.device, self.precision, self.accelerator)
         entry = {"epoch": s.epoch, "step": s.step, "val_loss": val_loss}
@@ -534,13 +553,20 @@ class TrainLoop:
             log.info("epoch %d step %d %s", s.epoch, s.step,
                      " ".join(f"{k} {v:.4f}" for k, v in entry.items() if k.startswith("val_")))
         if better:
-            s.best_val_loss, s.best_epoch, s.best_score = val_loss, s.epoch, score
+            s.best_val_loss, s.best_epoch, s.best_score, s.best_step = val_loss, s.epoch, score, s.step
+            s.stale_checks = 0
             self.best_state = _weights(self.model)
-        s.epoch, s.batch = s.epoch + 1, 0
+        else:
+            s.stale_checks += 1
+        if self.patience is not None and s.stale_checks >= self.patience and s.step < self.last_step:
+            s.stopped_early = self.should_stop = True
+            if self.is_main:
+                log.info("stopping early at step %d: %d checks without a gain since step %d", s.step,
+                         s.stale_checks, s.best_step)
         self._call("on_validation_end", val_loss)
 
     def _stopping(self) -> bool:
-        return self.should_stop or self.state.step >= self.last_step
+        return self.should_stop or self.state.stopped_early or self.state.step >= self.last_step
 
     def _call(self, event: str, *args) -> None:
         for hook in self.hooks:
@@ -596,6 +622,8 @@ def fit(
     hooks: Sequence[Hook] = (),
     max_steps: int | None = None,
     steps: int | None = None,
+    validations: int | None = None,
+    patience: int | None = None,
     resume_from: Path | None = None,
     desc: str = "train",
     accelerator=None,
@@ -608,7 +636,9 @@ def fit(
     run (same fingerprint). `teacher` goes to the objective untouched (None, a live teacher or a
     cache of its outputs). `hooks` run in order after the progress bar and before the checkpointer,
     so no checkpoint counts a step a hook has not seen. `steps` replaces `epochs` by a budget of
-    optimizer steps (the schedule spans it; validation after every pass and at its last step).
+    optimizer steps (the schedule spans it; validation after every pass and at its last step, or with
+    `validations` that many checks spread over the budget). `patience` stops training after that many
+    checks in a row without a gain (the result says `stopped_early`).
     `max_steps` ends training after that many optimizer steps in all (resumed ones included); the LR
     schedule still spans the whole run, so such a run is the start of the full one. The accelerator decides the device (default: make_accelerator()).
     """
@@ -617,7 +647,8 @@ def fit(
     accelerator = accelerator or make_accelerator()
     loop = TrainLoop(model=model, objective=objective, teacher=teacher, epochs=epochs, lr=lr,
                      n_train=len(train_ds), params=params, accelerator=accelerator,
-                     run_fingerprint=run_fingerprint, max_steps=max_steps, scorer=scorer, steps=steps)
+                     run_fingerprint=run_fingerprint, max_steps=max_steps, scorer=scorer, steps=steps,
+                     validations=validations, patience=patience)
     source = checkpoint_to_resume(ckpt_dir, resume_from, run_fingerprint)
     if source is not None:
         loop.resume(source)
@@ -634,7 +665,9 @@ def fit(
     return FitResult(best_state=loop.best_state, best_val_loss=s.best_val_loss, best_epoch=s.best_epoch,
                      steps=s.step, history=s.history, resumed_from_step=resumed_from_step,
                      steps_run=s.step - resumed_from_step, tokens=loop.tokens, seconds=loop.seconds,
-                     select_by=s.select_by, best_score=s.best_score)
+                     select_by=s.select_by, best_score=s.best_score, best_step=s.best_step,
+                     stopped_early=s.stopped_early, step_cap=loop.total_steps,
+                     examples_seen=s.step * params.batch_size * params.grad_accum * loop.world)
 
 
 def finish(ckpt_dir: Path) -> None:

@@ -15,6 +15,17 @@ import torch
 from torch import nn
 
 
+def weighted_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The label cross-entropy with each example's tokens weighted by `weights` (B,): the sum of
+    weight x token loss over the real tokens (labels != -100) divided by their number, so with every
+    weight 1 it is the model's own token-mean loss."""
+    b, t, v = logits.shape
+    per_token = nn.functional.cross_entropy(logits.float().reshape(b * t, v), labels.reshape(b * t),
+                                            ignore_index=-100, reduction="none").reshape(b, t)  # (B, T)
+    real = (labels != -100).sum().clamp(min=1)
+    return (per_token * weights.to(per_token.dtype)[:, None]).sum() / real
+
+
 def mix_losses(parts: Mapping[str, torch.Tensor], *, label_weight: float,
                weights: Mapping[str, float]) -> torch.Tensor:
     """Pure mixing rule, shared by training and tests: every part but "ce" needs a weight."""
@@ -58,8 +69,11 @@ class Objective(nn.Module):
     `LiveTeacher`, or a `kd.teacher.cache.TeacherCache` for logit-only recipes."""
 
     def __init__(self, distillers: Mapping[str, nn.Module], *, weights: Mapping[str, float],
-                 label_weight: float = 1.0):
+                 label_weight: float = 1.0, row_weights: torch.Tensor | None = None):
         super().__init__()
+        # (n_train,) the label loss's weight of each training example, looked up by the batch's "idx"
+        # (a recipe's source_weights); None: every example counts alike (the model's own loss)
+        self.register_buffer("row_weights", row_weights, persistent=False)
         missing = set(distillers) - set(weights)
         if missing:
             raise ValueError(f"no weight for loss(es) {sorted(missing)}")
@@ -97,7 +111,8 @@ class Objective(nn.Module):
         kd_batch = self.distill_batch(student, batch)
         s_out = student(**model_inputs(batch, hidden_states=hidden and kd_batch is batch,
                                        attentions=att and kd_batch is batch))
-        parts = {"ce": s_out.loss}
+        parts = {"ce": s_out.loss if self.row_weights is None
+                 else weighted_ce(s_out.logits, batch["labels"], self.row_weights[batch["idx"]])}
         if self.uses_teacher:
             if kd_batch is not batch:
                 s_out = student(**model_inputs(kd_batch, hidden_states=hidden, attentions=att))

@@ -144,8 +144,10 @@ class DvcLiveHook(Hook):
     # rewrite per step costs a small model's run a few percent of its time.
     SUMMARY_EVERY = 50
 
-    def __init__(self, live_dir: Path):
-        self.live_dir, self.live = Path(live_dir), None
+    def __init__(self, live_dir: Path, teacher_seconds: float = 0.0):
+        # teacher_seconds: a one-off teacher pass the stage made before training (teacher_pass: once),
+        # recorded with the training cost so the recipe's cost includes it
+        self.live_dir, self.live, self.teacher_seconds = Path(live_dir), None, teacher_seconds
 
     def on_train_start(self, loop: TrainLoop) -> None:
         resumed = loop.state.step > 0
@@ -188,9 +190,16 @@ class DvcLiveHook(Hook):
         # Training cost for the report, over the whole run (a resumed run adds to the killed one's):
         # seconds of optimizer steps, and the real tokens (source + target) every process trained on.
         score = {} if s.best_score is None else {"best_score": s.best_score}
+        p = loop.params
         self.live.summary = {"best_val_loss": s.best_val_loss, "best_epoch": s.best_epoch, "select_by": s.select_by,
-                             **score, "steps": s.step, "train_seconds": round(s.train_seconds, 1),
-                             "train_tokens": s.train_tokens * loop.world, "step": s.step}
+                             **score, "best_step": s.best_step, "steps": s.step, "step_cap": loop.total_steps,
+                             "stopped_early": s.stopped_early,
+                             # reached its cap still improving: not converged (unknown without patience)
+                             "converged": s.stopped_early if loop.patience is not None else None,
+                             "examples_seen": s.step * p.batch_size * p.grad_accum * loop.world,
+                             "train_seconds": round(s.train_seconds, 1), "train_tokens": s.train_tokens * loop.world,
+                             "teacher_seconds": round(self.teacher_seconds, 3), "threads": torch.get_num_threads(),
+                             "step": s.step}
         self.live.end()
 
 
@@ -224,15 +233,16 @@ def drop_rows_after(metrics_dir: Path, step: int) -> None:
 def train_and_save(*, name, model, teacher, objective, tokenizer, tokenized, spec: ModelParams,
                    train: TrainParams, accelerator, out_dir, ckpt_dir, live_dir, resume_from,
                    fingerprint_of: dict, hooks: Sequence[Hook] = (),
-                   extra_files: Optional[dict[str, dict]] = None) -> FitResult:
+                   extra_files: Optional[dict[str, dict]] = None, teacher_seconds: float = 0.0) -> FitResult:
     """Fit (metrics to dvclive in `live_dir`, then the caller's `hooks`), then (main process only) save
     the best weights atomically and drop the resumable state."""
     fp = checkpoint.fingerprint(fingerprint_of | {"data": tokenized["train"]._fingerprint})
     main = accelerator.is_main_process
-    logging_hooks = [DvcLiveHook(live_dir)] if main else []
+    logging_hooks = [DvcLiveHook(live_dir, teacher_seconds)] if main else []
     result = fit(model=model, objective=objective, teacher=teacher, train_ds=tokenized["train"],
                  val_ds=tokenized["validation"], collate=make_collator(tokenizer), epochs=spec.epochs, steps=spec.steps,
-                 lr=spec.lr, params=train, ckpt_dir=ckpt_dir, run_fingerprint=fp,
+                 lr=spec.lr, validations=spec.validations, patience=spec.patience, params=train,
+                 ckpt_dir=ckpt_dir, run_fingerprint=fp,
                  hooks=[*logging_hooks, *hooks], resume_from=resume_from, desc=name, accelerator=accelerator,
                  scorer=make_scorer(train, tokenizer))
     if main:

@@ -7,12 +7,19 @@
     python -m kd.seeds collect --seeds 0 1 2 --committed-seed 0   # seed 0 is the commit's own run
 
 Why: one training run per model cannot say whether a recipe beats the label-only baseline or just
-drew a luckier seed, nor whether a gap would survive another test set. The two kinds of noise are
-reported separately: mean ± sd over seeds (training noise), and a paired bootstrap over test examples
-of the seed-averaged per-example differences (test-set noise). The differences are averaged over
-seeds *before* resampling because an example's scores under different seeds are not independent
-draws: resampling (seed, example) pairs would count each example once per seed and overstate
-the evidence.
+drew a luckier seed, nor whether a gap would survive another test set. Every interval here therefore
+holds both kinds of noise: a two-level paired bootstrap (kd.metrics.bootstrap.two_level_paired) draws
+the training seeds with replacement, then the test examples with replacement, the same examples for
+every drawn seed and model. Resampling the seeds is what puts training noise in the interval: an
+interval over examples alone of the seed-averaged scores would be as narrow with three seeds that
+disagree by ten points as with three that agree. The examples are drawn once per resample, not once
+per seed, because an example's scores under different seeds are not independent draws: resampling
+(seed, example) pairs would count each example once per seed and overstate the evidence. Beside the
+intervals, mean ± sd over seeds shows the training noise on its own.
+
+Runs whose students trained with different torch thread counts are not combined (`collect` refuses):
+the thread count changes the training time and the order of float sums, so the seeds would differ in
+more than their seed.
 
 Each seed is one experiment, `dvc exp run --temp -S student.seed=<N> -n seed-<N>`: the students' training
 seed, so every seed's students learn from the same, fixed teacher and only what the students do varies
@@ -39,13 +46,15 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from kd import paths
-from kd.metrics.bootstrap import gap_closed, paired
+from kd.metrics.bootstrap import two_level_gap_closed, two_level_paired
 from kd.errors import ConfigError
 from kd.evaluation.examples import read_committed
 from kd.git import git
 from kd.report import format as fmt
 from kd.io import atomic_write_json, atomic_write_text
-from kd.report.results import COST_FIELDS, RESULTS_JSON as REPORT_JSON, live_run, primary_decoding
+from kd.report.results import (CHARGED, COST_FIELDS, NOT_CONVERGED_MARK, NOT_CONVERGED_NOTE, RUN_FLAGS, live_run,
+                               primary_decoding)
+from kd.report.results import RESULTS_JSON as REPORT_JSON
 
 Row = Mapping[str, Any]
 PerSeed = Mapping[int, Mapping[str, Sequence[Row]]]  # training seed -> model -> its example rows
@@ -60,6 +69,12 @@ LIVE_DIR = PurePosixPath(paths.DVCLIVE_DIR.as_posix())
 # from its results in the experiment's commit.
 RESULTS_JSON = PurePosixPath(paths.BENCHMARK_DIR.as_posix()) / REPORT_JSON
 EFFICIENCY_FIELDS = ("compression", "speedup", "speedup_greedy", "retention_greedy")
+# Each student's charged teacher work, as the report stage computed it from its recipe (kd.report.results.CHARGED).
+REPORT_COST_FIELDS = (CHARGED,)
+SEED_COST_FIELDS = (*COST_FIELDS, *REPORT_COST_FIELDS)
+# What every interval of a seeds summary is over (its `bootstrap.over`); older summaries say otherwise.
+TWO_LEVEL = "seeds and examples (two-level bootstrap: seeds, then examples, with replacement)"
+UNRECORDED = "unrecorded"  # a run whose summary has no thread count
 RATIO_FIELDS = ("compression", "speedup")  # the columns of every decoding's table
 DELTA_METRIC = "rougeL"
 DIGITS = 4
@@ -173,13 +188,12 @@ def _spread(per_seed: np.ndarray, seeds: Sequence[int]) -> dict[str, Any]:
 def _compare(mine: Mapping[str, Mapping[str, np.ndarray]], other: Mapping[str, Mapping[str, np.ndarray]],
              seeds: Sequence[int], **bootstrap: Any) -> dict[str, dict[str, Any]]:
     """Per decoding and metric both sides have: each seed's mean per-example difference (mine - other)
-    with its spread, and a paired bootstrap over examples of the seed-averaged scores."""
+    with its spread, and a two-level paired bootstrap over seeds and examples."""
     out: dict[str, dict[str, Any]] = {}
     for decoding in [d for d in mine if d in other]:
         for metric in [m for m in mine[decoding] if m in other[decoding]]:
             a, b = mine[decoding][metric], other[decoding][metric]  # (S, n) each
-            # mean_s(a) - mean_s(b) is each example's difference averaged over seeds.
-            interval = paired(a.mean(axis=0), b.mean(axis=0), **bootstrap)
+            interval = two_level_paired(a, b, **bootstrap)
             out.setdefault(decoding, {})[metric] = {
                 **_spread((a - b).mean(axis=1), seeds), "bootstrap": interval.as_dict(DIGITS)
             }
@@ -196,18 +210,23 @@ def collect(
     resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
-    costs: Mapping[int, Mapping[str, Mapping[str, float]]] | None = None,
+    costs: Mapping[int, Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Summarize every seed's per-example scores (see the module docstring for what and why).
 
     Returns `models` (model -> decoding -> metric -> per_seed, mean, sd of the corpus means),
     `vs_baseline` for every student but the baseline and `vs_teacher` for every student (each
     model -> decoding -> metric -> per_seed, mean, sd of the paired differences, plus `bootstrap`:
-    mean_diff, low, high, share_le_0), `skipped` metrics that some rows lacked, `cost` (model ->
-    train_seconds / train_tokens -> per_seed, mean, sd) from `costs` (seed -> model -> its training
-    stage's summary, plus `compression` and `speedup` from its report), for the models that have one,
-    and `efficiency` (model -> compression / speedup against the teacher -> per_seed, mean, sd).
-    Retention (a mean as a share of the teacher's) is derived from `models` where it is shown.
+    mean_diff, low, high, share_le_0, over seeds and examples), `gap_closed` likewise, `skipped`
+    metrics that some rows lacked, `cost` (model -> SEED_COST_FIELDS -> per_seed, mean, sd) from
+    `costs` (seed -> model -> its training stage's summary, plus `compression`, `speedup` and the
+    charged teacher work from its report), for the models that have one, `converged` (model -> seed ->
+    its summary's converged flag, where recorded), `threads` (the one torch thread count every student
+    trained with, None when unrecorded) and `efficiency` (model -> compression / speedup against the
+    teacher -> per_seed, mean, sd). Retention (a mean as a share of the teacher's) is derived from
+    `models` where it is shown.
+
+    Raises ConfigError when the students of different runs trained with different thread counts.
     """
     seeds = sorted(per_seed)
     if not seeds:
@@ -226,6 +245,7 @@ def collect(
     # The baseline first: the row every other student is read against.
     students = sorted((m for m in scores if m != teacher and m not in heuristics),
                       key=lambda m: (m != baseline, m))
+    threads = common_threads(costs, seeds, students) if costs else None
     bootstrap = {"resamples": resamples, "seed": seed, "confidence": confidence}
     return {
         "split": split,
@@ -234,7 +254,7 @@ def collect(
         "baseline": baseline,
         "teacher": teacher,
         "heuristics": [m for m in heuristics if m in scores],
-        "bootstrap": {**bootstrap, "over": "examples, of per-example differences averaged over seeds"},
+        "bootstrap": {**bootstrap, "over": TWO_LEVEL},
         "models": {
             model: {
                 decoding: {metric: _spread(values.mean(axis=1), seeds) for metric, values in metrics.items()}
@@ -250,27 +270,66 @@ def collect(
                        for m in students if m != baseline},
         "skipped": skipped,
         "cost": _costs(costs or {}, seeds),
+        "converged": _flags(costs or {}, seeds, "converged"),
+        "threads": threads,
         "efficiency": _costs(costs or {}, seeds, EFFICIENCY_FIELDS),
     }
 
 
+def common_threads(costs: Mapping[int, Mapping[str, Mapping[str, Any]]], seeds: Sequence[int],
+                   students: Sequence[str]) -> int | None:
+    """The torch thread count every student of every seed trained with (None: none recorded one). Runs
+    trained with different counts are not one experiment repeated (see the module docstring): a
+    ConfigError names each count with its seeds and models; a run without the key is "unrecorded",
+    which differs from any number."""
+    groups: dict[Any, dict[int, list[str]]] = {}
+    for s in seeds:
+        for model in students:
+            value = costs.get(s, {}).get(model, {}).get("threads")
+            key = int(value) if _is_score(value) else UNRECORDED
+            groups.setdefault(key, {}).setdefault(s, []).append(model)
+    if len(groups) > 1:
+        listed = "; ".join(
+            f"{key if key == UNRECORDED else f'{key} threads'}: "
+            + ", ".join(f"seed {s} ({', '.join(models)})" for s, models in by_seed.items())
+            for key, by_seed in sorted(groups.items(), key=lambda kv: (kv[0] == UNRECORDED, 0 if kv[0] == UNRECORDED
+                                                                         else kv[0])))
+        raise ConfigError(
+            f"seeds {', '.join(map(str, seeds))}: their students trained with different torch thread counts "
+            f"(train_s and the float sums depend on it), so they are not one experiment repeated: {listed}; "
+            f"rerun them with the same train.threads")
+    (key,) = groups or {UNRECORDED: {}}
+    return None if key == UNRECORDED else key
+
+
+def _flags(costs: Mapping[int, Mapping[str, Mapping[str, Any]]], seeds: Sequence[int],
+           flag: str) -> dict[str, dict[str, bool]]:
+    """model -> seed -> its summary's yes/no `flag` (RUN_FLAGS), for the seeds that recorded one."""
+    out: dict[str, dict[str, bool]] = {}
+    for s in seeds:
+        for model, cost in costs.get(s, {}).items():
+            if isinstance(cost.get(flag), bool):
+                out.setdefault(model, {})[str(s)] = cost[flag]
+    return out
+
+
 def _gap_closed(mine, control, teacher, seeds: Sequence[int], **bootstrap: Any) -> dict[str, dict[str, Any]]:
     """Per decoding both sides have, in DELTA_METRIC: the share of the teacher's lead over the control
-    that this student closes (kd.metrics.bootstrap.gap_closed), per seed and for the seed-averaged scores with
-    its paired interval over examples."""
+    that this student closes (kd.metrics.bootstrap.two_level_gap_closed), per seed and over all seeds with
+    its two-level interval over seeds and examples."""
     out: dict[str, dict[str, Any]] = {}
     for decoding in [d for d in mine if d in control and d in teacher]:
         if DELTA_METRIC not in mine[decoding] or DELTA_METRIC not in control[decoding]:
             continue
         a, c, t = (x[decoding][DELTA_METRIC] for x in (mine, control, teacher))  # (S, n) each
         per_seed = 100.0 * (a - c).mean(axis=1) / (t - c).mean(axis=1)
-        share = gap_closed(a.mean(axis=0), c.mean(axis=0), t.mean(axis=0), **bootstrap)
+        share = two_level_gap_closed(a, c, t, **bootstrap)
         out[decoding] = {**_spread(per_seed, seeds), "bootstrap": share.as_dict(DIGITS)}
     return out
 
 
-def _costs(costs: Mapping[int, Mapping[str, Mapping[str, float]]], seeds: Sequence[int],
-           fields: Sequence[str] = COST_FIELDS) -> dict[str, Any]:
+def _costs(costs: Mapping[int, Mapping[str, Mapping[str, Any]]], seeds: Sequence[int],
+           fields: Sequence[str] = SEED_COST_FIELDS) -> dict[str, Any]:
     """model -> field -> spread over seeds, for the fields every seed recorded for that model."""
     out: dict[str, Any] = {}
     models = dict.fromkeys(m for s in seeds for m in costs.get(s, {}))
@@ -316,7 +375,8 @@ def served_lines(result: Mapping[str, Any]) -> list[str]:
         e = efficiency[model]
         kept = e.get("retention_greedy")
         slowest = min(e["speedup_greedy"]["per_seed"].values())
-        lines.append(f"| {model} | {_fmt_spread(result['models'].get(model, {}).get('greedy', {}).get('rougeL'))} "
+        lines.append(f"| {shown_name(result, model)} "
+                     f"| {_fmt_spread(result['models'].get(model, {}).get('greedy', {}).get('rougeL'))} "
                      f"| {NONE if kept is None else _fmt_spread(kept, 1) + '%'} "
                      f"| {_fmt_spread(e['speedup_greedy'])}x | {fmt.number(slowest, 2)}x |")
     return lines + [""]
@@ -349,19 +409,87 @@ def _table_rows(result: Mapping[str, Any], decoding: str) -> list[tuple[str, str
     return rows
 
 
+def two_level(result: Mapping[str, Any]) -> bool:
+    """Whether a summary's intervals resample seeds as well as examples (older seeds.json files' do not)."""
+    return result.get("bootstrap", {}).get("over") == TWO_LEVEL
+
+
+def interval_words(result: Mapping[str, Any]) -> str:
+    """What a summary's intervals are over, in a few words, for the sentences that print them."""
+    return ("two-level bootstrap over seeds and articles" if two_level(result)
+            else "paired bootstrap over articles only, training noise not included")
+
+
+def not_converged(result: Mapping[str, Any]) -> dict[str, list[str]]:
+    """model -> the seeds whose training summary says it did not converge (converged: false)."""
+    return {model: [s for s, ok in by_seed.items() if ok is False]
+            for model, by_seed in result.get("converged", {}).items() if False in by_seed.values()}
+
+
+def shown_name(result: Mapping[str, Any], model: str) -> str:
+    """`model`, with NOT_CONVERGED_MARK when it did not converge in at least one seed."""
+    return f"{model}{NOT_CONVERGED_MARK}" if model in not_converged(result) else model
+
+
+def not_converged_footnote(result: Mapping[str, Any]) -> str | None:
+    """NOT_CONVERGED_NOTE with the seeds it holds for, when a model is marked; else None."""
+    marked = not_converged(result)
+    if not marked:
+        return None
+    every = set(map(str, result["seeds"]))
+    where = "; ".join(f"{model}: {'every seed' if set(seeds) == every else 'seed ' + ', '.join(seeds)}"
+                      for model, seeds in marked.items())
+    return f"{NOT_CONVERGED_NOTE} ({where})."
+
+
+def _fmt_count(stat: Mapping[str, Any] | None) -> str:
+    return NONE if stat is None else fmt.count_spread(stat["mean"], stat["sd"])
+
+
+def cost_lines(result: Mapping[str, Any]) -> list[str]:
+    """The training cost table: per trained model the mean ± sd over seeds of the step of its kept weights,
+    the steps run, the training examples seen, its seconds of optimizer steps and the teacher work charged
+    to it (kd.report.results.teacher_charge); "–" where its runs did not record one. Nothing without costs."""
+    cost = result.get("cost", {})
+    if not cost:
+        return []
+    heuristics = set(result["heuristics"])
+    threads = result.get("threads")
+    lines = ["### training cost", "",
+             "Mean ± sd over seeds. teacher_s: the teacher work charged to a student (the teacher-side stages "
+             "whose output its recipe reads, and any teacher pass of its own), in seconds"
+             + (f"; every student trained with {threads} torch threads" if threads else "") + ".", "",
+             "| model | best step | steps | examples seen | train_s | teacher_s |", "|---|---:|---:|---:|---:|---:|"]
+    for model in (m for m in result["models"] if m not in heuristics):
+        c = cost.get(model, {})
+        cells = [shown_name(result, model), *(_fmt_count(c.get(k)) for k in ("best_step", "steps", "examples_seen")),
+                 _fmt_spread(c.get("train_seconds"), digits=0), _fmt_spread(c.get(CHARGED), digits=0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def markdown(result: Mapping[str, Any]) -> str:
     """One table per decoding: rows are models, a few metrics as mean ± sd over seeds, and the
-    paired difference to the baseline and the teacher in `DELTA_METRIC` with its bootstrap interval."""
+    paired difference to the baseline and the teacher in `DELTA_METRIC` with its interval; then the
+    served table and the training cost. A model that did not converge in some seed is marked."""
     seeds = ", ".join(map(str, result["seeds"]))
     boot = result["bootstrap"]
     spread = "mean ± sd over seeds of the corpus means" if len(result["seeds"]) > 1 else "corpus means"
+    if two_level(result):
+        how = (f"from a two-level paired bootstrap over seeds and examples ({boot['resamples']} resamples, each "
+               f"drawing the seeds with replacement, then the examples with replacement, the same examples for "
+               f"every drawn seed and model, so the interval holds training noise as well as test-set noise; "
+               f"P is the share of resamples with Δ ≤ 0)")
+    else:
+        how = (f"from a paired bootstrap over examples only, of the seed-averaged differences "
+               f"({boot['resamples']} resamples; P is the share of resamples with Δ ≤ 0; training noise is not "
+               f"in these intervals)")
     lines = [
         f"Seeds {seeds} · split {result['split']} · {result['n_examples']} examples. Scores: {spread}. "
-        f"Δ: mean per-example difference [{boot['confidence']:.0%} interval] (P(Δ ≤ 0)), from a paired "
-        f"bootstrap over examples of the seed-averaged differences ({boot['resamples']} resamples; "
-        f"P is the share of resamples with Δ ≤ 0). Gap closed: the share of the teacher's lead over "
+        f"Δ: mean per-example difference [{boot['confidence']:.0%} interval] (P(Δ ≤ 0)), {how}. "
+        f"Gap closed: the share of the teacher's lead over "
         f"{result['baseline']} in {DELTA_METRIC} that a student closes, (student - {result['baseline']}) / "
-        f"(teacher - {result['baseline']}), [interval] from the same paired bootstrap.",
+        f"(teacher - {result['baseline']}), [interval] from the same bootstrap.",
         "",
     ]
     heuristics = set(result["heuristics"])
@@ -385,7 +513,8 @@ def markdown(result: Mapping[str, Any]) -> str:
         lines += [f"### {decoding}", "", "| " + " | ".join(header) + " |",
                   "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         for model, shown in rows:
-            cells = [model if shown == decoding else f"{model} ({shown})"]
+            name = shown_name(result, model)
+            cells = [name if shown == decoding else f"{name} ({shown})"]
             cells += [_fmt_spread(result["models"][model][shown].get(k)) for k in metrics]
             if cost:
                 cells.append(_fmt_spread(cost.get(model, {}).get("train_seconds"), digits=0))
@@ -401,6 +530,9 @@ def markdown(result: Mapping[str, Any]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += served_lines(result)
+    lines += cost_lines(result)
+    if (footnote := not_converged_footnote(result)) is not None:
+        lines += [footnote, ""]
     if result["skipped"]:
         skipped = "; ".join(f"{model} {decoding}: {', '.join(metrics)}"
                             for model, by_decoding in result["skipped"].items()
@@ -459,9 +591,10 @@ def read_examples(repo: Path, rev: str) -> dict[str, list[dict[str, Any]]]:
 
 
 def read_costs(repo: Path, rev: str, models: Iterable[str], teacher: str = "teacher") -> dict[str, dict[str, Any]]:
-    """model -> its training stage's dvclive summary (dvclive/<teacher | student_name>/metrics.json) in
-    commit `rev`, plus its `compression` and `speedup` from the report's benchmark_results.json where
-    that has them; models with neither (lead-3) are left out."""
+    """model -> the COST_FIELDS (training cost and its torch `threads`) and RUN_FLAGS of its training stage's
+    dvclive summary (dvclive/<teacher | student_name>/metrics.json) in commit `rev`, plus its
+    EFFICIENCY_FIELDS and REPORT_COST_FIELDS from the report's benchmark_results.json where that has
+    them; models with none of these (lead-3) are left out."""
     try:
         report = json.loads(git(repo, "show", f"{rev}:{RESULTS_JSON}"))
     except (ConfigError, ValueError):
@@ -469,13 +602,16 @@ def read_costs(repo: Path, rev: str, models: Iterable[str], teacher: str = "teac
     out = {}
     for model in models:
         entry = report.get(model) if isinstance(report.get(model), dict) else {}
-        sizes = {k: entry[k] for k in EFFICIENCY_FIELDS if _is_score(entry.get(k))}
+        sizes = {k: entry[k] for k in (*EFFICIENCY_FIELDS, *REPORT_COST_FIELDS) if _is_score(entry.get(k))}
         path = LIVE_DIR / live_run(model, teacher) / "metrics.json"
         try:
-            out[model] = {**json.loads(git(repo, "show", f"{rev}:{path}")), **sizes}
+            summary = json.loads(git(repo, "show", f"{rev}:{path}"))
         except (ConfigError, ValueError):
-            if sizes:
-                out[model] = sizes
+            summary = None
+        if isinstance(summary, dict):
+            out[model] = {**{k: summary[k] for k in (*COST_FIELDS, *RUN_FLAGS) if k in summary}, **sizes}
+        elif sizes:
+            out[model] = sizes
     return out
 
 

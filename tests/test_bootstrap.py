@@ -132,3 +132,79 @@ def test_the_report_gives_each_student_its_share_of_the_gap():
     assert block["mean"] == pytest.approx(50.0)
     assert gap_cell({"gap_closed": 50.0, "gap_closed_low": 41.2, "gap_closed_high": 58.9}) == "50% [41, 59]"
     assert gap_block(rows([1.0]), rows([1.0, 2.0]), rows([3.0, 4.0])) is None and gap_cell({}) == "-"
+
+
+# --- two levels: training seeds, then examples -------------------------------------------------
+
+def test_two_level_draws_are_the_documented_numpy_calls():
+    from kd.metrics.bootstrap import resample_seeds_and_examples
+
+    examples, seeds = resample_seeds_and_examples(3, 8, resamples=50, seed=4)
+    rng = np.random.default_rng(4)
+    np.testing.assert_array_equal(examples, rng.integers(0, 8, size=(50, 8)))
+    np.testing.assert_array_equal(seeds, rng.integers(0, 3, size=(50, 3)))
+    np.testing.assert_array_equal(examples, resample_indices(8, resamples=50, seed=4))  # examples first
+    with pytest.raises(ValueError, match="0 seeds"):
+        resample_seeds_and_examples(0, 8)
+
+
+def test_two_level_equals_direct_resampling_of_seeds_then_examples():
+    """By hand, one resample at a time: draw the seeds, then the examples (shared by every drawn seed)."""
+    from kd.metrics.bootstrap import two_level_paired
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(50, 10, size=(4, 30)), rng.normal(45, 10, size=(4, 30))
+    draws = np.random.default_rng(6)
+    examples, seeds = draws.integers(0, 30, size=(300, 30)), draws.integers(0, 4, size=(300, 4))
+    means = np.array([np.mean([(a - b)[s, examples[r]].mean() for s in seeds[r]]) for r in range(300)])
+    low, high = np.percentile(means, [5.0, 95.0])
+    got = two_level_paired(a, b, resamples=300, seed=6, confidence=0.9)
+    assert got.mean_diff == pytest.approx((a - b).mean())
+    assert (got.low, got.high) == (pytest.approx(low), pytest.approx(high))
+    assert got.share_le_0 == float(np.mean(means <= 0))
+    # the chunking is only about memory
+    from kd.metrics.bootstrap import two_level_means
+    np.testing.assert_allclose(two_level_means(a - b, resamples=300, seed=6, chunk=7)[0], means)
+
+
+def test_one_seed_reduces_to_the_one_level_bootstrap():
+    from kd.metrics.bootstrap import gap_closed, two_level_gap_closed, two_level_paired
+
+    a, b = np.array(SMALL), np.array([2.0, 2.0, 3.0, 1.5, 4.0, 7.0, 2.5, 5.0])
+    assert two_level_paired(a[None], b[None], resamples=300, seed=11) == paired(a, b, resamples=300, seed=11)
+    t = a + 4.0
+    assert two_level_gap_closed(a[None], b[None], t[None], resamples=300, seed=2) == \
+        gap_closed(a, b, t, resamples=300, seed=2)
+
+
+def test_seeds_that_disagree_widen_the_interval_where_examples_alone_see_nothing():
+    """Articles agree, seeds do not: one student is +5, -5 and 0 against the control depending on its training
+    seed, the same on every article. The seed-averaged per-article difference is 0 everywhere, so an interval
+    over articles alone is [0, 0]; the training noise is only visible when the seeds are resampled too."""
+    from kd.metrics.bootstrap import two_level_gap_closed, two_level_paired
+
+    articles = np.random.default_rng(1).uniform(20, 80, size=60)
+    control = np.tile(articles, (3, 1))  # (3 seeds, 60 articles)
+    student = control + np.array([5.0, -5.0, 0.0])[:, None]
+    examples_only = paired(student.mean(axis=0), control.mean(axis=0))
+    assert examples_only.high - examples_only.low == pytest.approx(0.0, abs=1e-9)
+    two_level = two_level_paired(student, control)
+    assert two_level.mean_diff == pytest.approx(0.0)
+    assert two_level.high - two_level.low > 5.0  # seeds of +5, -5, 0: means from -5 to +5 in thirds
+    assert two_level.low <= -3.0 and two_level.high >= 3.0
+    assert 0.3 < two_level.share_le_0 < 0.9
+    # and the share of the gap: the teacher leads by 10 everywhere, the student closes +50%, -50% or 0%
+    teacher = control + 10.0
+    share = two_level_gap_closed(student, control, teacher)
+    assert share.mean == pytest.approx(0.0) and share.high - share.low > 50.0
+
+
+def test_two_level_bad_shapes_are_errors_that_say_what():
+    from kd.metrics.bootstrap import two_level_gap_closed, two_level_paired
+
+    with pytest.raises(ValueError, match=r"a must be \(seeds, examples\)"):
+        two_level_paired([1.0, 2.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match=r"shapes a \(2, 2\), b \(1, 2\)"):
+        two_level_paired([[1.0, 2.0], [3.0, 4.0]], [[1.0, 2.0]])
+    with pytest.raises(ValueError, match="teacher must be finite; seed row 1, example 0"):
+        two_level_gap_closed([[1.0], [2.0]], [[0.0], [0.0]], [[3.0], [math.nan]])

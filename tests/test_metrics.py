@@ -270,6 +270,127 @@ def test_plots(tmp_path):
     assert (tmp_path / "no_speed.png").stat().st_size > 0
 
 
+def test_quality_vs_speed_shows_every_models_beam_and_greedy_point():
+    """Every model's beam point (filled) and every student's greedy point (hollow) is drawn inside the axes,
+    in its own colour, and the legend (one entry per model, plus filled/hollow) sits outside, hiding none.
+    The greedy points of slow, weak students fall in the lower right, where a legend inside would cover them."""
+    from matplotlib.colors import to_rgba
+
+    from kd.report.results import _pyplot, draw_quality_vs_speed
+
+    rows = [{"model": "teacher", "rougeL": 86.0, "samples_per_s": 10.0}]
+    for i, name in enumerate(["baseline", "vanilla", "feature", "attention", "seqkd", "gkd", "lead_like"]):
+        rows.append({"model": name, "rougeL": 50.0 + 4 * i, "samples_per_s": 25.0 + i,
+                     "rougeL_greedy": 45.0 + 4 * i, "greedy_samples_per_s": 60.0 + 3 * i,
+                     **({"converged": False} if name == "seqkd" else {})})
+    rows.append({"model": "lead3", "rougeL": 24.0, "samples_per_s": None})  # no speed: not drawn
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    try:
+        assert draw_quality_vs_speed(ax, rows) == len(rows) - 1
+        drawn = [(tuple(c.get_offsets()[0]), c) for c in ax.collections if len(c.get_offsets())]
+        filled = {xy: c for xy, c in drawn if len(c.get_facecolors()) and c.get_facecolors()[0][3] > 0}
+        hollow = {xy: c for xy, c in drawn if not len(c.get_facecolors()) or c.get_facecolors()[0][3] == 0}
+        colours = set()
+        for row in rows[:-1]:
+            beam = (row["samples_per_s"], row["rougeL"])
+            assert beam in filled, row["model"]
+            colours.add(tuple(filled[beam].get_facecolors()[0]))
+            if "rougeL_greedy" in row:
+                greedy = (row["greedy_samples_per_s"], row["rougeL_greedy"])
+                assert greedy in hollow, row["model"]
+                assert to_rgba(hollow[greedy].get_edgecolors()[0]) == to_rgba(filled[beam].get_facecolors()[0])
+        assert len(colours) == len(rows) - 1  # one colour per model
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        assert all(x0 < x < x1 and y0 < y < y1 for x, y in [*filled, *hollow])
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels == [*(r["model"] + ("†" if r["model"] == "seqkd" else "") for r in rows[:-1]),
+                          "filled: headline decoding (beam)", "hollow: greedy (served)"]
+        texts = {t.get_text() for t in ax.texts}
+        assert {"baseline", "baseline greedy", "seqkd†", "seqkd† greedy"} <= texts
+        fig.canvas.draw()
+        legend_box, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+        assert legend_box.x0 >= axes_box.x1  # beside the axes, over no point
+    finally:
+        plt.close(fig)
+
+
+def _summary(**extra):
+    return {"train_seconds": 30.5, "train_tokens": 900, "best_step": 800, "steps": 1000, "step_cap": 1000,
+            "stopped_early": False, "converged": False, "examples_seen": 16000, "teacher_seconds": 5.0,
+            "threads": 2, **extra}
+
+
+def test_cost_columns_charged_teacher_work_and_not_converged_marks(tmp_path):
+    """The training summary's cost (best step, steps, examples seen, seconds) and the teacher work charged to
+    each student reach the JSON, the CSV and the text report; a student that did not converge is marked
+    with † and the footnote in every table; a student with an older summary (or none) shows "-"."""
+    from kd.report.results import (NOT_CONVERGED_NOTE, charge_teacher_work, teacher_charge, write_benchmark)
+
+    ids = _write_stage_outputs(tmp_path)
+    atomic_write_json(tmp_path / "live" / "student_vanilla" / "metrics.json", _summary())
+    results, _, host = _gather(tmp_path, ids)
+    recipes = {"vanilla": {"targets": "data/teacher_targets", "teacher_input": "data/teacher_outputs"},
+               "baseline": {"targets": "data/tokenized", "teacher_input": "models/teacher"}}
+    charge_teacher_work(results, recipes, {"teacher_generate": 100.0, "teacher_outputs": 20.0})
+    vanilla, baseline = results["vanilla"], results["baseline"]
+    assert vanilla["charged_teacher_seconds"] == 125.0  # 100 + 20 + its own one-off pass of 5
+    assert vanilla["teacher_charge"] == {"teacher_generate": 100.0, "teacher_outputs": 20.0, "own": 5.0}
+    assert baseline["charged_teacher_seconds"] is None  # no summary: its own teacher seconds are unknown
+    assert "charged_teacher_seconds" not in results["teacher"]
+    assert (vanilla["best_step"], vanilla["steps"], vanilla["examples_seen"]) == (800, 1000, 16000)
+    assert vanilla["converged"] is False
+    assert baseline["converged"] is None and baseline["best_step"] is None
+
+    out = tmp_path / "out"
+    write_benchmark(out, results, [], decoding={"num_beams": 2}, host=host, max_examples=0)
+    saved = json.loads((out / "benchmark_results.json").read_text())
+    assert saved["vanilla"]["charged_teacher_seconds"] == 125.0 and saved["vanilla"]["converged"] is False
+    assert "converged" not in saved["baseline"]  # unknown is left out of the JSON
+    table = list(csv.DictReader((out / "comparison_table.csv").open()))
+    by_model = {r["model"]: r for r in table if r["split"] == "test" and r["decoding"] != "greedy"}
+    assert by_model["vanilla"]["converged"] == "False" and by_model["baseline"]["converged"] == ""
+    assert by_model["vanilla"]["examples_seen"] == "16000" and by_model["vanilla"]["charged_teacher_seconds"] == "125.0"
+    text = (out / "benchmark_report.txt").read_text()
+    assert NOT_CONVERGED_NOTE in text and "interval over articles only (one training run" in text
+    assert "Test split (one training run: intervals over articles only)" in text
+    header = next(line for line in text.splitlines() if line.split()[:2] == ["model", "decoding"])
+    for column in ("best step", "steps", "examples seen", "train_s", "teacher_s"):
+        assert column in header
+    vanilla_lines = [line for line in text.splitlines() if line.startswith("vanilla")]
+    assert len(vanilla_lines) == 3 and all(line.startswith("vanilla†") for line in vanilla_lines)  # test, val, faith
+    test_row = vanilla_lines[0].split()
+    assert test_row[-5:] == ["800", "1,000", "16,000", "30.50", "125.00"]
+    baseline_row = next(line for line in text.splitlines() if line.startswith("baseline ")).split()
+    assert baseline_row[-5:] == ["-"] * 5
+    # a recipe that reads no teacher-side stage is charged its own pass only; an unknown stage time is unknown
+    assert teacher_charge({"targets": "data/tokenized", "teacher_input": "models/teacher"}, 0.0,
+                          {"teacher_generate": None})["charged_teacher_seconds"] == 0.0
+    assert teacher_charge({"targets": "data/teacher_targets/", "teacher_input": "models/teacher"}, 0.0,
+                          {"teacher_generate": None})["charged_teacher_seconds"] is None
+    assert teacher_charge(None, 1.0, {})["charged_teacher_seconds"] is None
+
+
+def test_teacher_stage_seconds_from_the_cost_summary_else_the_manifest(tmp_path):
+    from kd.report.results import read_recipe, read_teacher_stages, stage_seconds
+
+    assert stage_seconds({"seconds": 12.0}, {"seconds": 99.0}) == 12.0
+    assert stage_seconds(None, {"seconds": 99}) == 99.0
+    assert stage_seconds({"threads": 2}, {"k": 64}) is None  # older files: unknown
+    atomic_write_json(tmp_path / "live" / "teacher_generate" / "metrics.json", {"seconds": 40.5, "threads": 2})
+    atomic_write_json(tmp_path / "outputs.json", {"k": 64, "seconds": 7.0})
+    got = read_teacher_stages(tmp_path / "live", {"teacher_generate": tmp_path / "missing.json",
+                                                  "teacher_outputs": tmp_path / "outputs.json"})
+    assert got == {"teacher_generate": 40.5, "teacher_outputs": 7.0}
+    assert read_teacher_stages(tmp_path / "none", {}) == {"teacher_generate": None, "teacher_outputs": None}
+    assert read_recipe(tmp_path / "models", "vanilla") is None
+    atomic_write_json(tmp_path / "models" / "student_vanilla" / "recipe.json", {"targets": "data/tokenized"})
+    assert read_recipe(tmp_path / "models", "vanilla") == {"targets": "data/tokenized"}
+    (tmp_path / "models" / "student_vanilla" / "recipe.json").write_text("{oops")
+    with pytest.raises(ConfigError, match=r"student_vanilla/recipe.json: cannot read it .*dvc repro distill@vanilla"):
+        read_recipe(tmp_path / "models", "vanilla")
+
+
 def test_plot_curves_one_chart_per_quantity_every_model_overlaid(tmp_path):
     for run, terms in (("teacher", ["ce"]), ("student_vanilla", ["ce", "logit"]), ("student_base", ["ce"])):
         for quantity in [*(f"train/{t}" for t in terms), "train/lr", "val/loss"]:

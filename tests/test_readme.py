@@ -11,7 +11,7 @@ import sys
 from conftest import ROOT
 
 from tools.readme import (DOCUMENTS, cnndm_table, markers, real_job_table, render, render_all, results_profile,
-                          results_table, summary_section)
+                          results_table, summary_section, verdict_section)
 
 
 def test_readme_tables_match_the_committed_results():
@@ -130,3 +130,84 @@ def test_results_made_under_a_profile_are_refused(tmp_path):
                            text=True)
     assert wrote.returncode == 1 and "profile 'quick'" in wrote.stderr
     assert (tmp_path / "README.md").read_text() == readme
+
+
+def _synthetic_seeds(tmp_path, converged=None):
+    """seeds.json and seeds_validation/seeds.json from kd.seeds.collect on made-up scores: `attention` leads on
+    validation, `seqkd` on test; `feature` is +3, -3 and 0 against the control depending on its seed."""
+    import numpy as np
+
+    from kd.seeds import collect
+
+    rng = np.random.default_rng(5)
+    offsets = {"teacher": {0: 30, 1: 30, 2: 30}, "baseline": {0: 1, 1: -1, 2: 0},
+               "seqkd": {0: 20, 1: 18, 2: 22}, "attention": {0: 10, 1: 12, 2: 8},
+               "feature": {0: 3, 1: -3, 2: 0}}
+    paths = {}
+    for split, n in (("test", 30), ("validation", 20)):
+        base = rng.uniform(20, 50, size=n).round(1)
+        lift = {"attention": 16} if split == "validation" else {}  # attention best on validation only
+
+        def rows(model, s):
+            values = base + offsets[model][s] + lift.get(model, 0) + rng.normal(0, 2, size=n).round(1)
+            return [{"split": split, "decoding": "beam", "id": f"{split}{i}", "rougeL": float(v),
+                     "fact_precision": float(v) / 2} for i, v in enumerate(values)]
+
+        per_seed = {s: {m: rows(m, s) for m in offsets} for s in (0, 1, 2)}
+        costs = {s: {m: {"converged": (converged or {}).get(m, {}).get(s, True)} for m in offsets} for s in (0, 1, 2)}
+        paths[split] = tmp_path / f"{split}.json"
+        paths[split].write_text(json.dumps(collect(per_seed, split=split, resamples=300, costs=costs)))
+    return paths
+
+
+def test_the_verdict_is_computed_from_the_seeds_summaries(tmp_path):
+    """Every number of "What the numbers say" comes from seeds.json: the student best on validation (not the
+    one best on test), its share of the teacher on test (mean and lowest seed), each gap closed with its
+    interval, and a plain statement for a recipe whose interval does not clear 0."""
+    from kd.seeds import retention
+
+    paths = _synthetic_seeds(tmp_path)
+    text = verdict_section(paths["test"], paths["validation"])
+    r, v = json.loads(paths["test"].read_text()), json.loads(paths["validation"].read_text())
+    gap = {m: r["gap_closed"][m]["beam"]["bootstrap"] for m in ("seqkd", "attention", "feature")}
+
+    def closes(m):
+        return f"{gap[m]['mean']:.0f}% [{gap[m]['low']:.0f}, {gap[m]['high']:.0f}]"
+
+    best_val = max(("baseline", "seqkd", "attention", "feature"),
+                   key=lambda m: v["models"][m]["beam"]["rougeL"]["mean"])
+    assert best_val == "attention"  # and on test seqkd leads: the choice is made on validation
+    assert (f"`attention` is the best student on validation (rougeL "
+            f"{v['models']['attention']['beam']['rougeL']['mean']:.2f} there" in text)
+    mine, theirs = r["models"]["attention"]["beam"]["rougeL"], r["models"]["teacher"]["beam"]["rougeL"]
+    lowest = min(100 * mine["per_seed"][s] / theirs["per_seed"][s] for s in mine["per_seed"])
+    assert (f"On test it keeps {retention(r, 'attention', 'beam'):.1f}% of the teacher's rougeL "
+            f"({mine['mean']:.2f} against {theirs['mean']:.2f}; lowest seed {lowest:.1f}%) and closes "
+            f"{closes('attention')} of the teacher's lead over the label-only `baseline` (its interval is above 0, "
+            f"so it beats `baseline`)." in text)
+    assert f"`seqkd` closes {closes('seqkd')} of the gap (its interval is above 0, so it beats `baseline`)" in text
+    assert gap["feature"]["low"] < 0 < gap["feature"]["high"]
+    assert (f"`feature` closes {closes('feature')} of the gap (its interval includes 0, so it does not beat "
+            f"`baseline`)" in text)
+    assert "- **In all:** 2 of 3 recipes beat `baseline` with an interval above 0; `feature` does not." in text
+    lead = r["vs_teacher"]["baseline"]["beam"]["rougeL"]["bootstrap"]
+    assert (f"the teacher leads `baseline` by {-lead['mean_diff']:.2f} rougeL [{-lead['high']:.2f}, "
+            f"{-lead['low']:.2f}]" in text)
+    assert "intervals: 95% two-level bootstrap over seeds and articles" in text
+    assert "the intervals above include this training noise" in text
+    assert "†" not in text
+    # without a validation summary it says the choice was made on test
+    assert "`seqkd` is the best student on test (no validation seeds collected)" in verdict_section(
+        paths["test"], tmp_path / "none.json")
+
+
+def test_the_summary_and_verdict_mark_a_student_that_did_not_converge(tmp_path):
+    paths = _synthetic_seeds(tmp_path, converged={"seqkd": {1: False}})
+    note = ("† not converged: reached its step cap while still improving on validation (seqkd: seed 1).")
+    text = verdict_section(paths["test"], paths["validation"])
+    assert "`seqkd†` closes" in text and note in text
+    summary = summary_section(paths["test"], tmp_path / "none.json")
+    assert "| seqkd† |" in summary and note in summary
+    assert "with its interval (95% two-level bootstrap over seeds and articles)" in summary
+    assert "| best step | steps | examples seen | train_s | teacher_s |" in summary
+    assert "| baseline | – | " in summary  # no sizes, no costs recorded: dashes, no crash

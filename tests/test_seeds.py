@@ -53,16 +53,27 @@ def test_means_and_sds_over_seeds():
     assert got["skipped"] == {}
 
 
-def test_paired_differences_per_seed_and_bootstrap_of_seed_averaged_differences():
+def test_paired_differences_per_seed_and_a_two_level_bootstrap_over_seeds_and_examples():
     got = seeds.collect(_per_seed(), **BOOT)
     vs = got["vs_baseline"]["vanilla"]["beam"]["rougeL"]
     assert vs["per_seed"] == {"0": 3.0, "1": 2.0, "2": 4.0}
     assert (vs["mean"], vs["sd"]) == (3.0, 1.0)
-    # By hand: each example's difference averaged over the three seeds, then resampled over examples.
-    averaged = np.array([(4 + 1 + 4) / 3, (1 + 2 + 3) / 3, (5 + 1 + 4) / 3, (2 + 4 + 5) / 3])
-    want = paired(averaged, np.zeros(4), **BOOT).as_dict()
-    assert vs["bootstrap"] == pytest.approx(want, abs=1e-4)
-    assert vs["bootstrap"]["mean_diff"] == 3.0 and vs["bootstrap"]["share_le_0"] == 0.0
+    # By hand: each resample draws three seeds, then four examples (the same for every drawn seed).
+    diff = np.array(ROUGE_L["vanilla"][0]) - np.array(ROUGE_L["baseline"][0]), \
+        np.array(ROUGE_L["vanilla"][1]) - np.array(ROUGE_L["baseline"][1]), \
+        np.array(ROUGE_L["vanilla"][2]) - np.array(ROUGE_L["baseline"][2])
+    diff = np.array(diff, dtype=float)  # (3 seeds, 4 examples)
+    rng = np.random.default_rng(BOOT["seed"])
+    examples, drawn = rng.integers(0, 4, size=(200, 4)), rng.integers(0, 3, size=(200, 3))
+    means = np.array([np.mean([diff[s, examples[r]].mean() for s in drawn[r]]) for r in range(200)])
+    low, high = np.percentile(means, [2.5, 97.5])
+    assert vs["bootstrap"] == pytest.approx({"mean_diff": 3.0, "low": low, "high": high,
+                                             "share_le_0": float(np.mean(means <= 0))}, abs=1e-4)
+    assert got["bootstrap"]["over"] == seeds.TWO_LEVEL == \
+        "seeds and examples (two-level bootstrap: seeds, then examples, with replacement)"
+    # wider than the examples-only interval of the seed-averaged differences, which leaves the seeds out
+    examples_only = paired(diff.mean(axis=0), np.zeros(4), **BOOT)
+    assert high - low > examples_only.high - examples_only.low
     # Which models are compared with what: students with the baseline (not itself), all with the teacher.
     assert list(got["vs_baseline"]) == ["vanilla"]
     assert list(got["vs_teacher"]) == ["baseline", "vanilla"]
@@ -70,6 +81,43 @@ def test_paired_differences_per_seed_and_bootstrap_of_seed_averaged_differences(
     assert to_teacher["per_seed"] == {"0": -10.0, "1": -10.0, "2": -10.0} and to_teacher["sd"] == 0.0
     assert to_teacher["bootstrap"]["share_le_0"] == 1.0
     json.dumps(got)  # JSON-able as it is
+
+
+def test_seeds_that_disagree_give_a_wide_interval_where_the_articles_agree():
+    """Per-seed offsets of +5, -5 and 0 on identical per-article scores: the articles agree, the seeds do not.
+    Every interval collect prints (Δ vs the baseline and the teacher, gap closed) must show that spread; an
+    interval over examples alone, of the seed-averaged scores, is [0, 0] here and would claim certainty."""
+    ids = [f"a{i}" for i in range(40)]
+    articles = np.random.default_rng(2).uniform(20, 60, size=40).round(1)
+    offsets = {0: 5.0, 1: -5.0, 2: 0.0}
+
+    def rows(values):
+        return [{"split": "test", "decoding": "beam", "id": i, "rougeL": float(v)} for i, v in zip(ids, values)]
+
+    per_seed = {s: {"baseline": rows(articles), "vanilla": rows(articles + offsets[s]),
+                    "teacher": rows(articles + 20.0)} for s in offsets}
+    got = seeds.collect(per_seed)
+    vs = got["vs_baseline"]["vanilla"]["beam"]["rougeL"]["bootstrap"]
+    assert vs["mean_diff"] == pytest.approx(0.0)
+    assert vs["high"] - vs["low"] > 5.0 and vs["low"] <= -3.0 and vs["high"] >= 3.0
+    to_teacher = got["vs_teacher"]["vanilla"]["beam"]["rougeL"]["bootstrap"]
+    assert to_teacher["high"] - to_teacher["low"] > 5.0
+    gap = got["gap_closed"]["vanilla"]["beam"]["bootstrap"]
+    assert gap["mean"] == pytest.approx(0.0) and gap["high"] - gap["low"] > 25.0  # +25%, -25%, 0% per seed
+    seed_averaged = np.mean([articles + o for o in offsets.values()], axis=0)
+    assert paired(seed_averaged, articles).high - paired(seed_averaged, articles).low == pytest.approx(0.0, abs=1e-9)
+    text = seeds.markdown(got)
+    assert "two-level paired bootstrap over seeds and examples" in text
+
+
+def test_an_older_summary_says_its_intervals_are_over_examples_only():
+    got = seeds.collect(_per_seed(), **BOOT)
+    old = {**got, "bootstrap": {**got["bootstrap"], "over": "examples, of per-example differences averaged over seeds"}}
+    assert seeds.two_level(got) and not seeds.two_level(old)
+    assert "paired bootstrap over examples only" in seeds.markdown(old)
+    assert "two-level" not in seeds.markdown(old)
+    assert seeds.interval_words(old) == "paired bootstrap over articles only, training noise not included"
+    assert seeds.interval_words(got) == "two-level bootstrap over seeds and articles"
 
 
 def test_one_seed_has_no_spread():
@@ -145,7 +193,8 @@ def test_retention_compression_and_speedup():
     text = seeds.markdown(json.loads(json.dumps(got)))
     assert "| Δ rougeL vs teacher | rougeL % of teacher | gap closed | compression | speedup |" in text
     vanilla_row = next(line for line in text.splitlines() if line.startswith("| vanilla |"))
-    assert vanilla_row.endswith("| 80.0% | 30% [23, 33] | 10.00 ± 0.00x | 3.00 ± 1.00x |")
+    # [18, 43] over seeds and examples; over examples alone, of the seed-averaged scores, it was [23, 33]
+    assert vanilla_row.endswith("| 80.0% | 30% [18, 43] | 10.00 ± 0.00x | 3.00 ± 1.00x |")
     baseline_row = next(line for line in text.splitlines() if line.startswith("| baseline |"))
     assert baseline_row.endswith("| 71.4% | – | 10.00 ± 0.00x | – |")
     # the share of the teacher's lead (35 - 25) that vanilla (28) closes: 30%, per seed 3/10, 2/10, 4/10
@@ -206,9 +255,12 @@ def _git(repo, *args):
                           env={**os.environ, **GIT_ENV}).stdout.strip()
 
 
-def _experiment(repo, baseline, seed, models=("teacher", "baseline", "vanilla", "lead3")):
+def _experiment(repo, baseline, seed, models=("teacher", "baseline", "vanilla", "lead3"), vanilla=None, report=None,
+                student_baseline=None):
     """Commit seed's example files on top of `baseline` and point an experiment ref at it, the way
-    `dvc exp run -n seed-<N>` leaves it; the workspace and HEAD stay on `baseline`."""
+    `dvc exp run -n seed-<N>` leaves it; the workspace and HEAD stay on `baseline`. `vanilla` adds keys to
+    vanilla's training summary, `report` to its entry in the report's results; `student_baseline` is the
+    baseline student's training summary (none by default)."""
     _git(repo, "checkout", "-q", "--detach", baseline)
     examples = repo / "benchmark_results" / "examples"
     examples.mkdir(parents=True, exist_ok=True)
@@ -216,12 +268,16 @@ def _experiment(repo, baseline, seed, models=("teacher", "baseline", "vanilla", 
         (examples / f"{model}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(model, seed)))
     for run, seconds in (("teacher", 100.0 + seed), ("student_vanilla", 10.0 * (seed + 1))):  # training cost
         (repo / "dvclive" / run).mkdir(parents=True, exist_ok=True)
+        extra = (vanilla or {}) if run == "student_vanilla" else {}
         (repo / "dvclive" / run / "metrics.json").write_text(json.dumps({"train_seconds": seconds,
-                                                                         "train_tokens": 1000}))
-    report = {"teacher": {"params": 1000, "compression": 1.0, "speedup": 1.0},
-              "vanilla": {"params": 100, "compression": 10.0, "speedup": 2.5},
-              "lead3": {"kind": "lead", "compression": None}}  # the report stage's results
-    (repo / "benchmark_results" / "benchmark_results.json").write_text(json.dumps(report))
+                                                                         "train_tokens": 1000, **extra}))
+    if student_baseline is not None:
+        (repo / "dvclive" / "student_baseline").mkdir(parents=True, exist_ok=True)
+        (repo / "dvclive" / "student_baseline" / "metrics.json").write_text(json.dumps(student_baseline))
+    results = {"teacher": {"params": 1000, "compression": 1.0, "speedup": 1.0},
+               "vanilla": {"params": 100, "compression": 10.0, "speedup": 2.5, **(report or {})},
+               "lead3": {"kind": "lead", "compression": None}}  # the report stage's results
+    (repo / "benchmark_results" / "benchmark_results.json").write_text(json.dumps(results))
     _git(repo, "add", "benchmark_results", "dvclive")
     _git(repo, "commit", "-q", "-m", f"dvc: commit experiment seed-{seed}")
     commit = _git(repo, "rev-parse", "HEAD")
@@ -346,3 +402,68 @@ def test_collect_can_take_one_seed_from_the_committed_run_itself(repo):
     assert written["experiments"]["0"] == {"name": "HEAD (committed run)", "ref": seed0, "commit": seed0}
     assert written["models"] == seeds.collect(_per_seed(), **BOOT)["models"]
     assert seeds.main(["collect", "--seeds", "0", "1", "2", "--out-dir", "out2"]) == 2  # seed-0 is no experiment here
+
+
+# --- training cost, thread counts and convergence ----------------------------------------------
+
+def _summary(seed, **extra):
+    """A student's training summary as the distill stage writes it, with `extra` keys changed."""
+    return {"train_seconds": 100.0 + 10 * seed, "train_tokens": 1000, "best_step": 800 + 100 * seed, "steps": 1000,
+            "step_cap": 1000, "stopped_early": False, "converged": True, "examples_seen": 16000,
+            "teacher_seconds": 0.0, "threads": 2, **extra}
+
+
+def test_runs_trained_with_different_thread_counts_are_not_combined():
+    costs = {s: {"baseline": _summary(s), "vanilla": _summary(s), "teacher": {"threads": 8}} for s in (0, 1, 2)}
+    assert seeds.collect(_per_seed(), **BOOT, costs=costs)["threads"] == 2  # the teacher's own count is not checked
+    costs[1]["vanilla"]["threads"] = 4
+    del costs[2]["baseline"]["threads"]  # an older summary: unrecorded, which is no number
+    with pytest.raises(ConfigError) as error:
+        seeds.collect(_per_seed(), **BOOT, costs=costs)
+    assert ("seeds 0, 1, 2: their students trained with different torch thread counts" in str(error.value)
+            and "2 threads: seed 0 (baseline, vanilla), seed 1 (baseline), seed 2 (vanilla); "
+                "4 threads: seed 1 (vanilla); unrecorded: seed 2 (baseline); rerun them with the same train.threads"
+            in str(error.value))
+    # none recorded (every seed an older run): nothing to compare, and no count claimed
+    old = {s: {"baseline": {"train_seconds": 1.0}, "vanilla": {"train_seconds": 2.0}} for s in (0, 1, 2)}
+    assert seeds.collect(_per_seed(), **BOOT, costs=old)["threads"] is None
+
+
+def test_cost_table_means_over_seeds_and_marks_a_student_that_did_not_converge():
+    costs = {s: {"vanilla": {**_summary(s, converged=s != 1), "charged_teacher_seconds": 60.0 + s},
+                 "baseline": {"threads": 2},  # an older summary: no cost recorded
+                 "teacher": {"train_seconds": 400.0}} for s in (0, 1, 2)}
+    got = seeds.collect(_per_seed(), **BOOT, costs=costs)
+    assert got["cost"]["vanilla"]["best_step"] == {"per_seed": {"0": 800.0, "1": 900.0, "2": 1000.0},
+                                                   "mean": 900.0, "sd": 100.0}
+    assert got["cost"]["vanilla"]["charged_teacher_seconds"]["mean"] == 61.0
+    assert got["converged"] == {"vanilla": {"0": True, "1": False, "2": True}}
+    text = seeds.markdown(json.loads(json.dumps(got)))
+    cost = text.split("### training cost")[1].splitlines()
+    assert "| model | best step | steps | examples seen | train_s | teacher_s |" in cost
+    assert "| vanilla† | 900 ± 100 | 1,000 ± 0 | 16,000 ± 0 | 110 ± 10 | 61 ± 1 |" in cost
+    assert "| baseline | – | – | – | – | – |" in cost
+    assert "| teacher | – | – | – | 400 ± 0 | – |" in cost
+    assert "every student trained with 2 torch threads" in text
+    assert any(line.startswith("| vanilla† | 28.00 ± 0.00 |") for line in text.splitlines())  # every table
+    assert ("† not converged: reached its step cap while still improving on validation (vanilla: seed 1)."
+            in text)
+    assert "†" not in seeds.markdown(seeds.collect(_per_seed(), **BOOT))
+
+
+def test_collect_cli_reads_threads_convergence_and_charged_teacher_work_from_each_experiment(repo, capsys):
+    head = _git(repo, "rev-parse", "HEAD")
+    for s in (0, 1):
+        _experiment(repo, head, s, vanilla={"threads": 2, "converged": s == 0, "best_step": 500, "steps": 900},
+                    report={"charged_teacher_seconds": 30.0}, student_baseline={"threads": 2})
+    assert seeds.main(["collect", "--seeds", "0", "1", "--out-dir", "out", "--resamples", "50"]) == 0
+    written = json.loads((repo / "out" / "seeds.json").read_text())
+    assert written["converged"] == {"vanilla": {"0": True, "1": False}}
+    assert written["cost"]["vanilla"]["steps"]["mean"] == 900 and written["cost"]["vanilla"]["best_step"]["sd"] == 0
+    assert written["cost"]["vanilla"]["charged_teacher_seconds"]["mean"] == 30.0
+    # seed 2's baseline has no summary: unrecorded, against the 2 threads of every other student
+    _experiment(repo, head, 2, vanilla={"threads": 2})
+    assert seeds.main(["collect", "--seeds", "0", "1", "2", "--out-dir", "out2"]) == 2
+    err = capsys.readouterr().err
+    assert "different torch thread counts" in err and "unrecorded: seed 2 (baseline)" in err
+    assert not (repo / "out2").exists()

@@ -9,7 +9,11 @@ typed by hand).
 Each section sits between `<!-- <name>:start (python -m tools.readme) -->` and `<!-- <name>:end -->`:
 
     summary          benchmark_results/seeds.json + benchmark_results.json: the README's short table (test
-                     split, beam, mean ± sd over training seeds) and its two sentences on which method wins
+                     split, beam, mean ± sd over training seeds, training cost) and its two sentences on
+                     which method wins
+    verdict          benchmark_results/seeds.json + seeds_validation/seeds.json: what the numbers say, every
+                     claim computed (the student best on validation, its share of the teacher on test, each
+                     recipe's gap closed with its interval and whether it beats the control)
     seeds            benchmark_results/seeds.json (python -m kd.seeds collect): mean ± sd over training seeds
                      and the paired bootstrap against the baseline and the teacher, test split
     seeds_validation benchmark_results/seeds_validation/seeds.json: the same on the validation split
@@ -45,7 +49,8 @@ from typing import Callable, Mapping
 
 from kd import paths
 from kd.io import atomic_write_text
-from kd.report.results import display_rows, faithfulness_key, headline, markdown_table, with_intervals
+from kd.report.results import (CHARGED, ONE_RUN_INTERVALS, display_rows, faithfulness_key, headline, markdown_table,
+                               not_converged_notes, with_intervals)
 
 RESULTS = paths.BENCHMARK_DIR / "benchmark_results.json"
 SEEDS = paths.BENCHMARK_DIR / "seeds.json"
@@ -66,6 +71,8 @@ def results_table(results_file: Path = RESULTS) -> str:
     results = json.loads(Path(results_file).read_text())
     rows = headline(results, "test")
     table = markdown_table(display_rows(rows, faithfulness_key(rows[0])))
+    table += f"\nIntervals: 95% bootstrap {ONE_RUN_INTERVALS}.\n"
+    table += "".join(f"\n{note}\n" for note in not_converged_notes(rows))
     train = results.get("teacher", {}).get("train_split")
     if train:  # the teacher_generate stage's summaries of the students' labelled set: seqkd targets
         test = results["teacher"]["test"].get(train["decoding"], {})
@@ -86,14 +93,36 @@ def seeds_section(seeds_file: Path = SEEDS) -> str:
     return markdown(json.loads(Path(seeds_file).read_text()))
 
 
+def _cost_cells(r: Mapping, model: str, heuristic: bool) -> dict[str, str]:
+    """A model's training cost over seeds as the README's summary shows it: mean (± sd) of the step of its
+    kept weights, the steps run, the training examples seen, the seconds of optimizer steps and the teacher
+    work charged to it; "–" where its runs did not record one (older summaries) or for a heuristic."""
+    from kd.report import format as fmt
+
+    cost = {} if heuristic else r.get("cost", {}).get(model, {})
+    sd = len(r["seeds"]) > 1
+
+    def cell(key: str, count: bool) -> str:
+        s = cost.get(key)
+        if s is None:
+            return "–"
+        return fmt.count_spread(s["mean"], s["sd"] if sd else None) if count else \
+            fmt.spread(s["mean"], s["sd"] if sd else None, 0)
+
+    return {"best step": cell("best_step", True), "steps": cell("steps", True),
+            "examples seen": cell("examples_seen", True), "train_s": cell("train_seconds", False),
+            "teacher_s": cell(CHARGED, False)}
+
+
 def summary_section(seeds_file: Path = SEEDS, results_file: Path = RESULTS) -> str:
     """The README's short table: one row per model on the test split with the beam decoding, mean ± sd over
-    training seeds, the share of the teacher's lead each student closes, and two sentences on which wins."""
+    training seeds, the share of the teacher's lead each student closes, its training cost, and two
+    sentences on which wins."""
     if not Path(seeds_file).is_file():
         return NO_SEEDS
     from kd.metrics.registry import headline_keys
     from kd.report import format as fmt
-    from kd.seeds import retention
+    from kd.seeds import interval_words, not_converged_footnote, retention, shown_name
 
     r = json.loads(Path(seeds_file).read_text())
     sizes = {}
@@ -120,21 +149,28 @@ def summary_section(seeds_file: Path = SEEDS, results_file: Path = RESULTS) -> s
         speed = r.get("efficiency", {}).get(model, {}).get("speedup")
         g = gap.get(model)
         rows.append({
-            "model": model if model not in heuristics else f"{model} (heuristic)",
+            "model": shown_name(r, model) if model not in heuristics else f"{model} (heuristic)",
             "parameters": f"{sizes[model]:,}" if sizes.get(model) else "–",
             "rougeL": stat(model, "rougeL"),
             "% of teacher": "–" if kept is None else f"{kept:.1f}%",
             "gap closed [95%]": "–" if not g else fmt.percent_interval(g["mean"], g["low"], g["high"]),
             **({faith: stat(model, faith)} if faith else {}),
             "speedup": "–" if not speed else f"{fmt.spread(speed['mean'], speed['sd'])}x",
-            **({"greedy speedup": _greedy_speedup(r, model)} if served else {})})
+            **({"greedy speedup": _greedy_speedup(r, model)} if served else {}),
+            **_cost_cells(r, model, model in heuristics)})
     seeds = ", ".join(map(str, r["seeds"]))
     head = (f"Test split, {r['n_examples']} articles, beam decoding; mean ± sd over training seeds {seeds}. "
-            f"Gap closed: (student − {baseline}) / ({teacher} − {baseline}) in rougeL, with its 95% paired "
-            f"bootstrap interval. Speedup: samples/s over the teacher's, both at beam search"
+            f"Gap closed: (student − {baseline}) / ({teacher} − {baseline}) in rougeL, with its interval "
+            f"({r['bootstrap']['confidence']:.0%} {interval_words(r)}). Speedup: samples/s over the teacher's, "
+            f"both at beam search"
             + ("; greedy speedup: the student decoded greedily (as it is served) over the teacher at beam search, "
-               "timed in the same run" if served else "") + ".\n\n")
+               "timed in the same run" if served else "")
+            + ". Training cost: the step of the kept weights, the steps run, the training examples seen, seconds "
+              "of optimizer steps (train_s) and the teacher work charged to the student (teacher_s: the "
+              "teacher-side stages its recipe reads, and any teacher pass of its own).\n\n")
     text = head + markdown_table(rows)
+    if (footnote := not_converged_footnote(r)) is not None:
+        text += f"\n{footnote}\n"
     if students and gap[students[0]]:
         best, g = students[0], gap[students[0]]
         def mean(model):
@@ -163,6 +199,108 @@ def _greedy_speedup(r: dict, model: str) -> str:
     if not s:
         return "–"
     return f"{fmt.spread(s['mean'], s['sd'])}x (min {min(s['per_seed'].values()):.2f}x)"
+
+
+def _decoding(result: Mapping, model: str, wanted: str = "beam") -> str:
+    blocks = result["models"][model]
+    return wanted if wanted in blocks else next(iter(blocks))
+
+
+def _rouge(result: Mapping, model: str) -> Mapping | None:
+    return result["models"][model][_decoding(result, model)].get("rougeL")
+
+
+def _beats(gap: Mapping, control: str) -> str:
+    """Whether a gap-closed interval puts a recipe above the control, in words."""
+    if gap["low"] > 0:
+        return f"its interval is above 0, so it beats `{control}`"
+    if gap["high"] < 0:
+        return f"its interval is below 0, so it is worse than `{control}`"
+    return f"its interval includes 0, so it does not beat `{control}`"
+
+
+def verdict_section(seeds_file: Path = SEEDS, validation_file: Path = SEEDS_VALIDATION) -> str:
+    """What the numbers say, every number and every claim computed from the seeds summaries: the student
+    best on validation (where the choice is made) and, on test, its share of the teacher's rougeL (mean and
+    lowest seed) and of the teacher's lead over the control; the headroom; each other recipe's gap closed
+    with its interval and whether that interval clears 0; faithfulness; the spread over seeds."""
+    if not Path(seeds_file).is_file():
+        return NO_SEEDS
+    from kd.seeds import interval_words, not_converged_footnote, retention, shown_name, two_level
+
+    r = json.loads(Path(seeds_file).read_text())
+    v = json.loads(Path(validation_file).read_text()) if Path(validation_file).is_file() else None
+    teacher, control = r["teacher"], r["baseline"]
+    heuristics = set(r["heuristics"])
+    students = [m for m in r["models"] if m not in heuristics and m != teacher]
+    recipes = [m for m in students if m != control]
+    decoding = _decoding(r, teacher)
+    gaps = {m: r.get("gap_closed", {}).get(m, {}).get(decoding, {}).get("bootstrap") for m in recipes}
+    conf = f"{r['bootstrap']['confidence']:.0%}"
+
+    def name(m: str) -> str:
+        return f"`{shown_name(r, m)}`"
+
+    def fmt_gap(g: Mapping) -> str:
+        return f"{g['mean']:.0f}% [{g['low']:.0f}, {g['high']:.0f}]"
+
+    lines = [f"Seeds {', '.join(map(str, r['seeds']))}; {r['split']} split ({r['n_examples']} articles), {decoding} "
+             f"decoding, rougeL unless said; intervals: {conf} {interval_words(r)}.", ""]
+    chooser = v if v is not None and all(m in v["models"] for m in students) else None
+    by = chooser or r
+    best = max(students, key=lambda m: _rouge(by, m)["mean"] if _rouge(by, m) else float("-inf"))
+    where = (f"the best student on validation (rougeL {_rouge(by, best)['mean']:.2f} there, mean over seeds)"
+             if chooser else f"the best student on {r['split']} (no validation seeds collected)")
+    t_mean = _rouge(r, teacher)
+    kept = retention(r, best, _decoding(r, best))
+    mine = _rouge(r, best)
+    per_seed = [100.0 * mine["per_seed"][s] / t_mean["per_seed"][s] for s in mine["per_seed"]
+                if t_mean["per_seed"].get(s)]
+    sentence = f"- **Best:** {name(best)} is {where}."
+    if kept is not None and per_seed:
+        sentence += (f" On {r['split']} it keeps {kept:.1f}% of the teacher's rougeL ({mine['mean']:.2f} against "
+                     f"{t_mean['mean']:.2f}; lowest seed {min(per_seed):.1f}%)")
+        if best == control:
+            sentence += f"; it is the control, so no recipe beats `{control}` there."
+        elif gaps.get(best):
+            sentence += (f" and closes {fmt_gap(gaps[best])} of the teacher's lead over the label-only "
+                         f"`{control}` ({_beats(gaps[best], control)}).")
+        else:
+            sentence += "."
+    lines.append(sentence)
+    lead = r.get("vs_teacher", {}).get(control, {}).get(decoding, {}).get("rougeL", {}).get("bootstrap")
+    if lead:
+        lines.append(f"- **Headroom:** the teacher leads `{control}` by {-lead['mean_diff']:.2f} rougeL "
+                     f"[{-lead['high']:.2f}, {-lead['low']:.2f}] ({t_mean['mean']:.2f} against "
+                     f"{_rouge(r, control)['mean']:.2f}).")
+    others = sorted((m for m in recipes if m != best and gaps.get(m)), key=lambda m: -gaps[m]["mean"])
+    if others:
+        lines.append("- **Against the control:** " + "; ".join(
+            f"{name(m)} closes {fmt_gap(gaps[m])} of the gap ({_beats(gaps[m], control)})" for m in others) + ".")
+    scored = [m for m in recipes if gaps.get(m)]
+    if scored:
+        above = [m for m in scored if gaps[m]["low"] > 0]
+        behind = [m for m in scored if gaps[m]["low"] <= 0]
+        count = ("every recipe beats" if not behind else f"{len(above)} of {len(scored)} recipes beat")
+        lines.append(f"- **In all:** {count} `{control}` with an interval above 0"
+                     + (f"; {', '.join(f'`{m}`' for m in behind)} "
+                        f"{'does' if len(behind) == 1 else 'do'} not." if behind else "."))
+    faith = next((k for k in ("fact_precision", "entity_precision") if k in r["models"][teacher][decoding]), None)
+    if faith:
+        order = sorted((m for m in [teacher, *students] if faith in r["models"][m][_decoding(r, m)]),
+                       key=lambda m: -r["models"][m][_decoding(r, m)][faith]["mean"])
+        lines.append(f"- **Faithfulness** (`{faith}`, mean over seeds): " + ", ".join(
+            f"{'the teacher' if m == teacher else name(m)} {r['models'][m][_decoding(r, m)][faith]['mean']:.2f}"
+            for m in order) + ".")
+    spreads = {m: _rouge(r, m)["sd"] for m in students if _rouge(r, m) and _rouge(r, m)["sd"] is not None}
+    if spreads:
+        widest = max(spreads, key=spreads.get)
+        lines.append(f"- **Spread:** over seeds a student's rougeL has a standard deviation of up to "
+                     f"{spreads[widest]:.2f} points ({name(widest)}); the intervals above "
+                     f"{'include' if two_level(r) else 'do not include'} this training noise.")
+    if (footnote := not_converged_footnote(r)) is not None:
+        lines += ["", footnote]
+    return "\n".join(lines) + "\n"
 
 
 def cnndm_table(lead_file: Path = CNNDM) -> str:
@@ -363,6 +501,8 @@ SECTIONS: dict[str, Callable[[Path], str]] = {
     "summary": lambda d: summary_section(d / SEEDS.relative_to(paths.BENCHMARK_DIR),
                                          d / RESULTS.relative_to(paths.BENCHMARK_DIR)),
     "seeds": lambda d: seeds_section(d / SEEDS.relative_to(paths.BENCHMARK_DIR)),
+    "verdict": lambda d: verdict_section(d / SEEDS.relative_to(paths.BENCHMARK_DIR),
+                                         d / SEEDS_VALIDATION.relative_to(paths.BENCHMARK_DIR)),
     "seeds_validation": lambda d: seeds_section(d / SEEDS_VALIDATION.relative_to(paths.BENCHMARK_DIR)),
     "results": lambda d: results_table(d / RESULTS.relative_to(paths.BENCHMARK_DIR)),
     "cnndm": lambda d: cnndm_table(d / CNNDM.relative_to(paths.BENCHMARK_DIR)),
@@ -375,7 +515,7 @@ SECTIONS: dict[str, Callable[[Path], str]] = {
 # document -> the generated sections it must hold
 DOCUMENTS: dict[Path, tuple[str, ...]] = {
     Path("README.md"): ("summary",),
-    Path("docs/results.md"): ("seeds", "seeds_validation", "results", "cnndm"),
+    Path("docs/results.md"): ("seeds", "seeds_validation", "verdict", "results", "cnndm"),
     Path("docs/real-job.md"): ("real_job",),
     Path("docs/real_scale.md"): ("rehearsal",),
     Path("docs/serving.md"): ("serve", "int8"),

@@ -30,6 +30,12 @@ def spread(mean: float, sd: Optional[float], digits: int = 2) -> str:
     return f"{mean:.{digits}f}" if sd is None else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
+def count_spread(mean: float, sd: Optional[float]) -> str:
+    """`2,450 ± 300` (a count's mean ± standard deviation, whole numbers with thousands separators), or the
+    mean alone without a deviation."""
+    return f"{mean:,.0f}" if sd is None else f"{mean:,.0f} ± {sd:,.0f}"
+
+
 def with_interval(value: float, low: Optional[float], high: Optional[float], digits: int = 2) -> str:
     """`39.19 [37.20, 41.10]`, or the value alone without an interval."""
     if low is None:

@@ -3,10 +3,15 @@ side, as JSON, a CSV table, a text report and plots.
 
 A model's results (`gather`) are its kind ("teacher", "student" or "baseline-heuristic"), its cost
 (params, size_mb from benchmark_results/quality/<model>.json; samples_per_s, ms_per_sample, peak_mem_mb
-from benchmark_results/speed.json; train_seconds, train_tokens from its dvclive summary; compression and
-speedup relative to the teacher) and, per split and decoding, its scores with intervals, retention
-relative to the teacher and the paired bootstrap of its per-example differences to the baseline student
-and to the teacher. Any cost may be missing (lead-3 has no parameters and no speed).
+from benchmark_results/speed.json; COST_FIELDS and RUN_FLAGS from its dvclive summary; compression and
+speedup relative to the teacher; for a student, the teacher work charged to it, `charge_teacher_work`)
+and, per split and decoding, its scores with intervals, retention relative to the teacher and the paired
+bootstrap of its per-example differences to the baseline student and to the teacher. Any cost may be
+missing (lead-3 has no parameters and no speed; an older training summary has fewer fields).
+
+Every interval here is from one training run, so it is over articles only: it says how much a score
+could move on another test set, not on another training seed (kd.seeds has those). The report says so
+wherever it prints one.
 All writes go through `kd.io`, so an interrupted stage leaves no half-written file.
 """
 
@@ -19,6 +24,7 @@ from numbers import Real
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from kd import paths
 from kd.errors import ConfigError
 from kd.report import format as fmt
 from kd.io import atomic_file, atomic_write_json, atomic_write_text
@@ -39,6 +45,17 @@ TABLE_CSV = "comparison_table.csv"
 REPORT_TXT = "benchmark_report.txt"
 SCORES_PNG = "scores.png"
 SPEED_PNG = "quality_vs_speed.png"
+
+# What a single run's intervals are over: said beside every one the report, README and docs print.
+ONE_RUN_INTERVALS = "over articles only (one training run; training noise is not in them)"
+# A model whose training summary says converged: false is marked in every table, with this footnote.
+NOT_CONVERGED_MARK = "†"
+NOT_CONVERGED_NOTE = "† not converged: reached its step cap while still improving on validation"
+
+
+def marked(name: str, converged: Any) -> str:
+    """`name`, or `name†` when its training summary says it did not converge (False; None is unknown)."""
+    return f"{name}{NOT_CONVERGED_MARK}" if converged is False else name
 
 
 def _ratio(numerator: Any, denominator: Any) -> float | None:
@@ -138,20 +155,24 @@ def render_report(
     max_examples: int = 3,
     article_chars: int = 400,
     host: Mapping[str, Any] | None = None,
+    notes: Sequence[str] = (),
 ) -> str:
-    """The text report: the titled tables, decoding parameters, where speed was measured (`host`, the
-    speed stage's host block) and a few examples, one model per line."""
+    """The text report: the titled tables, their footnotes (`notes`), decoding parameters, where speed
+    was measured (`host`, the speed stage's host block) and a few examples, one model per line."""
     parts = [
         "Benchmark report",
         "================",
         "",
         "Scores: ROUGE F1, BLEU and faithfulness x100 (see docs/metrics.md); [low, high] is a 95% bootstrap "
-        "interval over examples; Δ vs baseline is the paired bootstrap of the per-example difference, with "
-        "the share of resamples <= 0; speed: the median of interleaved rounds (see Speed).",
+        f"interval {ONE_RUN_INTERVALS}; Δ vs baseline is the paired bootstrap of the per-example difference, "
+        "with the share of resamples <= 0, also over articles only; speed: the median of interleaved rounds "
+        "(see Speed).",
         "",
     ]
     for title, rows in tables:
         parts += [title, "-" * len(title), format_table(rows)]
+    if notes:
+        parts += [*notes, ""]
     parts += [
         "Decoding",
         "--------",
@@ -239,37 +260,53 @@ def plot_scores(rows: Sequence[Row], path: str) -> None:
         plt.close(fig)
 
 
+def draw_quality_vs_speed(ax, rows: Sequence[Row]) -> int:
+    """Draw ROUGE-L against samples/s (log x) on `ax`: every model that has both gets a filled point (its
+    headline decoding, beam) labelled with its name; a student timed greedy as well gets a hollow point
+    there (how it is served), in the same colour, labelled too and joined to its beam point. The legend
+    (one entry per model, plus what filled and hollow mean) sits outside the axes, so it hides no point.
+    Returns the number of models drawn."""
+    points = [row for row in rows if row.get("samples_per_s") and row.get("rougeL") is not None]
+    if not points:
+        return 0
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab10" if len(points) <= 10 else "tab20"]  # a colour per model
+    greedy_any = False
+    for i, row in enumerate(points):
+        color = colors(i % colors.N)
+        name = marked(str(row["model"]), row.get("converged"))
+        ax.scatter(row["samples_per_s"], row["rougeL"], s=40, color=color, label=name, zorder=3)
+        ax.annotate(name, (row["samples_per_s"], row["rougeL"]), textcoords="offset points", xytext=(5, 4),
+                    fontsize="x-small")
+        if row.get("greedy_samples_per_s") and row.get("rougeL_greedy") is not None:
+            greedy_any = True
+            ax.plot([row["samples_per_s"], row["greedy_samples_per_s"]], [row["rougeL"], row["rougeL_greedy"]],
+                    color=color, alpha=0.4, lw=1, zorder=2)
+            ax.scatter(row["greedy_samples_per_s"], row["rougeL_greedy"], s=40, facecolors="none",
+                       edgecolors=[color], linewidths=1.5, zorder=3)
+            ax.annotate(f"{name} greedy", (row["greedy_samples_per_s"], row["rougeL_greedy"]),
+                        textcoords="offset points", xytext=(5, -9), fontsize="x-small")
+    ax.scatter([], [], s=40, color="grey", label="filled: headline decoding (beam)")
+    if greedy_any:
+        ax.scatter([], [], s=40, facecolors="none", edgecolors="grey", label="hollow: greedy (served)")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    ax.set_xscale("log")
+    ax.margins(x=0.15, y=0.08)
+    return len(points)
+
+
 def plot_quality_vs_speed(rows: Sequence[Row], path: str) -> None:
-    """Scatter of ROUGE-L against samples/s (log x), one labelled point per model that has both; a
-    student timed greedy as well gets a hollow point there (how it is served), joined to its beam point."""
+    """The quality-vs-speed chart (draw_quality_vs_speed) as an image; with no timed model, a figure that
+    says so (DVC expects the output to exist)."""
     plt = _pyplot()
-    points = [row for row in rows
-              if row.get("samples_per_s") and row.get("rougeL") is not None]
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
     try:
-        if points:
-            for row in points:
-                dot = ax.scatter(row["samples_per_s"], row["rougeL"], s=40)
-                ax.annotate(str(row["model"]), (row["samples_per_s"], row["rougeL"]),
-                            textcoords="offset points", xytext=(5, 4), fontsize="small")
-                if row.get("greedy_samples_per_s") and row.get("rougeL_greedy") is not None:
-                    color = dot.get_facecolor()[0]
-                    ax.plot([row["samples_per_s"], row["greedy_samples_per_s"]], [row["rougeL"], row["rougeL_greedy"]],
-                            color=color, alpha=0.4, lw=1)
-                    ax.scatter(row["greedy_samples_per_s"], row["rougeL_greedy"], s=40, facecolors="none",
-                               edgecolors=[color])
-            if any(row.get("greedy_samples_per_s") for row in points):
-                ax.scatter([], [], s=40, facecolors="none", edgecolors="grey", label="student, greedy (served)")
-                ax.scatter([], [], s=40, color="grey", label="headline decoding (beam)")
-                ax.legend(fontsize="small", loc="lower right")
-            ax.set_xscale("log")
-        else:
-            # Still write a figure: DVC expects the output to exist.
-            ax.text(0.5, 0.5, "no speed measurements", ha="center", va="center",
-                    transform=ax.transAxes)
+        if not draw_quality_vs_speed(ax, rows):
+            ax.text(0.5, 0.5, "no speed measurements", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("samples / s (log scale)")
         ax.set_ylabel("ROUGE-L F1 x100")
-        ax.set_title("Quality vs speed")
+        ax.set_title("Quality vs speed (test)")
         ax.grid(alpha=0.3, which="both")
         _save(fig, path)
     finally:
@@ -349,8 +386,19 @@ def plot_curves(live_dir: Path, models: Sequence[str], out_dir: Path, *, teacher
 
 # ----------------------------------------------------------------------------- the report stage
 
-# Training cost, from the training stage's dvclive summary.
-COST_FIELDS = ("train_seconds", "train_tokens")
+# Training cost, from the training stage's dvclive summary: seconds of optimizer steps and real tokens
+# trained on, the optimizer step of the kept weights, the steps run and the cap, the training examples
+# seen (steps x batch x grad_accum x processes), seconds of a one-off teacher pass inside the stage (0 if
+# none) and the torch threads it trained with. An older summary lacks some: they are None, shown as "-".
+COST_FIELDS = ("train_seconds", "train_tokens", "best_step", "steps", "step_cap", "examples_seen",
+               "teacher_seconds", "threads")
+# Yes/no facts of the same summary: validation patience ended the run; it converged (None: unknown).
+RUN_FLAGS = ("stopped_early", "converged")
+# The teacher work charged to a student, in seconds: `charge_teacher_work`.
+CHARGED = "charged_teacher_seconds"
+# The teacher-side stages a recipe may read, with the recipe key and value that mean it reads them.
+TEACHER_STAGES = {"teacher_generate": ("targets", paths.TEACHER_TARGETS_DIR),
+                  "teacher_outputs": ("teacher_input", paths.TEACHER_OUTPUTS_DIR)}
 METRICS_JSON = "metrics.json"
 CURVES_DIR = "curves"
 
@@ -444,7 +492,7 @@ def gather(*, students: Sequence[str], lead: str, quality_dir: Path, examples_di
            live_dir: Path, ids: Mapping[str, Sequence[str]], teacher: str = "teacher",
            baseline: str | None = "baseline") -> tuple[dict[str, dict[str, Any]], dict, dict[str, Any] | None]:
     """(results, examples, host): every model's results in one nested dict: {model: {kind, params, size_mb, samples_per_s, ...,
-    train_seconds, train_tokens, <split>: {<decoding>: {metrics, retention_<rouge>, vs_baseline: {...},
+    COST_FIELDS, RUN_FLAGS, <split>: {<decoding>: {metrics, retention_<rouge>, vs_baseline: {...},
     vs_teacher: {...}}}}}.
 
     The teacher first, then `students` in order, then the `lead` heuristic. Retention is relative to the
@@ -531,11 +579,77 @@ def train_split_block(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _training_cost(live_dir: Path, name: str, teacher: str) -> dict[str, Any]:
-    """train_seconds and train_tokens from dvclive/<teacher | student_name>/metrics.json (None when the
-    run did not record them)."""
+    """COST_FIELDS and RUN_FLAGS from dvclive/<teacher | student_name>/metrics.json (None when the run did
+    not record one: an older summary, or none at all)."""
     path = Path(live_dir) / live_run(name, teacher) / "metrics.json"
     summary = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    return {key: summary.get(key) for key in COST_FIELDS}
+    cost = {key: summary.get(key) if _is_number(summary.get(key)) else None for key in COST_FIELDS}
+    return cost | {key: summary.get(key) if isinstance(summary.get(key), bool) else None for key in RUN_FLAGS}
+
+
+def stage_seconds(summary: Mapping[str, Any] | None, manifest: Mapping[str, Any] | None) -> float | None:
+    """A teacher-side stage's wall time: `seconds` from its cost summary (dvclive/<stage>/metrics.json),
+    else the top-level `seconds` of its output's manifest; None (unknown) when neither has it (older
+    files)."""
+    for source in (summary or {}, manifest or {}):
+        if _is_number(source.get("seconds")):
+            return float(source["seconds"])
+    return None
+
+
+def teacher_charge(recipe: Mapping[str, Any] | None, own: float | None,
+                   stages: Mapping[str, float | None]) -> dict[str, Any]:
+    """The teacher work a student costs, in seconds: the wall time of each teacher-side stage whose output
+    its resolved recipe reads (teacher_generate for `targets: data/teacher_targets`, teacher_outputs for
+    `teacher_input: data/teacher_outputs`; each reader is charged the whole stage, since each would need
+    it alone), plus its own one-off teacher pass (`own`, the summary's teacher_seconds; a live teacher's
+    per-batch work is already in its train_seconds). Returns {CHARGED: total, "teacher_charge": {part:
+    seconds}}; the total is None (unknown) when the recipe or any part is."""
+    if recipe is None:
+        return {CHARGED: None, "teacher_charge": {}}
+    parts: dict[str, float | None] = {}
+    for stage, (key, artifact) in TEACHER_STAGES.items():
+        if recipe.get(key) is not None and Path(str(recipe[key])) == artifact:
+            parts[stage] = stages.get(stage)
+    parts["own"] = own
+    total = None if any(v is None for v in parts.values()) else round(sum(parts.values()), 1)
+    return {CHARGED: total, "teacher_charge": parts}
+
+
+# kd.students.recipe.RECIPE_FILE, the resolved recipe beside a student's weights; not imported from there,
+# since that module (losses, training) would join this stage's import closure and so its deps.
+RECIPE_JSON = "recipe.json"
+
+
+def _optional_json(path: Path | None, hint: str) -> dict | None:
+    """The JSON object at `path`, None when there is no such file; a file that is not one is an error."""
+    if path is None or not Path(path).is_file():
+        return None
+    return _read_json_file(Path(path), "", hint)
+
+
+def read_teacher_stages(live_dir: Path, manifests: Mapping[str, Path | None]) -> dict[str, float | None]:
+    """Each teacher-side stage's wall time (stage_seconds): from its cost summary <live_dir>/<stage>/metrics.json,
+    else from its output's manifest (`manifests[stage]`); None when unknown."""
+    return {stage: stage_seconds(_optional_json(Path(live_dir) / stage / "metrics.json", f"run `dvc repro {stage}`"),
+                                 _optional_json(manifests.get(stage), f"run `dvc repro {stage}`"))
+            for stage in TEACHER_STAGES}
+
+
+def read_recipe(models_dir: Path, name: str) -> dict | None:
+    """models/student_<name>/recipe.json, the recipe the student was trained with; None without one."""
+    return _optional_json(Path(models_dir) / paths.student_dir(name).name / RECIPE_JSON,
+                          f"run `dvc repro distill@{name}`")
+
+
+def charge_teacher_work(results: dict[str, dict[str, Any]], recipes: Mapping[str, Mapping[str, Any] | None],
+                        stages: Mapping[str, float | None]) -> None:
+    """Add `teacher_charge` (kd.report.results.teacher_charge) to every student of `results`, from its
+    recipe (`recipes[name]`: its recipe.json, or at least `targets` and `teacher_input`) and the teacher
+    stages' wall times (`stages`: name -> seconds, None when unknown)."""
+    for name, entry in results.items():
+        if entry["kind"] == "student":
+            entry.update(teacher_charge(recipes.get(name), entry.get("teacher_seconds"), stages))
 
 
 def _clean(value: Any) -> Any:
@@ -633,16 +747,30 @@ def gap_cell(row: Mapping[str, Any]) -> str:
     return fmt.percent_interval(row["gap_closed"], row["gap_closed_low"], row["gap_closed_high"])
 
 
+def cost_cells(r: Mapping[str, Any]) -> dict[str, Any]:
+    """A model's training cost as the tables show it: the step of its kept weights, steps run, training
+    examples seen, seconds of optimizer steps, and the teacher work charged to it (None where unknown)."""
+    return {"best step": r.get("best_step"), "steps": r.get("steps"), "examples seen": r.get("examples_seen"),
+            "train_s": r.get("train_seconds"), "teacher_s": r.get(CHARGED)}
+
+
+def not_converged_notes(rows: Sequence[Row]) -> list[str]:
+    """The footnote of the mark `marked` puts on a model that did not converge, when a row has one."""
+    return [NOT_CONVERGED_NOTE] if any(r.get("converged") is False for r in rows) else []
+
+
 def display_rows(rows: Sequence[Row], faithfulness: str) -> list[dict[str, Any]]:
-    """The headline rows as the report and README show them: intervals and differences as text."""
-    return [{"model": r["model"], "decoding": r["decoding"], "rougeL [95% CI]": with_intervals(r, "rougeL"),
+    """The headline rows as the report and README show them: intervals and differences as text, a model
+    that did not converge marked (`marked`), its training cost last."""
+    return [{"model": marked(r["model"], r.get("converged")), "decoding": r["decoding"],
+             "rougeL [95% CI]": with_intervals(r, "rougeL"),
              "rouge1": r.get("rouge1"), "rouge2": r.get("rouge2"), "rougeLsum": r.get("rougeLsum"),
              "rougeL greedy": r.get("rougeL_greedy"), faithfulness: r.get(faithfulness),
              **({"fact_recall": r.get("fact_recall")} if faithfulness == "fact_precision" else {}),
              "Δ rougeL vs baseline": diff_cell(r, "rougeL_vs_baseline"),
              "gap closed": gap_cell(r),
              "params": r.get("params"), "compression": r.get("compression"), "speedup": r.get("speedup"),
-             "train_s": r.get("train_seconds")}
+             **cost_cells(r)}
             for r in rows]
 
 
@@ -666,15 +794,18 @@ def write_benchmark(out_dir: Path, results: Mapping[str, Mapping[str, Any]], exa
     test_rows = headline(results, "test")
     faithful = faithfulness_key(test_rows[0])
     val_rows = headline(results, "validation")
-    tables = [("Test split", display_rows(test_rows, faithful)),
-              ("Validation split (what experiments compare)", display_rows(val_rows, faithful)),
+    tables = [("Test split (one training run: intervals over articles only)", display_rows(test_rows, faithful)),
+              ("Validation split (what experiments compare; intervals over articles only)",
+               display_rows(val_rows, faithful)),
               ("Faithfulness and shape (test)", [
-                  {"model": r["model"], **{k: r.get(k) for k in ("entity_precision", "fact_precision", "fact_recall",
-                                                                  "novel_bigram_pct", "repeated_trigram_pct", "length")
-                                           if any(k in x for x in test_rows)}} for r in test_rows])]
+                  {"model": marked(r["model"], r.get("converged")),
+                   **{k: r.get(k) for k in ("entity_precision", "fact_precision", "fact_recall",
+                                            "novel_bigram_pct", "repeated_trigram_pct", "length")
+                      if any(k in x for x in test_rows)}} for r in test_rows])]
     if any("speedup_greedy" in r for r in test_rows):  # each student served greedy vs the teacher at beam
         tables.append(("Served (test): each student greedy against the teacher at its headline decoding", [
-            {"model": r["model"], "rougeL beam": r.get("rougeL"), "rougeL greedy": r.get("rougeL_greedy"),
+            {"model": marked(r["model"], r.get("converged")), "rougeL beam": r.get("rougeL"),
+             "rougeL greedy": r.get("rougeL_greedy"),
              "% of teacher rougeL": r.get("retention_greedy"), "speedup greedy": r.get("speedup_greedy"),
              "speedup same decoding": r.get("speedup"), "samples/s greedy": r.get("greedy_samples_per_s")}
             for r in test_rows if "speedup_greedy" in r]))
@@ -684,7 +815,8 @@ def write_benchmark(out_dir: Path, results: Mapping[str, Mapping[str, Any]], exa
             primary_decoding(results[teacher]["test"])]
         tables.append(("Teacher: its summaries of the students' labelled set (the seqkd targets) vs its test summaries", [
             {"split": split, **{k: m.get(k) for k in ROUGE_KEYS}} for split, m in (("train", train), ("test", test))]))
-    write_report(str(out_dir / REPORT_TXT), tables, examples, decoding, max_examples=max_examples, host=host)
+    write_report(str(out_dir / REPORT_TXT), tables, examples, decoding, max_examples=max_examples, host=host,
+                 notes=not_converged_notes(test_rows))
     plot_scores(test_rows, str(out_dir / SCORES_PNG))
     plot_quality_vs_speed(test_rows, str(out_dir / SPEED_PNG))
     if live_dir is not None:

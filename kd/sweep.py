@@ -1,6 +1,6 @@
 """A sweep's table: the validation metrics of every model in a set of DVC experiments.
 
-    dvc exp run --queue -n sw-vanilla-t2 -S kd.students.vanilla.losses.logit.temperature=2.0
+    dvc exp run --queue -n sw-logit-t2 -S kd.students.seqkd_logit.losses.logit.temperature=2.0
     ...                                             # one experiment per configuration, then `dvc queue start`
     python -m kd.sweep --prefix sw-                 # benchmark_results/sweep/sweep.json and sweep.md
 

@@ -10,13 +10,18 @@ Different head counts are reconciled by `heads`:
          compare each student head with its group's mean (teacher heads divisible by student heads).
 Needs eager attention: SDPA returns no attention weights.
 
-In params.yaml (the shipped `attention` recipe; a missing setting takes its `AttentionSettings` default):
+With `targets: data/tokenized` alone (the references) it is the labels-only `attention` recipe of
+docs/methods.md.
+
+In params.yaml (the shipped `seqkd_attention` recipe; a missing setting takes its `AttentionSettings` default):
 
     kd:
       students:
-        attention:
+        seqkd_attention:
           teacher_input: models/teacher  # a live teacher: the teacher_outputs cache holds logits only
-          targets: data/tokenized
+          targets: data/teacher_targets  # the teacher's summaries, beside the references
+          target_splits: [train, unlabeled]
+          with_references: true
           label_weight: 1.0
           losses:
             attention:

@@ -6,13 +6,18 @@ Student states pass through a learned linear projection to the teacher's width (
 widths match), then MSE (or 1 - cosine) against the teacher's states, averaged over real tokens.
 Hidden state 0 is the embedding output; state k > 0 is the output of layer k-1.
 
-In params.yaml (the shipped `feature` recipe; a missing setting takes its `FeatureSettings` default):
+With `targets: data/tokenized` alone (the references) it is the labels-only `feature` recipe of
+docs/methods.md.
+
+In params.yaml (the shipped `seqkd_feature` recipe; a missing setting takes its `FeatureSettings` default):
 
     kd:
       students:
-        feature:
+        seqkd_feature:
           teacher_input: models/teacher  # a live teacher: the teacher_outputs cache holds logits only
-          targets: data/tokenized
+          targets: data/teacher_targets  # the teacher's summaries, beside the references
+          target_splits: [train, unlabeled]
+          with_references: true
           label_weight: 1.0
           losses:
             feature:

@@ -25,7 +25,9 @@ from torch's global RNG at its first use, which kd.training.loop seeds with `tra
 the sampled sequences live (a recipe with gkd must use `teacher_input: models/teacher`). The recipe's
 `label_weight` applies to the batch's own targets, never to the student's samples.
 
-In params.yaml (the shipped `gkd` recipe; a missing setting takes its `GKDSettings` default):
+No default recipe uses this loss; docs/methods.md documents this labels-only recipe.
+
+In params.yaml (the documented `gkd` recipe; a missing setting takes its `GKDSettings` default):
 
     kd:
       students:

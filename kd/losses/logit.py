@@ -5,25 +5,32 @@ KL(teacher || student) between temperature-softened token distributions, over re
 only, scaled by T^2 so its gradient magnitude does not shrink as T grows.
 
 The teacher side is either its full logits (a live forward pass, `teacher_input: models/teacher`) or
-its cached top-k logits (`kd.teacher.cache.TopK`, from the teacher_outputs stage,
-`teacher_input: data/teacher_outputs`); the latter uses `cached_kl`, a KL over the stored tokens plus
-one tail bin. The cache gives the tail bin's teacher mass exactly at every temperature listed in
-`teacher_outputs.temperatures` (a recipe at another temperature is refused), so the only remaining
-approximation is merging the tail tokens into one bin, which can only lower the KL (see
-kd/teacher/cache.py).
+its cached top-k logits (`kd.teacher.cache.TopK`): from the teacher_outputs stage (`teacher_input:
+data/teacher_outputs`, the references' tokens), or from the recipe's own pass over its training set
+(`teacher_pass: once`). The latter two use `cached_kl`, a KL over the stored tokens plus one tail bin.
+The cache gives the tail bin's teacher mass exactly at the temperatures it was made for (the
+teacher_outputs stage: `teacher_outputs.temperatures`, a recipe at another temperature is refused; a
+recipe's own pass: 1.0 and its own), so the only remaining approximation is merging the tail tokens
+into one bin, which can only lower the KL (see kd/teacher/cache.py).
 
-In params.yaml (the shipped `vanilla` recipe; a missing setting takes its `LogitSettings` default):
+The labels-only `vanilla` recipe of docs/methods.md reads `teacher_input: data/teacher_outputs` with
+`targets: data/tokenized` instead of the teacher's pass and summaries below.
+
+In params.yaml (the shipped `seqkd_logit` recipe; a missing setting takes its `LogitSettings` default):
 
     kd:
       students:
-        vanilla:
-          teacher_input: data/teacher_outputs  # the cached top-k logits; models/teacher for a live teacher
-          targets: data/tokenized              # the cache's rows belong to the reference tokens
+        seqkd_logit:
+          teacher_input: models/teacher        # the teacher, run once by the stage (teacher_pass below)
+          teacher_pass: once                   # its top-k logits over this recipe's own training set
+          targets: data/teacher_targets        # the teacher's summaries, beside the references
+          target_splits: [train, unlabeled]
+          with_references: true
           label_weight: 0.7                    # the label cross-entropy's weight
           losses:
             logit:
               weight: 0.3
-              temperature: 1.0                 # with the cache, one of teacher_outputs.temperatures
+              temperature: 1.0                 # with data/teacher_outputs, one of teacher_outputs.temperatures
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ def test_every_student_is_a_stage_whose_teacher_dep_is_what_its_recipe_reads():
 
 def test_teacher_outputs_depends_on_teacher_and_data_only():
     stage = dvc_yaml()["stages"]["teacher_outputs"]
-    assert stage["params"] == ["teacher_outputs"]  # no student or kd key can rerun it
+    assert stage["params"] == ["teacher_outputs", "train.threads"]  # no student or kd key can rerun it
     assert {str(paths.TEACHER_DIR), str(paths.TOKENIZED_DIR), str(paths.TOKENIZER_DIR)} <= set(stage["deps"])
     assert f"--out {paths.TEACHER_OUTPUTS_DIR}" in stage["cmd"]
     assert [str(paths.TEACHER_OUTPUTS_DIR)] == stage["outs"]

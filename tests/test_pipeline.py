@@ -17,9 +17,13 @@ from conftest import ROOT
 
 DVC = [sys.executable, "-m", "dvc"]
 COPY = ("kd", "stages", "dvc.yaml", ".dvcignore")
-STUDENTS = ("baseline", "vanilla", "feature", "attention", "seqkd", "gkd", "seqkd_attention")
-SEQKD_ATTENTION = {"teacher_input": "models/teacher", "targets": "data/teacher_targets", "label_weight": 1.0,
-                   "losses": {"attention": {"weight": 1.0}}}
+# The default's five students plus two documented labels-only recipes the default does not train: logit KD
+# from the teacher_outputs cache, and on-policy gkd.
+STUDENTS = ("baseline", "seqkd", "seqkd_logit", "seqkd_feature", "seqkd_attention", "vanilla", "gkd")
+EXTRA = {"vanilla": {"teacher_input": "data/teacher_outputs", "targets": "data/tokenized", "label_weight": 0.7,
+                     "losses": {"logit": {"weight": 0.3, "temperature": 1.0}}},
+         "gkd": {"teacher_input": "models/teacher", "targets": "data/tokenized", "label_weight": 1.0,
+                 "losses": {"gkd": {"weight": 1.0, "lmbda": 0.25}}}}
 
 
 def sh(cmd, cwd, check=True):
@@ -53,13 +57,14 @@ def repo(tmp_path_factory):
             shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(src, repo / name)
-    # The shipped quick profile on the shipped params.yaml, as a user runs it, plus one combined recipe
-    # (the teacher's summaries with the attention loss) that the default does not train.
+    # The shipped quick profile on the shipped params.yaml, as a user runs it, plus two labels-only recipes
+    # that the default does not train.
     from kd import profile
 
     shutil.copy(ROOT / "params.yaml", repo / "params.yaml")
     profile.apply("quick", repo / "params.yaml")
-    set_param(repo, "kd.students.seqkd_attention", SEQKD_ATTENTION)
+    for name, recipe in EXTRA.items():
+        set_param(repo, f"kd.students.{name}", recipe)
     sh(["git", "init", "-q"], repo)
     sh(["git", "config", "user.email", "t@example.com"], repo)
     sh(["git", "config", "user.name", "test"], repo)
@@ -115,7 +120,12 @@ def test_repro_runs_every_stage_and_writes_the_outputs(repo):
     assert (path / "logs" / "train_teacher.log").is_file()
     # the vanilla student learned from the cached teacher outputs, the others from the live teacher
     assert "logit KD from cached teacher outputs" in (path / "logs" / "distill_vanilla.log").read_text()
-    assert "cached teacher outputs" not in (path / "logs" / "distill_feature.log").read_text()
+    assert "cached teacher outputs" not in (path / "logs" / "distill_seqkd_feature.log").read_text()
+    # seqkd_logit's teacher ran once over its own training set (references and summaries), and that
+    # pass, like teacher_generate's, is charged to it in the report
+    assert "teacher's top-64 over 80 training examples" in (path / "logs" / "distill_seqkd_logit.log").read_text()
+    assert json.loads((path / "dvclive" / "teacher_generate" / "metrics.json").read_text())["seconds"] > 0
+    assert results["seqkd_logit"]["charged_teacher_seconds"] > results["seqkd"]["charged_teacher_seconds"] > 0
     manifest = json.loads((path / "data" / "teacher_outputs" / "manifest.json").read_text())
     assert manifest["k"] == 64 and manifest["n_examples"] == 32
     lock = yaml.safe_load((path / "dvc.lock").read_text())
@@ -133,9 +143,10 @@ def test_repro_runs_every_stage_and_writes_the_outputs(repo):
     assert "data/teacher_targets" in json.dumps(lock["stages"]["distill@seqkd"]["deps"])
     assert "data/teacher_targets" not in json.dumps(lock["stages"]["distill@baseline"]["deps"])
     assert "trains on the summaries in data/teacher_targets" in (path / "logs" / "distill_seqkd.log").read_text()
-    # the combination: the teacher's summaries and the attention loss from the live teacher
-    assert "data/teacher_targets" in json.dumps(lock["stages"]["distill@seqkd_attention"]["deps"])
-    assert "trains on the summaries in data/teacher_targets" in (path / "logs" / "distill_seqkd_attention.log").read_text()
+    # the same-text recipes: the teacher's summaries with a loss from the live teacher
+    for s in ("seqkd_logit", "seqkd_feature", "seqkd_attention"):
+        assert "data/teacher_targets" in json.dumps(lock["stages"][f"distill@{s}"]["deps"])
+        assert "trains on the summaries in data/teacher_targets" in (path / "logs" / f"distill_{s}.log").read_text()
     assert (path / "dvclive" / "student_seqkd_attention" / "plots" / "metrics" / "train" / "attention.tsv").is_file()
     assert "teacher's summaries" not in (path / "logs" / "distill_gkd.log").read_text()
     assert (path / "dvclive" / "student_gkd" / "plots" / "metrics" / "train" / "gkd.tsv").is_file()

@@ -2,7 +2,7 @@
 by its own module, and the `student` / `train` sections with the recipe's overrides applied.
 
 Everything is validated here, before any data or model is loaded, with errors naming the dotted key
-(`kd.students.vanilla.losses.logit.temperature`). The resolved recipe is what a student is trained
+(`kd.students.seqkd_logit.losses.logit.temperature`). The resolved recipe is what a student is trained
 with: it is saved beside the model (`recipe.json`) and fingerprints the run's checkpoints.
 """
 

@@ -98,16 +98,30 @@ def test_the_docs_pages_are_checked_too(tmp_path):
     assert failed.returncode == 1 and "no markers for section(s) seeds" in failed.stderr
 
 
-def test_the_summary_names_the_winner_from_the_seeds_file(tmp_path):
-    """The README's two sentences on which method wins come from seeds.json, so they follow its numbers."""
-    seeds = json.loads((ROOT / "benchmark_results" / "seeds.json").read_text())
-    text = summary_section(ROOT / "benchmark_results" / "seeds.json", ROOT / "benchmark_results" / "benchmark_results.json")
-    best = max((m for m in seeds["gap_closed"]), key=lambda m: seeds["gap_closed"][m]["beam"]["bootstrap"]["mean"])
-    assert f"`{best}` wins" in text and "| parameters |" in text
-    for model in seeds["gap_closed"]:  # negate every gap: the order reverses, and the sentence follows
-        seeds["gap_closed"][model]["beam"]["bootstrap"]["mean"] *= -1
-    (tmp_path / "seeds.json").write_text(json.dumps(seeds))
-    assert f"`{best}` wins" not in summary_section(tmp_path / "seeds.json", tmp_path / "none.json")
+def test_the_summary_names_the_student_best_on_validation_and_its_served_retention(tmp_path):
+    """The README's sentences on which student to use come from the seeds summaries: the best on validation
+    (greedy, as it is served; here `attention`, while `seqkd` leads on test), and its share of the teacher's
+    beam rougeL (mean and lowest seed), fact_precision and fact_recall on test, computed from the per-seed
+    scores; with the sizes, the compression."""
+    paths = _synthetic_seeds(tmp_path)
+    r = json.loads(paths["test"].read_text())
+    sizes = tmp_path / "results.json"
+    sizes.write_text(json.dumps({"teacher": {"params": 1200}, **{m: {"params": 100} for m in r["models"]}} |
+                                {"teacher": {"params": 1200}}))
+    text = summary_section(paths["test"], sizes, paths["validation"])
+    mine, teacher = r["models"]["attention"]["greedy"], r["models"]["teacher"]["beam"]
+    kept = 100 * mine["rougeL"]["mean"] / teacher["rougeL"]["mean"]
+    lowest = min(100 * mine["rougeL"]["per_seed"][s] / teacher["rougeL"]["per_seed"][s] for s in ("0", "1", "2"))
+    precision = 100 * mine["fact_precision"]["mean"] / teacher["fact_precision"]["mean"]
+    recall = 100 * mine["fact_recall"]["mean"] / teacher["fact_recall"]["mean"]
+    assert "`attention` is the best student on validation" in text
+    assert (f"Served greedily, `attention` (the best student on validation) keeps {kept:.1f}% of the teacher's beam "
+            f"rougeL on test (mean over seeds 0, 1, 2; lowest seed {lowest:.1f}%), {precision:.1f}% of its "
+            f"fact_precision and {recall:.1f}% of its fact_recall, with 12.0x fewer parameters.") in text
+    assert f"- **Served:** Served greedily, `attention`" in verdict_section(paths["test"], paths["validation"], sizes)
+    # without validation seeds the choice falls to test, and says so
+    assert "`seqkd` (the best student on test, no validation seeds collected)" in summary_section(
+        paths["test"], sizes, tmp_path / "none.json")
 
 
 def test_every_gpu_figure_is_labelled(tmp_path):
@@ -150,8 +164,10 @@ def _synthetic_seeds(tmp_path, converged=None):
 
         def rows(model, s):
             values = base + offsets[model][s] + lift.get(model, 0) + rng.normal(0, 2, size=n).round(1)
-            return [{"split": split, "decoding": "beam", "id": f"{split}{i}", "rougeL": float(v),
-                     "fact_precision": float(v) / 2} for i, v in enumerate(values)]
+            # greedy (how a student is served) a point below beam; fact_recall a third of rougeL
+            return [{"split": split, "decoding": decoding, "id": f"{split}{i}", "rougeL": float(v) - shift,
+                     "fact_precision": float(v) / 2, "fact_recall": float(v) / 3}
+                    for decoding, shift in (("beam", 0.0), ("greedy", 1.0)) for i, v in enumerate(values)]
 
         per_seed = {s: {m: rows(m, s) for m in offsets} for s in (0, 1, 2)}
         costs = {s: {m: {"converged": (converged or {}).get(m, {}).get(s, True)} for m in offsets} for s in (0, 1, 2)}
@@ -177,8 +193,8 @@ def test_the_verdict_is_computed_from_the_seeds_summaries(tmp_path):
     best_val = max(("baseline", "seqkd", "attention", "feature"),
                    key=lambda m: v["models"][m]["beam"]["rougeL"]["mean"])
     assert best_val == "attention"  # and on test seqkd leads: the choice is made on validation
-    assert (f"`attention` is the best student on validation (rougeL "
-            f"{v['models']['attention']['beam']['rougeL']['mean']:.2f} there" in text)
+    assert (f"`attention` is the best student on validation (greedy rougeL "
+            f"{v['models']['attention']['greedy']['rougeL']['mean']:.2f} there" in text)
     mine, theirs = r["models"]["attention"]["beam"]["rougeL"], r["models"]["teacher"]["beam"]["rougeL"]
     lowest = min(100 * mine["per_seed"][s] / theirs["per_seed"][s] for s in mine["per_seed"])
     assert (f"On test it keeps {retention(r, 'attention', 'beam'):.1f}% of the teacher's rougeL "

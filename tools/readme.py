@@ -114,7 +114,8 @@ def _cost_cells(r: Mapping, model: str, heuristic: bool) -> dict[str, str]:
             "teacher_s": cell(CHARGED, False)}
 
 
-def summary_section(seeds_file: Path = SEEDS, results_file: Path = RESULTS) -> str:
+def summary_section(seeds_file: Path = SEEDS, results_file: Path = RESULTS,
+                    validation_file: Path = SEEDS_VALIDATION) -> str:
     """The README's short table: one row per model on the test split with the beam decoding, mean ± sd over
     training seeds, the share of the teacher's lead each student closes, its training cost, and two
     sentences on which wins."""
@@ -171,21 +172,25 @@ def summary_section(seeds_file: Path = SEEDS, results_file: Path = RESULTS) -> s
     text = head + markdown_table(rows)
     if (footnote := not_converged_footnote(r)) is not None:
         text += f"\n{footnote}\n"
-    if students and gap[students[0]]:
-        best, g = students[0], gap[students[0]]
+    v = json.loads(Path(validation_file).read_text()) if Path(validation_file).is_file() else None
+    chosen = served_best(r, v)
+    if chosen in students and gap[chosen]:
+        best, g = chosen, gap[chosen]
         def mean(model):
             return r["models"][model][decoding]["rougeL"]["mean"]
 
-        others = ", ".join(f"`{m}` {gap[m]['mean']:.0f}%" for m in students[1:] if gap[m])
-        text += (f"\n`{best}` wins: it closes {g['mean']:.0f}% ({g['low']:.0f}–{g['high']:.0f}%) of the teacher's lead "
+        others = ", ".join(f"`{m}` {gap[m]['mean']:.0f}%" for m in students if m != best and gap[m])
+        text += (f"\n`{best}` is the best student on validation: on test it closes {g['mean']:.0f}% "
+                 f"({g['low']:.0f}–{g['high']:.0f}%) of the teacher's lead "
                  f"over the label-only `{baseline}` (rougeL {mean(best):.2f} against {mean(baseline):.2f}; the teacher "
                  f"{mean(teacher):.2f}) and keeps {retention(r, best, decoding):.1f}% of the teacher's score. "
-                 f"The other methods close less of the gap: {others}.")
+                 + (f"The other methods close: {others}." if others else ""))
+        if (line := served_headline(r, v, sizes)) is not None:
+            text += " " + line
         e = r.get("efficiency", {}).get(best, {})
-        if "speedup_greedy" in e and "retention_greedy" in e:
+        if "speedup_greedy" in e:
             slowest = min(e["speedup_greedy"]["per_seed"].values())
-            text += (f" Served greedily, `{best}` keeps {e['retention_greedy']['mean']:.1f}% of the teacher's beam "
-                     f"rougeL and decodes {e['speedup_greedy']['mean']:.1f}x faster than the teacher at beam search "
+            text += (f" It decodes {e['speedup_greedy']['mean']:.1f}x faster than the teacher at beam search "
                      f"(slowest seed {slowest:.1f}x).")
         text += "\n"
     return text
@@ -219,7 +224,62 @@ def _beats(gap: Mapping, control: str) -> str:
     return f"its interval includes 0, so it does not beat `{control}`"
 
 
-def verdict_section(seeds_file: Path = SEEDS, validation_file: Path = SEEDS_VALIDATION) -> str:
+def _students(r: Mapping) -> list[str]:
+    return [m for m in r["models"] if m not in set(r["heuristics"]) and m != r["teacher"]]
+
+
+def _covers(r: Mapping, v: Mapping | None) -> bool:
+    """`v` (a validation seeds summary) holds every student of `r`: the choice can be made there."""
+    return v is not None and all(m in v["models"] for m in _students(r))
+
+
+def served_best(r: Mapping, v: Mapping | None) -> str | None:
+    """The student to serve, chosen on validation (`v`, the validation seeds summary) by its greedy rougeL
+    (greedy is how it is served), else on `r` when no validation summary covers every student."""
+    by = v if _covers(r, v) else r
+    students = _students(r)
+
+    def greedy(m):
+        block = by["models"][m].get("greedy") or by["models"][m].get(_decoding(by, m))
+        return block["rougeL"]["mean"] if block and "rougeL" in block else float("-inf")
+
+    return max(students, key=greedy) if students else None
+
+
+def served_headline(r: Mapping, v: Mapping | None, sizes: Mapping[str, int] | None = None) -> str | None:
+    """One sentence: the student best on validation, served greedily, against the teacher at beam search on
+    `r`'s split: its share of the teacher's rougeL (mean over seeds, and the lowest seed), of its
+    fact_precision and fact_recall, and how many times fewer parameters it has; every number computed."""
+    best = served_best(r, v)
+    teacher = r["teacher"]
+    if best is None or "greedy" not in r["models"][best] or "beam" not in r["models"][teacher]:
+        return None
+    mine, theirs = r["models"][best]["greedy"], r["models"][teacher]["beam"]
+
+    def kept(metric: str) -> tuple[float, float] | None:
+        if metric not in mine or metric not in theirs:
+            return None
+        per = [100.0 * mine[metric]["per_seed"][s] / theirs[metric]["per_seed"][s]
+               for s in mine[metric]["per_seed"] if theirs[metric]["per_seed"].get(s)]
+        return (100.0 * mine[metric]["mean"] / theirs[metric]["mean"], min(per)) if per else None
+
+    rouge, precision, recall = kept("rougeL"), kept("fact_precision"), kept("fact_recall")
+    if rouge is None:
+        return None
+    chosen = "on validation" if _covers(r, v) else f"on {r['split']}, no validation seeds collected"
+    text = (f"Served greedily, `{best}` (the best student {chosen}) keeps {rouge[0]:.1f}% of the teacher's beam "
+            f"rougeL on {r['split']} (mean over seeds {', '.join(map(str, r['seeds']))}; lowest seed {rouge[1]:.1f}%)")
+    if precision:
+        text += f", {precision[0]:.1f}% of its fact_precision"
+    if recall:
+        text += f" and {recall[0]:.1f}% of its fact_recall"
+    if sizes and sizes.get(best) and sizes.get(teacher):
+        text += f", with {sizes[teacher] / sizes[best]:.1f}x fewer parameters"
+    return text + "."
+
+
+def verdict_section(seeds_file: Path = SEEDS, validation_file: Path = SEEDS_VALIDATION,
+                    results_file: Path = RESULTS) -> str:
     """What the numbers say, every number and every claim computed from the seeds summaries: the student
     best on validation (where the choice is made) and, on test, its share of the teacher's rougeL (mean and
     lowest seed) and of the teacher's lead over the control; the headroom; each other recipe's gap closed
@@ -230,6 +290,8 @@ def verdict_section(seeds_file: Path = SEEDS, validation_file: Path = SEEDS_VALI
 
     r = json.loads(Path(seeds_file).read_text())
     v = json.loads(Path(validation_file).read_text()) if Path(validation_file).is_file() else None
+    sizes = ({m: e.get("params") for m, e in json.loads(Path(results_file).read_text()).items()}
+             if Path(results_file).is_file() else None)
     teacher, control = r["teacher"], r["baseline"]
     heuristics = set(r["heuristics"])
     students = [m for m in r["models"] if m not in heuristics and m != teacher]
@@ -246,10 +308,11 @@ def verdict_section(seeds_file: Path = SEEDS, validation_file: Path = SEEDS_VALI
 
     lines = [f"Seeds {', '.join(map(str, r['seeds']))}; {r['split']} split ({r['n_examples']} articles), {decoding} "
              f"decoding, rougeL unless said; intervals: {conf} {interval_words(r)}.", ""]
-    chooser = v if v is not None and all(m in v["models"] for m in students) else None
+    chooser = v if _covers(r, v) else None
     by = chooser or r
-    best = max(students, key=lambda m: _rouge(by, m)["mean"] if _rouge(by, m) else float("-inf"))
-    where = (f"the best student on validation (rougeL {_rouge(by, best)['mean']:.2f} there, mean over seeds)"
+    best = served_best(r, v)  # by its greedy rougeL, as it is served
+    score = (by["models"][best].get("greedy") or by["models"][best][_decoding(by, best)])["rougeL"]["mean"]
+    where = (f"the best student on validation (greedy rougeL {score:.2f} there, mean over seeds)"
              if chooser else f"the best student on {r['split']} (no validation seeds collected)")
     t_mean = _rouge(r, teacher)
     kept = retention(r, best, _decoding(r, best))
@@ -268,6 +331,8 @@ def verdict_section(seeds_file: Path = SEEDS, validation_file: Path = SEEDS_VALI
         else:
             sentence += "."
     lines.append(sentence)
+    if (line := served_headline(r, v, sizes)) is not None:
+        lines.append(f"- **Served:** {line}")
     lead = r.get("vs_teacher", {}).get(control, {}).get(decoding, {}).get("rougeL", {}).get("bootstrap")
     if lead:
         lines.append(f"- **Headroom:** the teacher leads `{control}` by {-lead['mean_diff']:.2f} rougeL "
@@ -499,10 +564,12 @@ def int8_table(files: Mapping[str, Path] = INT8) -> str:
 # name -> its rendering from a benchmark_results/ directory (the working tree's or a commit's)
 SECTIONS: dict[str, Callable[[Path], str]] = {
     "summary": lambda d: summary_section(d / SEEDS.relative_to(paths.BENCHMARK_DIR),
-                                         d / RESULTS.relative_to(paths.BENCHMARK_DIR)),
+                                         d / RESULTS.relative_to(paths.BENCHMARK_DIR),
+                                         d / SEEDS_VALIDATION.relative_to(paths.BENCHMARK_DIR)),
     "seeds": lambda d: seeds_section(d / SEEDS.relative_to(paths.BENCHMARK_DIR)),
     "verdict": lambda d: verdict_section(d / SEEDS.relative_to(paths.BENCHMARK_DIR),
-                                         d / SEEDS_VALIDATION.relative_to(paths.BENCHMARK_DIR)),
+                                         d / SEEDS_VALIDATION.relative_to(paths.BENCHMARK_DIR),
+                                         d / RESULTS.relative_to(paths.BENCHMARK_DIR)),
     "seeds_validation": lambda d: seeds_section(d / SEEDS_VALIDATION.relative_to(paths.BENCHMARK_DIR)),
     "results": lambda d: results_table(d / RESULTS.relative_to(paths.BENCHMARK_DIR)),
     "cnndm": lambda d: cnndm_table(d / CNNDM.relative_to(paths.BENCHMARK_DIR)),

@@ -67,7 +67,8 @@ def test_stage_output_is_identical_across_runs_and_complete(setup, tiny_data, ta
     run = subprocess.run([sys.executable, "-m", "stages.teacher_generate", "--params", str(params),
                           "--teacher", str(setup / "teacher"), "--tokenizer", str(tiny_data / "tokenizer"),
                           "--tokenized", str(tiny_data / "tokenized"), "--raw-train", str(setup / "train.jsonl"),
-                          "--out", str(out), "--work-dir", str(tmp_path / "work"), "--log-dir", str(tmp_path)],
+                          "--out", str(out), "--work-dir", str(tmp_path / "work"), "--log-dir", str(tmp_path),
+                          "--cost-out", str(tmp_path / "cost.json")],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     assert _digest(out) == _digest(targets)  # the stage script and a second run: byte-identical
@@ -357,7 +358,8 @@ def test_no_splits_to_summarize_means_no_work(tmp_path):
     params.write_text(yaml.safe_dump({"teacher_generate": {**GENERATE, "splits": []}}))
     out = tmp_path / "targets"
     run = subprocess.run([sys.executable, "-m", "stages.teacher_generate", "--params", str(params),
-                          "--teacher", str(tmp_path / "no-teacher"), "--out", str(out), "--log-dir", str(tmp_path)],
+                          "--teacher", str(tmp_path / "no-teacher"), "--out", str(out), "--log-dir", str(tmp_path),
+                          "--cost-out", str(tmp_path / "cost.json")],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]

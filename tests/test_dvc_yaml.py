@@ -148,7 +148,8 @@ def test_teacher_outputs_depends_on_teacher_and_data_only():
     assert stage["params"] == ["teacher_outputs", "train.threads"]  # no student or kd key can rerun it
     assert {str(paths.TEACHER_DIR), str(paths.TOKENIZED_DIR), str(paths.TOKENIZER_DIR)} <= set(stage["deps"])
     assert f"--out {paths.TEACHER_OUTPUTS_DIR}" in stage["cmd"]
-    assert [str(paths.TEACHER_OUTPUTS_DIR)] == stage["outs"]
+    # the cache, and the stage's cost summary beside it (uncached: the report charges it to the recipes)
+    assert [str(paths.TEACHER_OUTPUTS_DIR), {str(paths.stage_cost("teacher_outputs")): {"cache": False}}] == stage["outs"]
 
 
 def test_training_stages_start_through_the_launch_param():

@@ -435,6 +435,11 @@ class TrainLoop:
         return self.accelerator.is_main_process
 
     @property
+    def examples_seen(self) -> int:
+        """Training examples of the whole run, every process and resumed steps included."""
+        return self.state.step * self.params.batch_size * self.params.grad_accum * self.world
+
+    @property
     def validation_due(self) -> bool:
         """Validation comes next: the step just taken was the step budget's last, or a multiple of
         `validate_every`, or (without it) its epoch's last."""
@@ -667,7 +672,7 @@ def fit(
                      steps_run=s.step - resumed_from_step, tokens=loop.tokens, seconds=loop.seconds,
                      select_by=s.select_by, best_score=s.best_score, best_step=s.best_step,
                      stopped_early=s.stopped_early, step_cap=loop.total_steps,
-                     examples_seen=s.step * params.batch_size * params.grad_accum * loop.world)
+                     examples_seen=loop.examples_seen)
 
 
 def finish(ckpt_dir: Path) -> None:

@@ -190,13 +190,12 @@ class DvcLiveHook(Hook):
         # Training cost for the report, over the whole run (a resumed run adds to the killed one's):
         # seconds of optimizer steps, and the real tokens (source + target) every process trained on.
         score = {} if s.best_score is None else {"best_score": s.best_score}
-        p = loop.params
         self.live.summary = {"best_val_loss": s.best_val_loss, "best_epoch": s.best_epoch, "select_by": s.select_by,
                              **score, "best_step": s.best_step, "steps": s.step, "step_cap": loop.total_steps,
                              "stopped_early": s.stopped_early,
                              # reached its cap still improving: not converged (unknown without patience)
                              "converged": s.stopped_early if loop.patience is not None else None,
-                             "examples_seen": s.step * p.batch_size * p.grad_accum * loop.world,
+                             "examples_seen": loop.examples_seen,
                              "train_seconds": round(s.train_seconds, 1), "train_tokens": s.train_tokens * loop.world,
                              "teacher_seconds": round(self.teacher_seconds, 3), "threads": torch.get_num_threads(),
                              "step": s.step}

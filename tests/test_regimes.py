@@ -1,0 +1,119 @@
+"""tools.regimes: every planned run is a valid recipe of this params.yaml, the pool file, and the collector
+on hand-made numbers (no training)."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kd.params import section_from
+from kd.students.recipe import resolve
+from tools import regimes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _params():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_every_planned_run_resolves_with_its_seed():
+    base = _params()
+    runs = regimes.plan(base)
+    assert {r.group for r in runs} == {"labels", "teacher_text", "pool", "check"}
+    assert sorted({r.seed for r in runs if r.group in ("labels", "teacher_text")}) == list(regimes.SEEDS)
+    assert sorted(r.pool for r in runs if r.group == "pool") == list(regimes.POOL_SIZES)
+    for run in runs:
+        settings = dict(run.settings)
+        if run.group == "pool":
+            settings["targets"] = "/tmp/pool.jsonl"
+        params = regimes.run_params(base, run, settings)
+        recipe = resolve(run.recipe, section_from(params, "kd"), section_from(params, "student"),
+                         section_from(params, "train"))
+        assert recipe.train.seed == run.seed
+        if run.group == "labels":
+            assert recipe.targets == "data/tokenized"
+        else:
+            assert recipe.summaries and recipe.with_references and set(recipe.target_splits) == {"train", "unlabeled"}
+    assert "seqkd_gkd" not in base["kd"]["students"]  # run_params copies: the base is untouched
+
+
+def test_the_live_check_differs_from_the_default_only_in_its_teacher_pass():
+    base = _params()
+    live = next(r for r in regimes.plan(base) if r.group == "check")
+    default = base["kd"]["students"]["seqkd_logit"]
+    assert default["teacher_pass"] == "once" and live.settings["teacher_pass"] == "live"
+    assert {k: v for k, v in live.settings.items() if k != "teacher_pass"} == \
+        {k: v for k, v in default.items() if k != "teacher_pass"}
+
+
+def test_pool_file_has_every_labelled_article_and_the_first_n_unlabeled(tmp_path):
+    for split, n in (("train", 3), ("unlabeled", 5)):
+        rows = [{"id": f"{split}-{i}", "labels": [[1, 2]], "summaries": [f"{split} text {i}", "second beam"]}
+                for i in range(n)]
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = regimes.pool_file(tmp_path, 2, tmp_path / "pool.jsonl")
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["id"] for x in lines] == ["train-0", "train-1", "train-2", "unlabeled-0", "unlabeled-1"]
+    assert lines[3]["summary"] == "unlabeled text 0"  # the first (best) summary of each article
+    with pytest.raises(SystemExit, match="fewer than 9"):
+        regimes.pool_file(tmp_path, 9, tmp_path / "pool.jsonl")
+
+
+def test_t_interval():
+    stat = regimes.t_interval([1.0, 2.0, 3.0])
+    half = 4.303 / math.sqrt(3)
+    assert stat["mean"] == 2.0 and stat["sd"] == 1.0
+    assert stat["low"] == pytest.approx(2 - half, abs=1e-4) and stat["high"] == pytest.approx(2 + half, abs=1e-4)
+    assert regimes.t_interval([5.0])["low"] is None
+
+
+def _record(recipe, seed, test, validation, group="labels", pool=None, best=100, converged=True):
+    q = {"greedy": {"rougeL": test, "fact_precision": 50.0}}
+    return {"run": f"{recipe}-s{seed}", "recipe": recipe, "seed": seed, "group": group, "pool": pool,
+            "quality": {"test": q, "validation": {"greedy": {"rougeL": validation}}},
+            "cost": {"best_step": best, "train_seconds": 10.0, "converged": converged}}
+
+
+def _seeds(values):
+    """A kd.seeds summary of the default models: {model: {seed: rougeL}}."""
+    return {"models": {m: {"greedy": {"rougeL": {"per_seed": {str(s): v for s, v in per.items()}},
+                                      "fact_precision": {"per_seed": {str(s): 60.0 for s in per}}}}
+                       for m, per in values.items()},
+            "cost": {"seqkd": {"best_step": {"mean": 4500.0, "per_seed": {"0": 4500.0}}}},
+            "converged": {"seqkd": {"0": False, "1": False, "2": False}}}
+
+
+def test_collect_pairs_each_regime_with_its_reference_by_seed():
+    test = _seeds({"baseline": {0: 60, 1: 70, 2: 50}, "seqkd": {0: 85, 1: 86, 2: 87},
+                   "seqkd_logit": {0: 86, 1: 87, 2: 88}})
+    val = _seeds({"seqkd": {0: 80}, "seqkd_logit": {0: 81.0}})
+    records = [_record("vanilla", s, v, 0) for s, v in ((0, 62), (1, 71), (2, 53))]  # baseline + 2, 1, 3
+    records += [_record("seqkd_pool1000", 0, 0, 75, "pool", 1000), _record("seqkd_logit_live", 0, 0, 81.3, "check")]
+    result = regimes.collect(records, test, val)
+    by_loss = {row["loss"]: row for row in result["regimes"]}
+    logit = by_loss["logit"]
+    assert logit["labels_only"]["score"]["mean"] == pytest.approx(62)
+    # The spread of the baseline and vanilla per seed is large (sd 10), their paired difference's small.
+    assert logit["labels_only"]["vs_reference"]["mean"] == pytest.approx(2.0)
+    assert logit["labels_only"]["vs_reference"]["sd"] == pytest.approx(1.0)
+    assert logit["teacher_text"]["vs_reference"]["mean"] == pytest.approx(1.0)
+    assert logit["teacher_text"]["vs_reference"]["sd"] == 0.0
+    assert logit["teacher_text"]["converged"] is None  # not in the converged map of this summary
+    assert by_loss["gkd"]["labels_only"] is None and by_loss["gkd"]["teacher_text"] is None  # not run yet
+    assert by_loss["none (cross-entropy only)"]["teacher_text"]["converged"] is False
+    assert [p["unlabeled"] for p in result["pool"]] == [1000, regimes.FULL_POOL]
+    assert result["pool"][1]["validation"] == 80
+    check = result["once_vs_live"]
+    assert check["difference"] == pytest.approx(-0.3) and check["within"] is True
+    md = regimes.markdown(result)
+    assert "62.00 [" in md and "+2.00 [" in md and "| 8,000 | 80.00 †" in md and "within 0.5" in md
+
+
+def test_collect_says_when_once_is_not_within_tolerance():
+    val = _seeds({"seqkd_logit": {0: 80.0}})
+    result = regimes.collect([_record("seqkd_logit_live", 0, 0, 81.0, "check")], _seeds({}), val)
+    assert result["once_vs_live"]["within"] is False
+    assert "not within 0.5" in regimes.markdown(result)

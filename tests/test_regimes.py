@@ -22,10 +22,17 @@ def _params():
 def test_every_planned_run_resolves_with_its_seed():
     base = _params()
     runs = regimes.plan(base)
-    assert {r.group for r in runs} == {"labels", "teacher_text", "pool", "check"}
+    assert {r.group for r in runs} == {"teacher", "labels", "teacher_text", "pool", "check"}
+    # Each seed trains both regimes' rows, the reference rows included.
+    for seed in regimes.SEEDS:
+        names = {r.recipe for r in runs if r.seed == seed and r.group in ("labels", "teacher_text")}
+        assert names == {"baseline", "vanilla", "feature", "attention", "gkd",
+                         "seqkd", "seqkd_logit", "seqkd_feature", "seqkd_attention", "seqkd_gkd"}
     assert sorted({r.seed for r in runs if r.group in ("labels", "teacher_text")}) == list(regimes.SEEDS)
     assert sorted(r.pool for r in runs if r.group == "pool") == list(regimes.POOL_SIZES)
     for run in runs:
+        if run.group == "teacher":
+            continue
         settings = dict(run.settings)
         if run.group == "pool":
             settings["targets"] = "/tmp/pool.jsonl"
@@ -34,7 +41,7 @@ def test_every_planned_run_resolves_with_its_seed():
                          section_from(params, "train"))
         assert recipe.train.seed == run.seed
         if run.group == "labels":
-            assert recipe.targets == "data/tokenized"
+            assert recipe.targets == "data/tokenized" and (run.recipe == "baseline") == (not recipe.losses)
         else:
             assert recipe.summaries and recipe.with_references and set(recipe.target_splits) == {"train", "unlabeled"}
     assert "seqkd_gkd" not in base["kd"]["students"]  # run_params copies: the base is untouched
@@ -70,29 +77,27 @@ def test_t_interval():
     assert regimes.t_interval([5.0])["low"] is None
 
 
-def _record(recipe, seed, test, validation, group="labels", pool=None, best=100, converged=True):
-    q = {"greedy": {"rougeL": test, "fact_precision": 50.0}}
+def _record(recipe, seed, test, validation, group="labels", pool=None, best=100, converged=True, teacher="t1",
+            threads=2):
+    q = {"beam": {"rougeL": test, "fact_precision": 50.0}}
     return {"run": f"{recipe}-s{seed}", "recipe": recipe, "seed": seed, "group": group, "pool": pool,
-            "quality": {"test": q, "validation": {"greedy": {"rougeL": validation}}},
-            "cost": {"best_step": best, "train_seconds": 10.0, "converged": converged}}
+            "teacher": teacher, "quality": {"test": q, "validation": {"greedy": {"rougeL": validation}}},
+            "cost": {"best_step": best, "train_seconds": 10.0, "converged": converged, "threads": threads}}
 
 
-def _seeds(values):
-    """A kd.seeds summary of the default models: {model: {seed: rougeL}}."""
-    return {"models": {m: {"greedy": {"rougeL": {"per_seed": {str(s): v for s, v in per.items()}},
-                                      "fact_precision": {"per_seed": {str(s): 60.0 for s in per}}}}
-                       for m, per in values.items()},
-            "cost": {"seqkd": {"best_step": {"mean": 4500.0, "per_seed": {"0": 4500.0}}}},
-            "converged": {"seqkd": {"0": False, "1": False, "2": False}}}
+def _records():
+    rows = [_record("baseline", s, v, 0) for s, v in ((0, 60), (1, 70), (2, 50))]
+    rows += [_record("vanilla", s, v, 0) for s, v in ((0, 62), (1, 71), (2, 53))]  # baseline + 2, 1, 3
+    rows += [_record("seqkd", s, v, 80 if s == 0 else 0, "teacher_text", converged=False)
+             for s, v in ((0, 85), (1, 86), (2, 87))]
+    rows += [_record("seqkd_logit", s, v, 81.0 if s == 0 else 0, "teacher_text") for s, v in ((0, 86), (1, 87), (2, 88))]
+    rows += [_record("seqkd_pool1000", 0, 0, 75, "pool", 1000), _record("seqkd_logit_live", 0, 0, 81.3, "check")]
+    rows.append({**_record("teacher", 0, 90, 91, "teacher"), "cost": {}})
+    return rows
 
 
 def test_collect_pairs_each_regime_with_its_reference_by_seed():
-    test = _seeds({"baseline": {0: 60, 1: 70, 2: 50}, "seqkd": {0: 85, 1: 86, 2: 87},
-                   "seqkd_logit": {0: 86, 1: 87, 2: 88}})
-    val = _seeds({"seqkd": {0: 80}, "seqkd_logit": {0: 81.0}})
-    records = [_record("vanilla", s, v, 0) for s, v in ((0, 62), (1, 71), (2, 53))]  # baseline + 2, 1, 3
-    records += [_record("seqkd_pool1000", 0, 0, 75, "pool", 1000), _record("seqkd_logit_live", 0, 0, 81.3, "check")]
-    result = regimes.collect(records, test, val)
+    result = regimes.collect(_records())
     by_loss = {row["loss"]: row for row in result["regimes"]}
     logit = by_loss["logit"]
     assert logit["labels_only"]["score"]["mean"] == pytest.approx(62)
@@ -101,11 +106,11 @@ def test_collect_pairs_each_regime_with_its_reference_by_seed():
     assert logit["labels_only"]["vs_reference"]["sd"] == pytest.approx(1.0)
     assert logit["teacher_text"]["vs_reference"]["mean"] == pytest.approx(1.0)
     assert logit["teacher_text"]["vs_reference"]["sd"] == 0.0
-    assert logit["teacher_text"]["converged"] is None  # not in the converged map of this summary
     assert by_loss["gkd"]["labels_only"] is None and by_loss["gkd"]["teacher_text"] is None  # not run yet
     assert by_loss["none (cross-entropy only)"]["teacher_text"]["converged"] is False
     assert [p["unlabeled"] for p in result["pool"]] == [1000, regimes.FULL_POOL]
-    assert result["pool"][1]["validation"] == 80
+    assert result["pool"][1]["validation"] == 80  # seqkd's seed 0 is the full pool's point
+    assert result["teacher_score"] == 90 and result["teacher"] == "t1" and result["seeds"] == [0, 1, 2]
     check = result["once_vs_live"]
     assert check["difference"] == pytest.approx(-0.3) and check["within"] is True
     md = regimes.markdown(result)
@@ -113,7 +118,23 @@ def test_collect_pairs_each_regime_with_its_reference_by_seed():
 
 
 def test_collect_says_when_once_is_not_within_tolerance():
-    val = _seeds({"seqkd_logit": {0: 80.0}})
-    result = regimes.collect([_record("seqkd_logit_live", 0, 0, 81.0, "check")], _seeds({}), val)
+    rows = [_record("seqkd_logit", 0, 80, 80.0, "teacher_text"), _record("seqkd_logit_live", 0, 0, 81.0, "check")]
+    result = regimes.collect(rows)
     assert result["once_vs_live"]["within"] is False
     assert "not within 0.5" in regimes.markdown(result)
+
+
+@pytest.mark.parametrize("bad", [{"teacher": "t2"}, {"threads": 1}])
+def test_collect_refuses_runs_of_another_teacher_or_thread_count(bad):
+    other = _record("vanilla", 0, 60, 0, teacher=bad.get("teacher", "t1"), threads=bad.get("threads", 2))
+    with pytest.raises(SystemExit, match="different"):
+        regimes.collect([_record("baseline", 0, 60, 0), other])
+
+
+def test_teacher_fingerprint_follows_the_weights(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    first = regimes.teacher_fingerprint(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"other weights")
+    assert regimes.teacher_fingerprint(tmp_path) != first
+    with pytest.raises(SystemExit, match="no weights"):
+        regimes.teacher_fingerprint(tmp_path / "missing")

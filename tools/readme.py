@@ -24,6 +24,9 @@ Each section sits between `<!-- <name>:start (python -m tools.readme) -->` and `
     real_job         the same file: the real job's estimated time and disk per stage on one GPU
     serve            benchmark_results/serve/serve_cpu.json (python -m tools.bench serve): decoding speed at
                      the published T5 shapes on a CPU, fp32 and int8
+    regimes          benchmark_results/regimes/regimes.json (python -m tools.regimes collect): each loss with the
+                     labels only and with the teacher's text, over seeds, the unlabeled-pool curve and the
+                     once-vs-live check of seqkd_logit's teacher pass
     int8             benchmark_results/serve/int8_{validation,test}.json (python -m tools.bench int8): the
                      trained students in int8 against fp32, over training seeds
 
@@ -58,6 +61,7 @@ SEEDS_VALIDATION = paths.BENCHMARK_DIR / "seeds_validation" / "seeds.json"
 CNNDM = paths.BENCHMARK_DIR / "cnndm" / "lead3.json"
 REHEARSAL = paths.BENCHMARK_DIR / "rehearsal" / "rehearsal.json"
 SERVE = paths.BENCHMARK_DIR / "serve" / "serve_cpu.json"
+REGIMES = paths.BENCHMARK_DIR / "regimes" / "regimes.json"
 INT8 = {split: paths.BENCHMARK_DIR / "serve" / f"int8_{split}.json" for split in ("validation", "test")}
 
 
@@ -561,6 +565,17 @@ def int8_table(files: Mapping[str, Path] = INT8) -> str:
     return "\n".join(parts)
 
 
+NO_REGIMES = "(not run yet: `python -m tools.regimes run --workdir DIR`, then `python -m tools.regimes collect`)\n"
+
+
+def regimes_section(regimes_file: Path = REGIMES) -> str:
+    from tools.regimes import markdown
+
+    if not Path(regimes_file).is_file():
+        return NO_REGIMES
+    return markdown(json.loads(Path(regimes_file).read_text()))
+
+
 # name -> its rendering from a benchmark_results/ directory (the working tree's or a commit's)
 SECTIONS: dict[str, Callable[[Path], str]] = {
     "summary": lambda d: summary_section(d / SEEDS.relative_to(paths.BENCHMARK_DIR),
@@ -573,6 +588,7 @@ SECTIONS: dict[str, Callable[[Path], str]] = {
     "seeds_validation": lambda d: seeds_section(d / SEEDS_VALIDATION.relative_to(paths.BENCHMARK_DIR)),
     "results": lambda d: results_table(d / RESULTS.relative_to(paths.BENCHMARK_DIR)),
     "cnndm": lambda d: cnndm_table(d / CNNDM.relative_to(paths.BENCHMARK_DIR)),
+    "regimes": lambda d: regimes_section(d / REGIMES.relative_to(paths.BENCHMARK_DIR)),
     "rehearsal": lambda d: rehearsal_table(d / REHEARSAL.relative_to(paths.BENCHMARK_DIR)),
     "real_job": lambda d: real_job_table(d / REHEARSAL.relative_to(paths.BENCHMARK_DIR)),
     "serve": lambda d: serve_table(d / SERVE.relative_to(paths.BENCHMARK_DIR)),
@@ -582,7 +598,7 @@ SECTIONS: dict[str, Callable[[Path], str]] = {
 # document -> the generated sections it must hold
 DOCUMENTS: dict[Path, tuple[str, ...]] = {
     Path("README.md"): ("summary",),
-    Path("docs/results.md"): ("seeds", "seeds_validation", "verdict", "results", "cnndm"),
+    Path("docs/results.md"): ("seeds", "seeds_validation", "verdict", "regimes", "results", "cnndm"),
     Path("docs/real-job.md"): ("real_job",),
     Path("docs/real_scale.md"): ("rehearsal",),
     Path("docs/serving.md"): ("serve", "int8"),

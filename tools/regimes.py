@@ -4,30 +4,35 @@
     python -m tools.regimes run --workdir DIR [--only RE] # train + benchmark each missing run, one at a time
     python -m tools.regimes collect                       # benchmark_results/regimes/regimes.{json,md}, pool.png
 
-`DIR` is a checkout where `dvc repro teacher_generate teacher_outputs` has run (the fixed teacher, its
-summaries and its cached logits); the default students' own seeds come from `python -m kd.seeds`
-(benchmark_results/seeds.json and seeds_validation/seeds.json), so this experiment trains only what the
-default does not:
+`DIR` is a checkout where `dvc repro teacher_generate teacher_outputs` has run: the fixed teacher, its
+summaries and its cached logits. Every row of the experiment is trained here, reference rows included, on
+that one teacher: a teacher's weights depend on the CPU it trained on (the same params and seed give
+other float sums on another instruction set), so rows trained against another checkout's teacher would
+not compare. Each run records the teacher's fingerprint; `run` and `collect` refuse to mix teachers or
+torch thread counts. Per training seed (0, 1, 2; `student.seed`):
 
-- **labels only**: today's documented recipes that learn on the 500 labelled articles alone (`vanilla`
-  logit KD, `feature`, `attention`, `gkd`), seeds 0, 1, 2. Their reference row is the label-only control
-  (`baseline`).
-- **with the teacher's text**: gkd on seqkd's text (`seqkd_gkd`), seeds 0, 1, 2, beside the default's
-  seqkd, seqkd_logit, seqkd_feature and seqkd_attention. Their reference row is `seqkd`.
+- **labels only**: the label-only control `baseline` and today's documented recipes that learn on the
+  500 labelled articles alone (`vanilla` logit KD, `feature`, `attention`, `gkd`). Reference row: `baseline`.
+- **with the teacher's text**: `seqkd` and the default's `seqkd_logit`, `seqkd_feature`,
+  `seqkd_attention`, plus gkd on the same text (`seqkd_gkd`). Reference row: `seqkd`.
+
+and on seed 0 only:
+
 - **pool**: seqkd on the references plus the teacher's summaries of the labelled articles and of the first
-  1,000, 2,000 or 4,000 unlabeled articles (seed 0; the 8,000 point is the default's seqkd, seed 0).
-  The summaries are the teacher_generate stage's, written to a summaries file (`targets: <file>`).
-- **check**: seqkd_logit with the live teacher (`teacher_pass: live`), seed 0, against the default's
-  cached pass (`once`) on validation.
+  1,000, 2,000 or 4,000 unlabeled articles (a summaries file of the teacher_generate stage's summaries,
+  `targets: <file>`); the 8,000 point is the seed's `seqkd` row.
+- **check**: seqkd_logit with the live teacher (`teacher_pass: live`) against the cached pass (`once`),
+  on validation.
 
 Each run is the distill and benchmark stage scripts run with a params file of its own (the checkout's
 params.yaml, the recipe under `kd.students`, `student.seed`), outputs in `DIR/regimes/<run>/`; what is
-kept is `benchmark_results/regimes/runs/<run>.json` (the recipe, the seed, the means per split and
-decoding, the training cost). Every setting is the default's: the labels-only recipes keep their
-documented KD weights, which were tuned on that regime; nothing here is tuned on this experiment.
+kept is `benchmark_results/regimes/runs/<run>.json` (the recipe, seed, teacher, the means per split and
+decoding, the training cost). `run` skips runs whose file exists, so an interrupted experiment goes on
+where it stopped. Every setting is the default's: the labels-only recipes keep their documented KD
+weights, which were tuned on that regime; nothing is tuned on this experiment.
 
-Intervals over seeds here are 95% t-intervals over the per-seed means (three seeds: t = 4.30), so they
-hold training noise but not the test set's own; the seeds tables of `kd.seeds` give two-level bootstraps.
+Intervals over seeds are 95% t-intervals over the per-seed means (three seeds: t = 4.30), so they hold
+training noise but not the test set's own; the seeds tables of `kd.seeds` give two-level bootstraps.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ POOL_SIZES = (1000, 2000, 4000)
 FULL_POOL = 8000  # data.builtin.unlabeled_size: the default's seqkd
 METRICS = ("rougeL", "rougeLsum", "fact_precision", "fact_recall")
 HEADLINE = "rougeL"
-CONTROL, SEQKD = "baseline", "seqkd"
+CONTROL, SEQKD, TEACHER = "baseline", "seqkd", "teacher"
 # Today's labels-only recipes (docs/methods.md), and the loss each adds, by regime.
 LABELS_ONLY = {
     "logit": ("vanilla", {"teacher_input": "data/teacher_outputs", "targets": "data/tokenized", "label_weight": 0.7,
@@ -85,17 +90,25 @@ class Run:
 
 
 def plan(params: Mapping[str, Any]) -> list[Run]:
-    """Every run of the experiment, in the order `run` trains them (the cheap, single-seed ones first)."""
+    """Every run of the experiment, in the order `run` trains them: seed 0's rows of both regimes, the
+    once-vs-live check and the pool curve, then seeds 1 and 2 (so a partial experiment is a whole seed)."""
     students = params["kd"]["students"]
-    runs = [Run("seqkd_logit_live-s0", "seqkd_logit_live", {**students["seqkd_logit"], "teacher_pass": "live"}, 0,
-                "check")]
+    same_text = {SEQKD: students[SEQKD], **{name: students[name] for name in SAME_TEXT.values() if name in students},
+                 "seqkd_gkd": SEQKD_GKD}
+    labels = {CONTROL: students[CONTROL], **{name: recipe for name, recipe in LABELS_ONLY.values()}}
+
+    def seed_runs(seed: int) -> list[Run]:
+        return ([Run(f"{name}-s{seed}", name, recipe, seed, "labels") for name, recipe in labels.items()]
+                + [Run(f"{name}-s{seed}", name, recipe, seed, "teacher_text") for name, recipe in same_text.items()])
+
+    runs = [Run("teacher", TEACHER, {}, 0, "teacher")] + seed_runs(SEEDS[0])
+    runs.append(Run("seqkd_logit_live-s0", "seqkd_logit_live", {**students["seqkd_logit"], "teacher_pass": "live"}, 0,
+                    "check"))
     for size in POOL_SIZES:
         recipe = {**students[SEQKD], "target_splits": ["train", "unlabeled"], "uncovered": "skip"}
         runs.append(Run(f"seqkd_pool{size}-s0", f"seqkd_pool{size}", recipe, 0, "pool", size))
-    for seed in SEEDS:
-        for _, (name, recipe) in LABELS_ONLY.items():
-            runs.append(Run(f"{name}-s{seed}", name, recipe, seed, "labels"))
-        runs.append(Run(f"seqkd_gkd-s{seed}", "seqkd_gkd", SEQKD_GKD, seed, "teacher_text"))
+    for seed in SEEDS[1:]:
+        runs += seed_runs(seed)
     return runs
 
 
@@ -131,34 +144,53 @@ def quality_means(quality: Mapping[str, Any]) -> dict[str, dict[str, dict[str, f
             for split in ("validation", "test") if split in quality}
 
 
-def record(run: Run, settings: Mapping[str, Any], quality: Mapping[str, Any], summary: Mapping[str, Any]) -> dict:
+def teacher_fingerprint(teacher_dir: Path) -> str:
+    """sha256 of the teacher's weights file: every run of one experiment must read the same teacher (its
+    weights depend on the CPU it trained on, not only on the params)."""
+    import hashlib
+
+    files = sorted(Path(teacher_dir).glob("*.safetensors")) or sorted(Path(teacher_dir).glob("*.bin"))
+    if not files:
+        raise SystemExit(f"{teacher_dir}: no weights file; run `dvc repro train_teacher` in the workdir first")
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def record(run: Run, settings: Mapping[str, Any], quality: Mapping[str, Any], summary: Mapping[str, Any],
+           teacher: str) -> dict:
     return {"run": run.name, "recipe": run.recipe, "seed": run.seed, "group": run.group, "pool": run.pool,
-            "settings": settings, "params": quality.get("params"), "quality": quality_means(quality),
-            "cost": {k: summary.get(k) for k in (*COST_FIELDS, *RUN_FLAGS)}}
+            "teacher": teacher, "settings": settings, "params": quality.get("params"),
+            "quality": quality_means(quality), "cost": {k: summary.get(k) for k in (*COST_FIELDS, *RUN_FLAGS)}}
 
 
-def _train_and_score(run: Run, workdir: Path, out_dir: Path) -> Path:
+def _train_and_score(run: Run, workdir: Path, out_dir: Path, teacher: str) -> Path:
     base = yaml.safe_load((workdir / "params.yaml").read_text())
     scratch = workdir / "regimes" / run.name
     scratch.mkdir(parents=True, exist_ok=True)
-    settings = dict(run.settings)
-    if run.group == "pool":
-        settings["targets"] = str(pool_file(workdir / paths.TEACHER_TARGETS_DIR, run.pool,
-                                            scratch / f"pool{run.pool}.jsonl").resolve())
-    params_file = scratch / "params.yaml"
-    atomic_write_text(params_file, yaml.safe_dump(run_params(base, run, settings), sort_keys=False))
-    model, live = scratch / "model", scratch / "dvclive"
-    py = sys.executable
-    subprocess.run([py, "-m", "stages.distill", "--params", str(params_file), "--log-dir", str(scratch / "logs"),
-                    "--student", run.recipe, "--out", str(model), "--checkpoints", str(scratch / "checkpoints"),
-                    "--live-dir", str(live)], cwd=workdir, check=True)
-    subprocess.run([py, "-m", "stages.benchmark", "--params", str(params_file), "--log-dir", str(scratch / "logs"),
+    py, logs = sys.executable, str(scratch / "logs")
+    if run.group == "teacher":  # scored only: the checkout's teacher, as every run reads it
+        model, params_file, summary = workdir / paths.TEACHER_DIR, workdir / "params.yaml", {}
+        settings: dict[str, Any] = {}
+    else:
+        settings = dict(run.settings)
+        if run.group == "pool":
+            settings["targets"] = str(pool_file(workdir / paths.TEACHER_TARGETS_DIR, run.pool,
+                                                scratch / f"pool{run.pool}.jsonl").resolve())
+        params_file = scratch / "params.yaml"
+        atomic_write_text(params_file, yaml.safe_dump(run_params(base, run, settings), sort_keys=False))
+        model, live = scratch / "model", scratch / "dvclive"
+        subprocess.run([py, "-m", "stages.distill", "--params", str(params_file), "--log-dir", logs,
+                        "--student", run.recipe, "--out", str(model), "--checkpoints", str(scratch / "checkpoints"),
+                        "--live-dir", str(live)], cwd=workdir, check=True)
+        summary = json.loads((live / "metrics.json").read_text())
+    subprocess.run([py, "-m", "stages.benchmark", "--params", str(params_file), "--log-dir", logs,
                     "--name", run.recipe, "--model", str(model), "--out", str(scratch / "quality.json"),
                     "--examples", str(scratch / "examples.jsonl")], cwd=workdir, check=True)
     quality = json.loads((scratch / "quality.json").read_text())
-    summary = json.loads((live / "metrics.json").read_text())
     out = out_dir / RUNS_DIR / f"{run.name}.json"
-    atomic_write_json(out, record(run, settings, quality, summary))
+    atomic_write_json(out, record(run, settings, quality, summary, teacher))
     return out
 
 
@@ -176,11 +208,6 @@ def t_interval(values: Sequence[float], confidence_t: Mapping[int, float] = T95)
             "n": n}
 
 
-def default_per_seed(seeds_result: Mapping[str, Any], model: str, decoding: str, metric: str) -> dict[int, float]:
-    """{seed: mean} of a default model in a `kd.seeds` summary."""
-    return {int(s): v for s, v in seeds_result["models"][model][decoding][metric]["per_seed"].items()}
-
-
 def run_per_seed(records: Sequence[Mapping[str, Any]], recipe: str, split: str, decoding: str,
                  metric: str) -> dict[int, float]:
     return {r["seed"]: r["quality"][split][decoding][metric] for r in records if r["recipe"] == recipe}
@@ -192,62 +219,63 @@ def paired(mine: Mapping[int, float], other: Mapping[int, float]) -> dict[str, A
     return t_interval([mine[s] - other[s] for s in seeds]) if seeds else None
 
 
-def collect(records: Sequence[Mapping[str, Any]], seeds_test: Mapping[str, Any], seeds_validation: Mapping[str, Any],
-            *, decoding: str = "greedy", metric: str = HEADLINE) -> dict[str, Any]:
-    """Both regimes side by side (test, per loss: each regime's score over seeds, and its difference from
-    that regime's reference row, paired by seed), the pool curve and the once-vs-live check (validation)."""
-    def scores(name: str, split: str, m: str = metric) -> dict[int, float]:
-        if any(r["recipe"] == name for r in records):
-            return run_per_seed(records, name, split, decoding, m)
-        seeds = seeds_test if split == "test" else seeds_validation
-        return default_per_seed(seeds, name, decoding, m) if name in seeds["models"] else {}
+def one_teacher(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """The teacher every run read; refuses runs of different teachers (or thread counts)."""
+    teachers = sorted({r["teacher"] for r in records})
+    if len(teachers) > 1:
+        raise SystemExit(f"runs of {len(teachers)} different teachers ({', '.join(teachers)}): an experiment compares "
+                         f"students of one fixed teacher; move the other runs' files out of {RUNS_DIR}/")
+    threads = sorted({r["cost"].get("threads") for r in records if r["group"] != "teacher"}, key=str)
+    if len(threads) > 1:
+        raise SystemExit(f"runs made with different torch thread counts {threads}: not combined")
+    return teachers[0] if teachers else None
 
-    def cost(name: str) -> dict[str, Any]:
-        rows = [r for r in records if r["recipe"] == name]
-        if rows:
-            return {"best_step": t_interval([r["cost"]["best_step"] for r in rows])["mean"],
-                    "train_seconds": t_interval([r["cost"]["train_seconds"] for r in rows])["mean"],
-                    "converged": all(r["cost"]["converged"] for r in rows)}
-        best = seeds_test.get("cost", {}).get(name, {})
-        conv = seeds_test.get("converged", {}).get(name)
-        return {"best_step": best.get("best_step", {}).get("mean"), "train_seconds": best.get("train_seconds", {}).get("mean"),
-                "converged": None if conv is None else all(conv.values())}
+
+def collect(records: Sequence[Mapping[str, Any]], *, decoding: str = "beam", select_decoding: str = "greedy",
+            metric: str = HEADLINE) -> dict[str, Any]:
+    """Both regimes side by side (test at `decoding`, as the seeds tables; per loss: each regime's score over
+    seeds, and its difference from that regime's reference row, paired by seed), the pool curve and the
+    once-vs-live check (validation at `select_decoding`, the measure training settings are chosen by).
+    Every row comes from this experiment's own runs, all of one teacher."""
+    teacher = one_teacher(records)
+
+    def scores(name: str, split: str, m: str = metric, dec: str = decoding) -> dict[int, float]:
+        return run_per_seed(records, name, split, dec, m)
 
     def cell(name: str, reference: str) -> dict[str, Any] | None:
-        mine = scores(name, "test")
-        if not mine:
+        rows = [r for r in records if r["recipe"] == name and r["group"] in ("labels", "teacher_text")]
+        if not rows:
             return None
+        mine = {r["seed"]: r["quality"]["test"][decoding][metric] for r in rows}
         return {"model": name, "seeds": sorted(mine), "score": t_interval([mine[s] for s in sorted(mine)]),
                 "vs_reference": paired(mine, scores(reference, "test")), "reference": reference,
-                "fact_precision": t_interval(list(scores(name, "test", "fact_precision").values())),
-                **cost(name)}
+                "fact_precision": t_interval([r["quality"]["test"][decoding]["fact_precision"] for r in rows]),
+                "best_step": t_interval([r["cost"]["best_step"] for r in rows])["mean"],
+                "train_seconds": t_interval([r["cost"]["train_seconds"] for r in rows])["mean"],
+                "converged": all(r["cost"]["converged"] is not False for r in rows)}
 
     losses = [("none (cross-entropy only)", CONTROL, SEQKD)] + [
         (loss, LABELS_ONLY[loss][0], SAME_TEXT[loss]) for loss in LABELS_ONLY]
-    table = []
-    for loss, labels_name, text_name in losses:
-        table.append({"loss": loss,
-                      "labels_only": cell(labels_name, CONTROL) if labels_name != CONTROL else cell(CONTROL, CONTROL),
-                      "teacher_text": cell(text_name, SEQKD)})
-    pool = [{"unlabeled": r["pool"], "seed": r["seed"], "validation": r["quality"]["validation"][decoding][metric],
+    table = [{"loss": loss, "labels_only": cell(labels_name, CONTROL), "teacher_text": cell(text_name, SEQKD)}
+             for loss, labels_name, text_name in losses]
+    pool = [{"unlabeled": r["pool"] if r["group"] == "pool" else FULL_POOL, "seed": r["seed"],
+             "validation": r["quality"]["validation"][select_decoding][metric],
              "best_step": r["cost"]["best_step"], "converged": r["cost"]["converged"]}
-            for r in records if r["group"] == "pool"]
-    full = scores(SEQKD, "validation").get(0)
-    if full is not None:
-        conv = seeds_test.get("converged", {}).get(SEQKD, {}).get("0")
-        pool.append({"unlabeled": FULL_POOL, "seed": 0, "validation": full, "best_step":
-                     seeds_test.get("cost", {}).get(SEQKD, {}).get("best_step", {}).get("per_seed", {}).get("0"),
-                     "converged": conv})
+            for r in records if r["group"] == "pool" or (r["recipe"] == SEQKD and r["seed"] == 0)]
     pool.sort(key=lambda p: p["unlabeled"])
     live = next((r for r in records if r["group"] == "check"), None)
     check = None
     if live is not None:
-        once = scores("seqkd_logit", "validation").get(live["seed"])
-        got = live["quality"]["validation"][decoding][metric]
+        once = scores("seqkd_logit", "validation", dec=select_decoding).get(live["seed"])
+        got = live["quality"]["validation"][select_decoding][metric]
         check = {"seed": live["seed"], "once": once, "live": got, "difference": None if once is None else
                  round(once - got, 4), "within": None if once is None else abs(once - got) <= 0.5,
                  "tolerance": 0.5, "live_train_seconds": live["cost"]["train_seconds"]}
-    return {"split": "test", "decoding": decoding, "metric": metric, "interval": "95% t-interval over seeds' means",
+    teacher_row = next((r for r in records if r["group"] == "teacher"), None)
+    return {"split": "test", "decoding": decoding, "select_decoding": select_decoding, "metric": metric,
+            "interval": "95% t-interval over seeds' means", "teacher": teacher,
+            "teacher_score": None if teacher_row is None else teacher_row["quality"]["test"][decoding][metric],
+            "seeds": sorted({r["seed"] for r in records if r["group"] in ("labels", "teacher_text")}),
             "regimes": table, "pool": pool, "once_vs_live": check}
 
 
@@ -264,20 +292,28 @@ def _mark(c: Mapping[str, Any] | None) -> str:
     return "" if not c or c.get("converged") is not False else " †"
 
 
+def _delta(c: Mapping[str, Any] | None, reference: str) -> str:
+    if not c:
+        return "—"
+    return "(reference)" if c["model"] == reference else _fmt(c["vs_reference"], True)
+
+
 def markdown(result: Mapping[str, Any]) -> str:
-    m, dec = result["metric"], result["decoding"]
-    lines = [f"Test {m} ({dec}), mean over seeds with a {result['interval']}; Δ is the difference from the "
+    m, dec, sel = result["metric"], result["decoding"], result["select_decoding"]
+    seeds = ", ".join(map(str, result.get("seeds", [])))
+    teacher = (f"; the teacher (weights {result['teacher']}) scores {result['teacher_score']:.2f}"
+               if result.get("teacher_score") is not None else "")
+    lines = [f"Seeds {seeds}, every row trained against one teacher{teacher}. "
+             f"Test {m} ({dec}), mean over seeds with a {result['interval']}; Δ is the difference from the "
              f"regime's reference row, paired by seed (labels only: the label-only control `baseline`; with the "
              f"teacher's text: `seqkd`). † reached its step cap without stopping early (not converged).", "",
              "| loss | labels only | Δ vs control | with the teacher's text | Δ vs seqkd |", "|---|---|---|---|---|"]
     for row in result["regimes"]:
         lo, tt = row["labels_only"], row["teacher_text"]
-        lines.append(f"| {row['loss']} | {_fmt(lo and lo['score'])}{_mark(lo)} "
-                     f"| {_fmt(lo and lo['vs_reference'], True) if lo and lo['model'] != CONTROL else '(reference)'} "
-                     f"| {_fmt(tt and tt['score'])}{_mark(tt)} "
-                     f"| {_fmt(tt and tt['vs_reference'], True) if tt and tt['model'] != SEQKD else '(reference)'} |")
+        lines.append(f"| {row['loss']} | {_fmt(lo and lo['score'])}{_mark(lo)} | {_delta(lo, CONTROL)} "
+                     f"| {_fmt(tt and tt['score'])}{_mark(tt)} | {_delta(tt, SEQKD)} |")
     if result["pool"]:
-        lines += ["", f"seqkd against the size of the unlabeled pool (validation {m}, {dec}, seed 0):", "",
+        lines += ["", f"seqkd against the size of the unlabeled pool (validation {m}, {sel}, seed 0; † not converged):", "",
                   "| unlabeled articles | validation | best step |", "|---|---|---|"]
         for p in result["pool"]:
             lines.append(f"| {p['unlabeled']:,} | {p['validation']:.2f}{' †' if p['converged'] is False else ''} "
@@ -285,7 +321,7 @@ def markdown(result: Mapping[str, Any]) -> str:
     check = result["once_vs_live"]
     if check:
         verdict = "within" if check["within"] else "not within"
-        lines += ["", f"seqkd_logit's teacher pass, seed {check['seed']}, validation {m} ({dec}): once (cached top-k) "
+        lines += ["", f"seqkd_logit's teacher pass, seed {check['seed']}, validation {m} ({sel}): once (cached top-k) "
                   f"{check['once']:.2f}, live {check['live']:.2f}: {verdict} {check['tolerance']} of each other."]
     return "\n".join(lines) + "\n"
 
@@ -301,7 +337,7 @@ def plot_pool(result: Mapping[str, Any], out: Path) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xticks([p["unlabeled"] for p in pts], [f"{p['unlabeled']:,}" for p in pts])
     ax.set_xlabel("unlabeled articles the teacher summarized")
-    ax.set_ylabel(f"validation {result['metric']} ({result['decoding']})")
+    ax.set_ylabel(f"validation {result['metric']} ({result['select_decoding']})")
     ax.set_title("seqkd: what unlabeled text buys (seed 0)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -334,13 +370,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "run":
         todo = [r for r in plan(params) if (args.only is None or re.search(args.only, r.name))
                 and not (args.out_dir / RUNS_DIR / f"{r.name}.json").exists()]
+        teacher = teacher_fingerprint(args.workdir / paths.TEACHER_DIR)
+        one_teacher([*read_records(args.out_dir), {"teacher": teacher, "group": "teacher", "cost": {}}])
         for i, run in enumerate(todo, 1):
             print(f"[{i}/{len(todo)}] {run.name}", flush=True)
-            print(f"  wrote {_train_and_score(run, args.workdir.resolve(), args.out_dir.resolve())}", flush=True)
+            out = _train_and_score(run, args.workdir.resolve(), args.out_dir.resolve(), teacher)
+            print(f"  wrote {out}", flush=True)
         return 0
-    seeds_test = json.loads((paths.BENCHMARK_DIR / "seeds.json").read_text())
-    seeds_val = json.loads((paths.BENCHMARK_DIR / "seeds_validation" / "seeds.json").read_text())
-    result = collect(read_records(args.out_dir), seeds_test, seeds_val)
+    result = collect(read_records(args.out_dir))
     atomic_write_json(args.out_dir / "regimes.json", result)
     atomic_write_text(args.out_dir / "regimes.md", markdown(result))
     if result["pool"]:

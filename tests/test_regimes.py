@@ -82,7 +82,10 @@ def _record(recipe, seed, test, validation, group="labels", pool=None, best=100,
     q = {"beam": {"rougeL": test, "fact_precision": 50.0}}
     return {"run": f"{recipe}-s{seed}", "recipe": recipe, "seed": seed, "group": group, "pool": pool,
             "teacher": teacher, "quality": {"test": q, "validation": {"greedy": {"rougeL": validation}}},
-            "cost": {"best_step": best, "train_seconds": 10.0, "converged": converged, "threads": threads}}
+            "settings": {"targets": "data/tokenized" if group == "labels" else "data/teacher_targets",
+                         "teacher_input": "models/teacher"},
+            "cost": {"best_step": best, "steps": 200, "examples_seen": 1600, "train_seconds": 10.0,
+                     "converged": converged, "threads": threads, "teacher_seconds": 0.0}}
 
 
 def _records():
@@ -97,7 +100,7 @@ def _records():
 
 
 def test_collect_pairs_each_regime_with_its_reference_by_seed():
-    result = regimes.collect(_records())
+    result = regimes.collect(_records(), teacher_stages={"teacher_generate": 240.0, "teacher_outputs": 5.0})
     by_loss = {row["loss"]: row for row in result["regimes"]}
     logit = by_loss["logit"]
     assert logit["labels_only"]["score"]["mean"] == pytest.approx(62)
@@ -108,12 +111,16 @@ def test_collect_pairs_each_regime_with_its_reference_by_seed():
     assert logit["teacher_text"]["vs_reference"]["sd"] == 0.0
     assert by_loss["gkd"]["labels_only"] is None and by_loss["gkd"]["teacher_text"] is None  # not run yet
     assert by_loss["none (cross-entropy only)"]["teacher_text"]["converged"] is False
+    # seqkd reads the teacher's summaries: charged the teacher_generate stage; the control nothing.
+    assert by_loss["none (cross-entropy only)"]["teacher_text"]["charged_teacher_seconds"] == 240.0
+    assert by_loss["none (cross-entropy only)"]["labels_only"]["charged_teacher_seconds"] == 0.0
     assert [p["unlabeled"] for p in result["pool"]] == [1000, regimes.FULL_POOL]
     assert result["pool"][1]["validation"] == 80  # seqkd's seed 0 is the full pool's point
     assert result["teacher_score"] == 90 and result["teacher"] == "t1" and result["seeds"] == [0, 1, 2]
     check = result["once_vs_live"]
     assert check["difference"] == pytest.approx(-0.3) and check["within"] is True
     md = regimes.markdown(result)
+    assert "| seqkd † | 100 | 200 | 1,600 | 10 | 240 |" in md
     assert "62.00 [" in md and "+2.00 [" in md and "| 8,000 | 80.00 †" in md and "within 0.5" in md
 
 

@@ -51,7 +51,7 @@ import yaml
 
 from kd import paths
 from kd.io import atomic_write_json, atomic_write_text
-from kd.report.results import COST_FIELDS, RUN_FLAGS
+from kd.report.results import CHARGED, COST_FIELDS, RUN_FLAGS, TEACHER_STAGES, teacher_charge
 
 OUT_DIR = paths.BENCHMARK_DIR / "regimes"
 RUNS_DIR = "runs"
@@ -232,12 +232,14 @@ def one_teacher(records: Sequence[Mapping[str, Any]]) -> str | None:
 
 
 def collect(records: Sequence[Mapping[str, Any]], *, decoding: str = "beam", select_decoding: str = "greedy",
-            metric: str = HEADLINE) -> dict[str, Any]:
+            metric: str = HEADLINE, teacher_stages: Mapping[str, float | None] | None = None) -> dict[str, Any]:
     """Both regimes side by side (test at `decoding`, as the seeds tables; per loss: each regime's score over
     seeds, and its difference from that regime's reference row, paired by seed), the pool curve and the
     once-vs-live check (validation at `select_decoding`, the measure training settings are chosen by).
-    Every row comes from this experiment's own runs, all of one teacher."""
+    Every row comes from this experiment's own runs, all of one teacher. `teacher_stages` (stage ->
+    seconds) prices the teacher work each recipe reads (kd.report.results.teacher_charge)."""
     teacher = one_teacher(records)
+    stages = dict(teacher_stages or {})
 
     def scores(name: str, split: str, m: str = metric, dec: str = decoding) -> dict[int, float]:
         return run_per_seed(records, name, split, dec, m)
@@ -250,9 +252,11 @@ def collect(records: Sequence[Mapping[str, Any]], *, decoding: str = "beam", sel
         return {"model": name, "seeds": sorted(mine), "score": t_interval([mine[s] for s in sorted(mine)]),
                 "vs_reference": paired(mine, scores(reference, "test")), "reference": reference,
                 "fact_precision": t_interval([r["quality"]["test"][decoding]["fact_precision"] for r in rows]),
-                "best_step": t_interval([r["cost"]["best_step"] for r in rows])["mean"],
-                "train_seconds": t_interval([r["cost"]["train_seconds"] for r in rows])["mean"],
-                "converged": all(r["cost"]["converged"] is not False for r in rows)}
+                "converged": all(r["cost"]["converged"] is not False for r in rows),
+                **{k: t_interval([r["cost"][k] or 0.0 for r in rows])["mean"]
+                   for k in ("best_step", "steps", "examples_seen", "train_seconds")},
+                CHARGED: t_interval([teacher_charge(r["settings"], r["cost"].get("teacher_seconds") or 0.0,
+                                                    stages)[CHARGED] or 0.0 for r in rows])["mean"]}
 
     losses = [("none (cross-entropy only)", CONTROL, SEQKD)] + [
         (loss, LABELS_ONLY[loss][0], SAME_TEXT[loss]) for loss in LABELS_ONLY]
@@ -276,7 +280,7 @@ def collect(records: Sequence[Mapping[str, Any]], *, decoding: str = "beam", sel
             "interval": "95% t-interval over seeds' means", "teacher": teacher,
             "teacher_score": None if teacher_row is None else teacher_row["quality"]["test"][decoding][metric],
             "seeds": sorted({r["seed"] for r in records if r["group"] in ("labels", "teacher_text")}),
-            "regimes": table, "pool": pool, "once_vs_live": check}
+            "teacher_stages": stages, "regimes": table, "pool": pool, "once_vs_live": check}
 
 
 def _fmt(stat: Mapping[str, Any] | None, signed: bool = False) -> str:
@@ -312,6 +316,17 @@ def markdown(result: Mapping[str, Any]) -> str:
         lo, tt = row["labels_only"], row["teacher_text"]
         lines.append(f"| {row['loss']} | {_fmt(lo and lo['score'])}{_mark(lo)} | {_delta(lo, CONTROL)} "
                      f"| {_fmt(tt and tt['score'])}{_mark(tt)} | {_delta(tt, SEQKD)} |")
+    costs = [c for row in result["regimes"] for c in (row["labels_only"], row["teacher_text"]) if c]
+    if costs:
+        stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.get("teacher_stages", {}).items() if v is not None)
+        lines += ["", f"Training cost, mean over seeds: the step of the kept weights, the steps run, the training "
+                  f"examples seen, the seconds of optimizer steps, and the teacher work charged (the teacher-side "
+                  f"stages the recipe reads, each charged whole: {stages or 'unknown'}; plus any teacher pass of "
+                  f"its own).", "",
+                  "| student | best step | steps | examples seen | train_s | teacher_s |", "|---|---:|---:|---:|---:|---:|"]
+        for c in costs:
+            lines.append(f"| {c['model']}{_mark(c)} | {c['best_step']:,.0f} | {c['steps']:,.0f} | "
+                         f"{c['examples_seen']:,.0f} | {c['train_seconds']:.0f} | {c[CHARGED]:.0f} |")
     if result["pool"]:
         lines += ["", f"seqkd against the size of the unlabeled pool (validation {m}, {sel}, seed 0; † not converged):", "",
                   "| unlabeled articles | validation | best step |", "|---|---|---|"]
@@ -347,6 +362,15 @@ def plot_pool(result: Mapping[str, Any], out: Path) -> None:
     tmp.replace(out)
 
 
+def stage_seconds(live_dir: Path) -> dict[str, float | None]:
+    """The teacher-side stages' wall times as this checkout's pipeline measured them (dvclive/<stage>/)."""
+    out = {}
+    for stage in TEACHER_STAGES:
+        f = Path(live_dir) / stage / "metrics.json"
+        out[stage] = json.loads(f.read_text()).get("seconds") if f.is_file() else None
+    return out
+
+
 def read_records(out_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((out_dir / RUNS_DIR).glob("*.json"))]
 
@@ -377,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = _train_and_score(run, args.workdir.resolve(), args.out_dir.resolve(), teacher)
             print(f"  wrote {out}", flush=True)
         return 0
-    result = collect(read_records(args.out_dir))
+    result = collect(read_records(args.out_dir), teacher_stages=stage_seconds(paths.DVCLIVE_DIR))
     atomic_write_json(args.out_dir / "regimes.json", result)
     atomic_write_text(args.out_dir / "regimes.md", markdown(result))
     if result["pool"]:

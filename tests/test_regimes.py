@@ -118,7 +118,7 @@ def test_collect_pairs_each_regime_with_its_reference_by_seed():
     assert result["pool"][1]["validation"] == 80  # seqkd's seed 0 is the full pool's point
     assert result["teacher_score"] == 90 and result["teacher"] == "t1" and result["seeds"] == [0, 1, 2]
     check = result["once_vs_live"]
-    assert check["difference"] == pytest.approx(-0.3) and check["within"] is True
+    assert check["difference"] == pytest.approx(-0.3) and check["within"] is True and check["keeps_cache"] is True
     md = regimes.markdown(result)
     assert "| seqkd † | 100 | 200 | 1,600 | 10 | 240 |" in md
     assert "62.00 [" in md and "+2.00 [" in md and "| 8,000 | 80.00 †" in md and "within 0.5" in md
@@ -127,8 +127,14 @@ def test_collect_pairs_each_regime_with_its_reference_by_seed():
 def test_collect_says_when_once_is_not_within_tolerance():
     rows = [_record("seqkd_logit", 0, 80, 80.0, "teacher_text"), _record("seqkd_logit_live", 0, 0, 81.0, "check")]
     result = regimes.collect(rows)
-    assert result["once_vs_live"]["within"] is False
-    assert "not within 0.5" in regimes.markdown(result)
+    assert result["once_vs_live"]["within"] is False and result["once_vs_live"]["keeps_cache"] is False
+    assert "not within 0.5" in regimes.markdown(result) and "should use the live teacher" in regimes.markdown(result)
+
+
+def test_a_cache_that_scores_higher_is_kept_though_not_within_tolerance():
+    rows = [_record("seqkd_logit", 0, 80, 82.0, "teacher_text"), _record("seqkd_logit_live", 0, 0, 80.0, "check")]
+    check = regimes.collect(rows)["once_vs_live"]
+    assert check["within"] is False and check["keeps_cache"] is True
 
 
 @pytest.mark.parametrize("bad", [{"teacher": "t2"}, {"threads": 1}])

@@ -274,11 +274,15 @@ def collect(records: Sequence[Mapping[str, Any]], *, decoding: str = "beam", sel
         got = live["quality"]["validation"][select_decoding][metric]
         check = {"seed": live["seed"], "once": once, "live": got, "difference": None if once is None else
                  round(once - got, 4), "within": None if once is None else abs(once - got) <= 0.5,
+                 # the rule the default follows: the cache stays unless it scores more than 0.5 below live
+                 "keeps_cache": None if once is None else once >= got - 0.5,
                  "tolerance": 0.5, "live_train_seconds": live["cost"]["train_seconds"]}
     teacher_row = next((r for r in records if r["group"] == "teacher"), None)
     return {"split": "test", "decoding": decoding, "select_decoding": select_decoding, "metric": metric,
             "interval": "95% t-interval over seeds' means", "teacher": teacher,
             "teacher_score": None if teacher_row is None else teacher_row["quality"]["test"][decoding][metric],
+            "teacher_validation": None if teacher_row is None else
+            teacher_row["quality"]["validation"][select_decoding][metric],
             "seeds": sorted({r["seed"] for r in records if r["group"] in ("labels", "teacher_text")}),
             "teacher_stages": stages, "regimes": table, "pool": pool, "once_vs_live": check}
 
@@ -336,8 +340,12 @@ def markdown(result: Mapping[str, Any]) -> str:
     check = result["once_vs_live"]
     if check:
         verdict = "within" if check["within"] else "not within"
+        rule = ("the cached pass does not score more than {t} below the live teacher, so the default keeps it"
+                if check["keeps_cache"] else "the cached pass scores more than {t} below the live teacher, so the "
+                "default should use the live teacher").format(t=check["tolerance"])
         lines += ["", f"seqkd_logit's teacher pass, seed {check['seed']}, validation {m} ({sel}): once (cached top-k) "
-                  f"{check['once']:.2f}, live {check['live']:.2f}: {verdict} {check['tolerance']} of each other."]
+                  f"{check['once']:.2f}, live {check['live']:.2f} (once − live {check['difference']:+.2f}): "
+                  f"{verdict} {check['tolerance']} of each other; {rule}."]
     return "\n".join(lines) + "\n"
 
 
@@ -348,7 +356,10 @@ def plot_pool(result: Mapping[str, Any], out: Path) -> None:
 
     pts = result["pool"]
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    ax.plot([p["unlabeled"] for p in pts], [p["validation"] for p in pts], "o-")
+    ax.plot([p["unlabeled"] for p in pts], [p["validation"] for p in pts], "o-", label="seqkd student")
+    if result.get("teacher_validation") is not None:
+        ax.axhline(result["teacher_validation"], color="gray", linestyle="--", label="teacher")
+        ax.legend(loc="lower right")
     ax.set_xscale("log", base=2)
     ax.set_xticks([p["unlabeled"] for p in pts], [f"{p['unlabeled']:,}" for p in pts])
     ax.set_xlabel("unlabeled articles the teacher summarized")

@@ -121,6 +121,8 @@ def test_collect_pairs_each_regime_with_its_reference_by_seed():
     assert check["difference"] == pytest.approx(-0.3) and check["within"] is True and check["keeps_cache"] is True
     md = regimes.markdown(result)
     assert "| seqkd † | 100 | 200 | 1,600 | 10 | 240 |" in md
+    partial = regimes.markdown(regimes.collect([r for r in _records() if not (r["recipe"] == "vanilla" and r["seed"] == 2)]))
+    assert "(2 seeds)" in partial and "(2 seeds)" not in md
     assert "62.00 [" in md and "+2.00 [" in md and "| 8,000 | 80.00 †" in md and "within 0.5" in md
 
 

@@ -287,23 +287,25 @@ def collect(records: Sequence[Mapping[str, Any]], *, decoding: str = "beam", sel
             "teacher_stages": stages, "regimes": table, "pool": pool, "once_vs_live": check}
 
 
-def _fmt(stat: Mapping[str, Any] | None, signed: bool = False) -> str:
+def _fmt(stat: Mapping[str, Any] | None, signed: bool = False, total: int | None = None) -> str:
+    """mean [interval]; the seeds it has when fewer than the table's (`total`)."""
     if not stat:
         return "—"
     sign = "+" if signed else ""
     if stat.get("low") is None:
         return f"{stat['mean']:{sign}.2f} (one seed)"
-    return f"{stat['mean']:{sign}.2f} [{stat['low']:{sign}.1f}, {stat['high']:{sign}.1f}]"
+    fewer = f" ({stat['n']} seeds)" if total is not None and stat["n"] < total else ""
+    return f"{stat['mean']:{sign}.2f} [{stat['low']:{sign}.1f}, {stat['high']:{sign}.1f}]{fewer}"
 
 
 def _mark(c: Mapping[str, Any] | None) -> str:
     return "" if not c or c.get("converged") is not False else " †"
 
 
-def _delta(c: Mapping[str, Any] | None, reference: str) -> str:
+def _delta(c: Mapping[str, Any] | None, reference: str, total: int | None = None) -> str:
     if not c:
         return "—"
-    return "(reference)" if c["model"] == reference else _fmt(c["vs_reference"], True)
+    return "(reference)" if c["model"] == reference else _fmt(c["vs_reference"], True, total)
 
 
 def markdown(result: Mapping[str, Any]) -> str:
@@ -311,15 +313,16 @@ def markdown(result: Mapping[str, Any]) -> str:
     seeds = ", ".join(map(str, result.get("seeds", [])))
     teacher = (f"; the teacher (weights {result['teacher']}) scores {result['teacher_score']:.2f}"
                if result.get("teacher_score") is not None else "")
-    lines = [f"Seeds {seeds}, every row trained against one teacher{teacher}. "
+    lines = [f"Seeds {seeds} (a cell with fewer says so), every row trained against one teacher{teacher}. "
              f"Test {m} ({dec}), mean over seeds with a {result['interval']}; Δ is the difference from the "
              f"regime's reference row, paired by seed (labels only: the label-only control `baseline`; with the "
              f"teacher's text: `seqkd`). † reached its step cap without stopping early (not converged).", "",
              "| loss | labels only | Δ vs control | with the teacher's text | Δ vs seqkd |", "|---|---|---|---|---|"]
     for row in result["regimes"]:
         lo, tt = row["labels_only"], row["teacher_text"]
-        lines.append(f"| {row['loss']} | {_fmt(lo and lo['score'])}{_mark(lo)} | {_delta(lo, CONTROL)} "
-                     f"| {_fmt(tt and tt['score'])}{_mark(tt)} | {_delta(tt, SEQKD)} |")
+        n = len(result.get("seeds", [])) or None
+        lines.append(f"| {row['loss']} | {_fmt(lo and lo['score'], total=n)}{_mark(lo)} | {_delta(lo, CONTROL, n)} "
+                     f"| {_fmt(tt and tt['score'], total=n)}{_mark(tt)} | {_delta(tt, SEQKD, n)} |")
     costs = [c for row in result["regimes"] for c in (row["labels_only"], row["teacher_text"]) if c]
     if costs:
         stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.get("teacher_stages", {}).items() if v is not None)
@@ -417,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     atomic_write_text(args.out_dir / "regimes.md", markdown(result))
     if result["pool"]:
         plot_pool(result, args.out_dir / "pool.png")
-    print(markdown(result))
+    print(markdown(result), end="")
     return 0
 
 

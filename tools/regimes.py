@@ -311,7 +311,7 @@ def _delta(c: Mapping[str, Any] | None, reference: str, total: int | None = None
 def markdown(result: Mapping[str, Any]) -> str:
     m, dec, sel = result["metric"], result["decoding"], result["select_decoding"]
     seeds = ", ".join(map(str, result.get("seeds", [])))
-    teacher = (f"; the teacher (weights {result['teacher']}) scores {result['teacher_score']:.2f}"
+    teacher = (f" (its weights' fingerprint is in regimes.json); the teacher scores {result['teacher_score']:.2f}"
                if result.get("teacher_score") is not None else "")
     lines = [f"Seeds {seeds} (a cell with fewer says so), every row trained against one teacher{teacher}. "
              f"Test {m} ({dec}), mean over seeds with a {result['interval']}; Δ is the difference from the "

@@ -51,6 +51,7 @@ import yaml
 
 from kd import paths
 from kd.io import atomic_write_json, atomic_write_text
+from kd.jsonl import dumps_lines, read_jsonl
 from kd.report.results import CHARGED, COST_FIELDS, RUN_FLAGS, TEACHER_STAGES, teacher_charge
 
 OUT_DIR = paths.BENCHMARK_DIR / "regimes"
@@ -119,13 +120,11 @@ def pool_file(targets_dir: Path, size: int, out: Path) -> Path:
     of the first `size` articles of the unlabeled pool (the teacher_generate stage's, first per article)."""
     lines = []
     for split, limit in (("train", None), ("unlabeled", size)):
-        with open(targets_dir / f"{split}.jsonl", encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+        rows = read_jsonl(targets_dir / f"{split}.jsonl")
         if limit is not None and len(rows) < limit:
             raise SystemExit(f"{targets_dir / (split + '.jsonl')}: {len(rows)} summaries, fewer than {limit}")
-        for row in rows[:limit]:
-            lines.append(json.dumps({"id": row["id"], "summary": row["summaries"][0]}, ensure_ascii=False))
-    atomic_write_text(out, "\n".join(lines) + "\n")
+        lines += [{"id": row["id"], "summary": row["summaries"][0]} for row in rows[:limit]]
+    atomic_write_text(out, dumps_lines(lines))
     return out
 
 

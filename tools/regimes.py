@@ -247,7 +247,7 @@ def collect(records: Sequence[Mapping[str, Any]], *, decoding: str = "beam", sel
         rows = [r for r in records if r["recipe"] == name and r["group"] in ("labels", "teacher_text")]
         if not rows:
             return None
-        mine = {r["seed"]: r["quality"]["test"][decoding][metric] for r in rows}
+        mine = scores(name, "test")  # check and pool runs have recipe names of their own
         return {"model": name, "seeds": sorted(mine), "score": t_interval([mine[s] for s in sorted(mine)]),
                 "vs_reference": paired(mine, scores(reference, "test")), "reference": reference,
                 "fact_precision": t_interval([r["quality"]["test"][decoding]["fact_precision"] for r in rows]),

@@ -126,6 +126,23 @@ def test_collect_pairs_each_regime_with_its_reference_by_seed():
     assert "62.00 [" in md and "+2.00 [" in md and "| 8,000 | 80.00 †" in md and "within 0.5" in md
 
 
+def test_the_sentences_follow_the_numbers():
+    result = regimes.collect(_records())
+    said = regimes.says(result)
+    # seqkd_logit is seqkd + 1 in every seed (sd 0): its interval lies above 0, and the sentence says so;
+    # vanilla is baseline + 2, 1, 3: an interval over three seeds that includes 0.
+    assert "With the teacher's text, logit's Δ lies above 0" in said[1]
+    assert said[2].startswith("With the labels only, no loss moves `baseline` beyond training noise") and "logit +2.00" in said[2]
+    assert "rises by 5.00 from 1,000 to 8,000" in said[3]  # pool: 75 at 1k, seqkd seed 0's 80 at 8k
+    assert said[4].startswith("1 of 4 students reached their step cap") and said[4].endswith(": seqkd.")
+    flat = [r for r in _records() if r["group"] != "pool"] + [_record("seqkd_pool1000", 0, 0, 80.2, "pool", 1000)]
+    assert "does not rise with the pool" in regimes.says(regimes.collect(flat))[3]
+    lower = [r for r in _records() if r["recipe"] != "seqkd_logit"]
+    lower += [_record("seqkd_logit", s, v, 0, "teacher_text") for s, v in ((0, 83), (1, 84), (2, 85))]  # seqkd - 2
+    assert "logit's Δ lies below 0" in regimes.says(regimes.collect(lower))[1]
+    assert "- " + said[0] in regimes.markdown(result)
+
+
 def test_collect_says_when_once_is_not_within_tolerance():
     rows = [_record("seqkd_logit", 0, 80, 80.0, "teacher_text"), _record("seqkd_logit_live", 0, 0, 81.0, "check")]
     result = regimes.collect(rows)

@@ -277,7 +277,7 @@ def collect(records: Sequence[Mapping[str, Any]], *, decoding: str = "beam", sel
                  "keeps_cache": None if once is None else once >= got - 0.5,
                  "tolerance": 0.5, "live_train_seconds": live["cost"]["train_seconds"]}
     teacher_row = next((r for r in records if r["group"] == "teacher"), None)
-    return {"split": "test", "decoding": decoding, "select_decoding": select_decoding, "metric": metric,
+    return {"text_gain": paired(scores(SEQKD, "test"), scores(CONTROL, "test")),"split": "test", "decoding": decoding, "select_decoding": select_decoding, "metric": metric,
             "interval": "95% t-interval over seeds' means", "teacher": teacher,
             "teacher_score": None if teacher_row is None else teacher_row["quality"]["test"][decoding][metric],
             "teacher_validation": None if teacher_row is None else
@@ -305,6 +305,58 @@ def _delta(c: Mapping[str, Any] | None, reference: str, total: int | None = None
     if not c:
         return "—"
     return "(reference)" if c["model"] == reference else _fmt(c["vs_reference"], True, total)
+
+
+def _side(stat: Mapping[str, Any] | None) -> str:
+    """Where an interval lies against 0: above, below, includes (or one seed: no interval)."""
+    if not stat or stat.get("low") is None:
+        return "one seed"
+    return "above 0" if stat["low"] > 0 else "below 0" if stat["high"] < 0 else "includes 0"
+
+
+POOL_FLAT = 0.5  # rougeL points: the pool curve "rises" only if the full pool beats the smallest by more
+
+
+def says(result: Mapping[str, Any]) -> list[str]:
+    """What the numbers say, one sentence per finding, from the result itself (never typed by hand)."""
+    out: list[str] = []
+    rows = {row["loss"]: row for row in result["regimes"]}
+    none = rows.get("none (cross-entropy only)", {})
+    control, seqkd, gain = none.get("labels_only"), none.get("teacher_text"), result.get("text_gain")
+    if control and seqkd and gain:
+        out.append(f"The teacher's text with cross-entropy alone (`seqkd`, {seqkd['score']['mean']:.2f}) against the "
+                   f"control on the labels only ({control['score']['mean']:.2f}): {_fmt(gain, True)} paired by seed, "
+                   f"an interval that {'lies ' if _side(gain) != 'includes 0' else ''}{_side(gain)}.")
+    for regime, label, ref in (("teacher_text", "With the teacher's text", SEQKD), ("labels_only", "With the labels only", CONTROL)):
+        cells = [(loss, row[regime]) for loss, row in rows.items() if row.get(regime) and row[regime]["model"] != ref]
+        if not cells:
+            continue
+        sides = {loss: _side(c["vs_reference"]) for loss, c in cells}
+        listed = ", ".join(f"{loss} {c['vs_reference']['mean']:+.2f}" for loss, c in cells if c["vs_reference"])
+        beyond = [loss for loss, side in sides.items() if side in ("above 0", "below 0")]
+        if not beyond:
+            out.append(f"{label}, no loss moves `{ref}` beyond training noise: every Δ's interval over seeds includes "
+                       f"0 ({listed}).")
+        else:
+            out.append(f"{label}, " + "; ".join(f"{loss}'s Δ lies {sides[loss]}" for loss in beyond)
+                       + f"; the others' intervals include 0 ({listed}).")
+    pool = result.get("pool") or []
+    if len(pool) > 1:
+        first, last = pool[0], pool[-1]
+        best = max(pool, key=lambda p: p["validation"])
+        rise = last["validation"] - first["validation"]
+        trend = (f"rises by {rise:.2f} from {first['unlabeled']:,} to {last['unlabeled']:,} unlabeled articles"
+                 if rise > POOL_FLAT else
+                 f"does not rise with the pool: {last['unlabeled']:,} unlabeled articles score {rise:+.2f} against "
+                 f"{first['unlabeled']:,} (within {POOL_FLAT} or below)")
+        out.append(f"seqkd's validation score {trend}; the highest is at {best['unlabeled']:,} "
+                   f"({best['validation']:.2f}), one seed per point.")
+    cells = [c for row in result["regimes"] for c in (row["labels_only"], row["teacher_text"]) if c]
+    capped = [c["model"] for c in cells if c.get("converged") is False]
+    if cells:
+        out.append(f"{len(capped)} of {len(cells)} students reached their step cap in some seed without stopping "
+                   f"early (†)" + (f": {', '.join(capped)}." if capped else "."))
+    return out
 
 
 def markdown(result: Mapping[str, Any]) -> str:
@@ -348,6 +400,9 @@ def markdown(result: Mapping[str, Any]) -> str:
         lines += ["", f"seqkd_logit's teacher pass, seed {check['seed']}, validation {m} ({sel}): once (cached top-k) "
                   f"{check['once']:.2f}, live {check['live']:.2f} (once − live {check['difference']:+.2f}): "
                   f"{verdict} {check['tolerance']} of each other; {rule}."]
+    found = says(result)
+    if found:
+        lines += ["", "What these numbers say:", ""] + [f"- {sentence}" for sentence in found]
     return "\n".join(lines) + "\n"
 
 

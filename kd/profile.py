@@ -2,9 +2,14 @@
 every comment) stays. `dvc repro` then reruns exactly the stages whose params changed.
 
     python -m kd.profile --list
-    python -m kd.profile quick                  # a smoke run of the whole pipeline in about a minute
+    python -m kd.profile quick --exp            # a smoke run of the whole pipeline as a DVC experiment
     python -m kd.profile cnndm-t5-base-small    # the real job (docs/real-job.md)
     git checkout params.yaml                    # back to the default
+
+With `--exp [--name NAME]` the profile runs as a DVC experiment in a temporary directory (`dvc exp run
+--temp`) and params.yaml is given back as it was: the work tree is left as it was found (the default's
+results, dvc.lock and dvclive files untouched), and `dvc exp show` lists the run beside the default's
+(`dvc exp apply NAME` brings it into the workspace).
 
 A profile is applied only to a params.yaml without uncommitted changes (your own edits would be mixed
 into the profile's, and `git checkout params.yaml` would no longer take you back); `--force` skips it.
@@ -19,6 +24,7 @@ import argparse
 import io
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from ruamel.yaml import YAML
 
@@ -58,6 +64,23 @@ def uncommitted(params_path: Path) -> bool:
     except ConfigError:
         return False
     return bool(git(folder, "status", "--porcelain", "--", Path(params_path).name).strip())
+
+
+def run_as_experiment(name: str, params_path: Path = paths.PARAMS_FILE, *, exp_name: str | None = None,
+                      dvc: Sequence[str] | None = None, force: bool = False) -> int:
+    """Apply the profile, run it as a DVC experiment in a temporary directory (`dvc exp run --temp`, which
+    reads the workspace's params.yaml), then write params.yaml back as it was, whatever the run did.
+    Returns the experiment run's exit status."""
+    import subprocess
+
+    params_path = Path(params_path)
+    original = params_path.read_text()
+    apply(name, params_path, force=force)
+    try:
+        cmd = [*(dvc or (sys.executable, "-m", "dvc")), "exp", "run", "--temp", *(["--name", exp_name] if exp_name else [])]
+        return subprocess.run(cmd, cwd=params_path.resolve().parent).returncode
+    finally:
+        atomic_write_text(params_path, original)
 
 
 def apply(name: str, params_path: Path = paths.PARAMS_FILE, *, force: bool = False) -> None:
@@ -105,11 +128,19 @@ def main(argv=None) -> int:
     p.add_argument("--params", type=Path, default=paths.PARAMS_FILE)
     p.add_argument("--list", action="store_true", help="list the shipped profiles")
     p.add_argument("--force", action="store_true", help="apply even when params.yaml has uncommitted changes")
+    p.add_argument("--exp", action="store_true",
+                   help="run the profile as a DVC experiment (dvc exp run --temp) and leave the work tree as it was")
+    p.add_argument("--name", dest="exp_name", help="with --exp: the experiment's name (default: one DVC picks)")
     args = p.parse_args(argv)
     if args.list or not args.name:
         print("\n".join(available()))
         return 0
     try:
+        if args.exp:
+            rc = run_as_experiment(args.name, args.params, exp_name=args.exp_name, force=args.force)
+            print("params.yaml is as it was; `dvc exp show` lists the run" if rc == 0 else
+                  f"the experiment failed (exit {rc}); params.yaml is as it was", file=sys.stderr)
+            return rc
         apply(args.name, args.params, force=args.force)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

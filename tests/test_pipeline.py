@@ -57,12 +57,9 @@ def repo(tmp_path_factory):
             shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(src, repo / name)
-    # The shipped quick profile on the shipped params.yaml, as a user runs it, plus two labels-only recipes
-    # that the default does not train.
-    from kd import profile
-
+    # The shipped params.yaml plus two labels-only recipes that the default does not train, committed; then
+    # the quick profile run as the README says (`python -m kd.profile quick --exp`).
     shutil.copy(ROOT / "params.yaml", repo / "params.yaml")
-    profile.apply("quick", repo / "params.yaml")
     for name, recipe in EXTRA.items():
         set_param(repo, f"kd.students.{name}", recipe)
     sh(["git", "init", "-q"], repo)
@@ -74,7 +71,12 @@ def repo(tmp_path_factory):
     shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")
     sh(["git", "add", "-A"], repo)
     sh(["git", "commit", "-qm", "code and params"], repo)
-    first = sh(DVC + ["repro"], repo)
+    first = sh([sys.executable, "-m", "kd.profile", "quick", "--exp", "--name", "quick"], repo)
+    # The documented run leaves the work tree as it found it: params.yaml, results, dvc.lock, dvclive.
+    assert sh(["git", "status", "--porcelain"], repo).stdout == "", "the quick profile changed the work tree"
+    assert not (repo / "dvc.lock").exists()
+    # The tests below read the run's outputs in the workspace and change params from there.
+    sh(DVC + ["exp", "apply", "quick"], repo)
     sh(["git", "add", "-A"], repo)
     sh(["git", "commit", "-qm", "tiny pipeline"], repo)
     return repo, first.stdout + first.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -135,3 +136,23 @@ def test_a_profile_is_recorded_in_params_yaml(tmp_path):
     profile.apply("quick", params)
     assert applied_profile(params) == "quick"
     assert "profile: quick" in params.read_text()
+
+
+def test_a_profile_run_as_an_experiment_sees_the_profile_and_gives_params_back(tmp_path):
+    """`--exp`: `dvc exp run --temp` reads the profile's params from the workspace; afterwards params.yaml
+    is as it was, also when the run fails (here a stand-in for dvc that records what it saw)."""
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    committed = params.read_text()
+    seen = tmp_path / "seen.yaml"
+    record = ["sh", "-c", f'cp params.yaml {seen}; echo "$@" > {tmp_path / "args"}; exit $EXIT', "dvc"]
+    for code in (0, 3):
+        os.environ["EXIT"] = str(code)
+        try:
+            rc = profile.run_as_experiment("quick", params, exp_name="smoke", dvc=record)
+        finally:
+            del os.environ["EXIT"]
+        assert rc == code
+        assert params.read_text() == committed
+        assert load_section("student", seen).steps == 4  # the run read the quick profile's params
+        assert (tmp_path / "args").read_text().split() == ["exp", "run", "--temp", "--name", "smoke"]

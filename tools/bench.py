@@ -1,7 +1,7 @@
 """Budget checks, run by hand or by a scheduled job (not by the test suite: timings are not tests).
 
     python -m tools.bench pipeline   # fresh clone of HEAD, `dvc repro`: wall time and peak RSS (--keep DIR keeps it)
-    python -m tools.bench quick      # the same under the quick profile (`python -m kd.profile quick`)
+    python -m tools.bench quick      # the quick profile as documented (`python -m kd.profile quick --exp`)
     python -m tools.bench tests      # the README's test command: wall time
     python -m tools.bench gpu-smoke  # every stage on a tiny config with CUDA + bf16, 50 steps: throughput
     python -m tools.bench speed      # training loop vs Seq2SeqTrainer, cached vs live KD, generation
@@ -52,14 +52,15 @@ def _timed(cmd: list[str], cwd: Path, *, code: Optional[Path] = None) -> dict:
 
 
 def bench_pipeline(profile: Optional[str] = None, keep: Optional[Path] = None) -> dict:
-    """`dvc repro` in a fresh clone of HEAD (under `profile` when given, applied as a user applies it).
-    With `keep` the clone is made there and kept, with its outputs, dvc.lock and logs/."""
+    """`dvc repro` in a fresh clone of HEAD, or with `profile` the documented run of that profile (`python
+    -m kd.profile NAME --exp`: a DVC experiment in a temporary directory). With `keep` the clone is made
+    there and kept, with its outputs, dvc.lock and logs/ (a profile's are in its experiment)."""
     from kd.git import git
 
     def run(clone: Path) -> dict:
         git(ROOT, "clone", "-q", str(ROOT), str(clone))
         if profile is not None:
-            subprocess.run([sys.executable, "-m", "kd.profile", profile], cwd=clone, check=True, capture_output=True)
+            return _timed([sys.executable, "-m", "kd.profile", profile, "--exp"], clone)
         return _timed([sys.executable, "-m", "dvc", "repro", "--force"], clone)
 
     if keep is not None:

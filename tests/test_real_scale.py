@@ -216,6 +216,62 @@ def test_real_cnndm_sample_through_every_stage(tmp_path, pretrained_dirs):
     assert "samples_per_s" in results["baseline"]
 
 
+def save_flan_t5(path, tokenizer, *, d_model=16, heads=2, seed=2):
+    """A tiny checkpoint in google/flan-t5-small's format (T5 v1.1): gated-GELU feed-forward, and an output
+    head of its own beside the embedding in the weights file (tools.rehearsal.write_own_head)."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from tools.rehearsal import write_own_head
+
+    torch.manual_seed(seed)
+    cfg = T5Config(vocab_size=len(tokenizer), d_model=d_model, d_kv=d_model // heads, d_ff=24, num_layers=1,
+                   num_decoder_layers=1, num_heads=heads, dropout_rate=0.1, feed_forward_proj="gated-gelu",
+                   pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                   decoder_start_token_id=tokenizer.pad_token_id)
+    T5ForConditionalGeneration(cfg).save_pretrained(path)
+    write_own_head(path, seed)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_a_flan_t5_student_trains_and_saves_with_its_own_output_head(tmp_path, cnndm_jsonl, pretrained_dirs):
+    """flan-t5-small's untied head through the stages: loaded as a student (at the params' dropout, not
+    the checkpoint's), trained, saved and reloaded with `from_pretrained`: still a tensor of its own,
+    changed by training, as the embedding is."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSeq2SeqLM
+
+    from kd.data.tokenization import load_tokenizer
+
+    flan = save_flan_t5(tmp_path / "flan-t5-small", load_tokenizer(str(pretrained_dirs["teacher"])))
+    assert {"lm_head.weight", "shared.weight"} <= set(load_file(str(flan / "model.safetensors")))
+    data = {"source": "jsonl", "jsonl": {s: str(cnndm_jsonl / f"{s}.jsonl.gz") for s in ("train", "validation", "test")}}
+    p = write_params(tmp_path / "params.yaml", data=data,
+                     tokenizer={"max_source_length": 64, "max_target_length": 24},
+                     teacher={"pretrained": str(pretrained_dirs["teacher"]), "steps": 2, "lr": 0.003},
+                     student={"init": "pretrained", "pretrained": str(flan), "dropout": 0.0, "steps": 6, "lr": 0.01,
+                              "validations": None, "patience": None},
+                     train={"batch_size": 8, "device": "cpu", "checkpoint_every": 100},
+                     kd={"students": {"baseline": {"teacher_input": "models/teacher", "targets": "data/tokenized",
+                                                   "losses": {}}}})
+    for stage, extra in (("download", []), ("tokenize", []), ("train_teacher", []), ("distill", ["--student", "baseline"])):
+        ok(run_stage(stage, extra, tmp_path, p))
+    before = AutoModelForSeq2SeqLM.from_pretrained(flan)
+    after = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "models" / "student_baseline")
+    # T5 v1.1 semantics kept: gated GELU, decoder outputs not rescaled before an untied head
+    assert after.config.feed_forward_proj == "gated-gelu" and after.config.scale_decoder_outputs is False
+    assert before.config.scale_decoder_outputs is False
+    assert before.lm_head.weight.data_ptr() != before.shared.weight.data_ptr()
+    assert after.config.dropout_rate == 0.0  # student.dropout applied, and saved with the model
+    assert after.lm_head.weight.data_ptr() != after.shared.weight.data_ptr()
+    assert not torch.equal(after.lm_head.weight, after.shared.weight)
+    assert not torch.equal(after.lm_head.weight, before.lm_head.weight)  # the head trained
+    assert not torch.equal(after.shared.weight, before.shared.weight)  # and so did the embedding, apart
+    saved = load_file(str(tmp_path / "models" / "student_baseline" / "model.safetensors"))
+    assert {"lm_head.weight", "shared.weight"} <= set(saved)
+    assert "student.dropout: dropout 0.0 (the checkpoint's was 0.1)" in (tmp_path / "logs" / "distill_baseline.log").read_text()
+
+
 def test_download_from_the_hub_offline_fails_with_one_clear_message(tmp_path):
     """The real dataset name through the real loader: no hub here, so one message, no traceback."""
     p = write_params(tmp_path / "params.yaml", data={"source": "hub", "hub": {"name": "abisee/cnn_dailymail",

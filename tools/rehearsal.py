@@ -64,9 +64,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PROFILE = "cnndm-t5-base-small"
 BUDGETS = {"peak_rss_mb": 16 * 1024.0, "stored_ratio": 1.05, "wall_s": 45 * 60.0}
 _T5 = {"d_kv": 64, "feed_forward_proj": "relu", "tie_word_embeddings": True}
-# T5 v1.1 (flan-t5): gated-GELU and no output scaling. transformers 5 reads tie_word_embeddings=False as
-# "no scaling" only and always ties the LM head to the embeddings (T5Config), so this stand-in has
-# 60.5M parameters, not the real checkpoint's 77M with its own LM head.
+# T5 v1.1 (flan-t5): gated-GELU, no output scaling, and an LM head of its own. transformers 5's T5Config
+# always says tied and saves one tensor for both, so the stand-in's file is written as the released
+# checkpoint's (write_own_head): both tensors, tie_word_embeddings false; 77.0M parameters at flan-t5-small's shape.
 _V11 = {"d_kv": 64, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}
 # The hub names the profile uses -> the shapes of their stand-ins (the published configs).
 SHAPES = {
@@ -127,6 +127,26 @@ def stored_ratio(outputs: Iterable[Path], cache: Path) -> dict:
 # ----------------------------------------------------------------------------- setup
 
 
+def write_own_head(path: Path, seed: int) -> int:
+    """Give the checkpoint saved in `path` an output head of its own, as T5 v1.1 / flan-t5 checkpoints have:
+    a random `lm_head.weight` beside `shared.weight` and `tie_word_embeddings: false` in config.json (without
+    the `scale_decoder_outputs` key transformers 5 adds, which a released config does not have). Returns
+    the parameters it added."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = {k: v.clone() for k, v in load_file(str(path / "model.safetensors")).items()}
+    weights["lm_head.weight"] = torch.randn(weights["shared.weight"].shape,
+                                            generator=torch.Generator().manual_seed(seed))
+    save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((path / "config.json").read_text())
+    config.pop("scale_decoder_outputs", None)
+    (path / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}, indent=2))
+    return weights["lm_head.weight"].numel()
+
+
 def build_standins(out: Path, texts: Iterable[str], *, shapes: dict, vocab: int, seed: int) -> dict:
     """Tokenizer + one random-weight model per shape, each saved with save_pretrained in out/<name>."""
     import torch
@@ -148,6 +168,8 @@ def build_standins(out: Path, texts: Iterable[str], *, shapes: dict, vocab: int,
         model.save_pretrained(path)
         tokenizer.save_pretrained(path)
         dirs[name], params[name] = path, sum(p.numel() for p in model.parameters())
+        if shape.get("tie_word_embeddings") is False:
+            params[name] += write_own_head(path, seed + i)
         del model
     return {"dirs": dirs, "parameters": params, "tokenizer_pieces": len(tokenizer), "tokenizer_asked": vocab}
 

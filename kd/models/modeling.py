@@ -40,6 +40,7 @@ def build_model(spec: ModelParams, tokenizer: PreTrainedTokenizerBase, *, seed: 
     if source == "pretrained":
         model = load_model(spec.pretrained, attn_implementation=attn_implementation)
         check_same_tokenizer(spec.pretrained, tokenizer, key=f"{section}.pretrained")
+        set_dropout(model, spec.dropout, where=f"{section}.dropout")
     elif source == "shrink":
         if teacher is None:
             raise ConfigError(f"params: {section}.init 'shrink' needs the trained teacher")
@@ -51,6 +52,17 @@ def build_model(spec: ModelParams, tokenizer: PreTrainedTokenizerBase, *, seed: 
         )
     check_vocab(model, tokenizer, what=spec.pretrained or f"{section} ({source})")
     return model
+
+
+def set_dropout(model: PreTrainedModel, rate: float, *, where: str) -> None:
+    """A loaded model trains at the params' dropout `rate`, not its checkpoint's: every dropout layer, and
+    the config saved with it (T5 reads config.dropout_rate only when it builds its layers)."""
+    if model.config.dropout_rate != rate:
+        log.info("%s: dropout %s (the checkpoint's was %s)", where, rate, model.config.dropout_rate)
+    model.config.dropout_rate = rate
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = rate
 
 
 def spread_layers(n_teacher: int, n_student: int) -> list[int]:
@@ -78,6 +90,7 @@ def shrink_model(teacher: PreTrainedModel, spec: ModelParams, *, attn_implementa
         chosen[stack] = layers
     config = copy.deepcopy(teacher.config)
     config.num_layers, config.num_decoder_layers = len(chosen["encoder"]), len(chosen["decoder"])
+    config.dropout_rate = spec.dropout  # the student's own, not the teacher's
     student = AutoModelForSeq2SeqLM.from_config(config, attn_implementation=attn_implementation)
     source = teacher.state_dict()
     state = {}

@@ -20,6 +20,7 @@ def test_gpu_smoke_script_runs_every_stage_on_cpu(tmp_path):
     for key in ("teacher_steps_per_s", "student_vanilla_tokens_per_s", "student_attention_tokens_per_s",
                 "teacher_generate_samples_per_s", "vanilla_generate_samples_per_s",
                 "attention_generate_samples_per_s", "train_teacher_s", "teacher_outputs_s",
+                "teacher_generate_s", "distill_seqkd_s", "student_seqkd_tokens_per_s", "seqkd_generate_samples_per_s",
                 "benchmark_teacher_s", "benchmark_lead3_s", "speed_s", "report_s"):
         assert result[key] > 0, key
     assert "gpu-smoke.wall_s" in out.stdout

@@ -90,8 +90,13 @@ def smoke_params(*, steps: int, device: str, precision: str, batch_size: int = 1
         "kd": {"students": {
             "vanilla": {"teacher_input": "data/teacher_outputs", "targets": "data/tokenized", "label_weight": 0.1,
                         "losses": {"logit": {"weight": 0.9}}},
-            "attention": {"teacher_input": "models/teacher", "targets": "data/tokenized", "losses": {"attention": {}}}}},
+            "attention": {"teacher_input": "models/teacher", "targets": "data/tokenized", "losses": {"attention": {}}},
+            # sequence-level KD, the real profile's distillation path: the teacher's summaries as targets
+            "seqkd": {"teacher_input": "models/teacher", "targets": "data/teacher_targets", "target_splits": ["train"],
+                      "with_references": True, "losses": {}}}},
         "teacher_outputs": {"device": device},
+        "teacher_generate": {"splits": ["train"], "device": device, "num_beams": 2, "max_new_tokens": max_new_tokens,
+                             "batch_size": 32},
         "benchmark": {"device": device, "num_beams": 2, "max_new_tokens": max_new_tokens, "batch_size": 32,
                       "speed_samples": min(64, eval_size)},
     }
@@ -113,7 +118,8 @@ def live_throughput(live_dir: Path) -> Optional[dict]:
 
 def bench_gpu_smoke(args) -> dict:
     """Every stage, as the pipeline runs it, on a tiny config: CUDA, bf16, `--steps` steps per model.
-    The vanilla student reads the cached teacher outputs; the attention student runs the teacher live."""
+    The vanilla student reads the cached teacher outputs; the attention student runs the teacher live;
+    the seqkd student learns from the teacher's summaries, made by teacher_generate (beam 2)."""
 
     if args.device == "cuda":
         import torch
@@ -128,9 +134,10 @@ def bench_gpu_smoke(args) -> dict:
     quality = [("benchmark", ["--name", n, "--model", m, "--out", f"benchmark_results/quality/{n}.json",
                               "--examples", f"benchmark_results/examples/{n}.jsonl"])
                for n, m in (("teacher", "models/teacher"), ("vanilla", "models/student_vanilla"),
-                            ("attention", "models/student_attention"))]
+                            ("attention", "models/student_attention"), ("seqkd", "models/student_seqkd"))]
     stages = [("download", []), ("tokenize", []), ("train_teacher", []), ("teacher_outputs", []),
-              ("distill", ["--student", "vanilla"]), ("distill", ["--student", "attention"]), *quality,
+              ("teacher_generate", []), ("distill", ["--student", "vanilla"]), ("distill", ["--student", "attention"]),
+              ("distill", ["--student", "seqkd"]), *quality,
               ("benchmark", ["--name", "lead3", "--lead", "--out", "benchmark_results/quality/lead3.json",
                              "--examples", "benchmark_results/examples/lead3.jsonl"]),
               ("speed", []), ("report", [])]
@@ -228,6 +235,8 @@ def main(argv=None) -> int:
     if args.check in MODULE_CHECKS:
         return 0 if result.get("ok", True) else 1
     budget = BUDGETS[args.check]
+    if args.check == "gpu-smoke" and args.device == "cpu":
+        budget = {}  # the budget is one H100's; on the CPU the run checks the script, not its speed
     ok = all(result[k] <= limit for k, limit in budget.items())
     for key, value in result.items():
         limit = budget.get(key)

@@ -5,7 +5,8 @@
 #
 # 1. installs, offline, the wheels tools/gpu_wheels.sh gathered beforehand (.gpu_wheels/, gitignored:
 #    it travels only because `carry` names it), 2. prints the card, 3. runs, each under `timeout`,
-#      python -m tools.bench gpu-smoke   every stage script on a tiny config, CUDA + bf16, 50 steps a model
+#      python -m tools.bench gpu-smoke   every stage script on a tiny config (teacher_generate and a seqkd student
+#                                        included), CUDA + bf16, 50 steps a model
 #      python -m tools.bench gpu-real    t5-base -> t5-small shapes, bf16, 512/128 (tools/gpu_real.py)
 #    and 4. prints a summary. All within GPU_CHECK_BUDGET_S (480 s: the session's device time is 15
 #    minutes, a machine's start takes one or more, and a rerun must fit). Writes to $OUT:

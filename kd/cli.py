@@ -18,13 +18,17 @@ from kd import paths
 from kd.errors import ConfigError
 
 log = logging.getLogger("kd")
+LOG_DIR_ENV = "KD_LOG_DIR"
 
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--params", type=Path, default=paths.PARAMS_FILE, help="params file")
-    p.add_argument("--log-dir", type=Path, default=paths.LOGS_DIR, help="where <stage>.log goes")
+    # KD_LOG_DIR: where a run outside the workspace (`python -m kd.profile NAME --exp`, a DVC experiment in a
+    # temporary directory) keeps its logs, since logs/ is not an output and the temporary directory goes.
+    p.add_argument("--log-dir", type=Path, default=Path(os.environ.get(LOG_DIR_ENV) or paths.LOGS_DIR),
+                   help=f"where <stage>.log goes (${LOG_DIR_ENV} when set)")
     return p
 
 

@@ -8,8 +8,8 @@ every comment) stays. `dvc repro` then reruns exactly the stages whose params ch
 
 With `--exp [--name NAME]` the profile runs as a DVC experiment in a temporary directory (`dvc exp run
 --temp`) and params.yaml is given back as it was: the work tree is left as it was found (the default's
-results, dvc.lock and dvclive files untouched), and `dvc exp show` lists the run beside the default's
-(`dvc exp apply NAME` brings it into the workspace).
+results, dvc.lock and dvclive files untouched; the stages' logs go to logs/NAME/), and `dvc exp show`
+lists the run beside the default's (`dvc exp apply NAME` brings it into the workspace).
 
 A profile is applied only to a params.yaml without uncommitted changes (your own edits would be mixed
 into the profile's, and `git checkout params.yaml` would no longer take you back); `--force` skips it.
@@ -71,14 +71,20 @@ def run_as_experiment(name: str, params_path: Path = paths.PARAMS_FILE, *, exp_n
     """Apply the profile, run it as a DVC experiment in a temporary directory (`dvc exp run --temp`, which
     reads the workspace's params.yaml), then write params.yaml back as it was, whatever the run did.
     Returns the experiment run's exit status."""
+    import os
     import subprocess
+
+    from kd.cli import LOG_DIR_ENV
 
     params_path = Path(params_path)
     original = params_path.read_text()
     apply(name, params_path, force=force)
+    workspace = params_path.resolve().parent
+    # The stages' logs stay in the workspace (gitignored), not in the temporary directory DVC removes.
+    logs = workspace / paths.LOGS_DIR / (exp_name or name)
     try:
         cmd = [*(dvc or (sys.executable, "-m", "dvc")), "exp", "run", "--temp", *(["--name", exp_name] if exp_name else [])]
-        return subprocess.run(cmd, cwd=params_path.resolve().parent).returncode
+        return subprocess.run(cmd, cwd=workspace, env={**os.environ, LOG_DIR_ENV: str(logs)}).returncode
     finally:
         atomic_write_text(params_path, original)
 

@@ -16,7 +16,7 @@ import yaml
 from conftest import ROOT
 
 DVC = [sys.executable, "-m", "dvc"]
-COPY = ("kd", "stages", "dvc.yaml", ".dvcignore")
+COPY = ("kd", "stages", "dvc.yaml", ".dvcignore", ".gitignore")
 # The default's five students plus two documented labels-only recipes the default does not train: logit KD
 # from the teacher_outputs cache, and on-policy gkd.
 STUDENTS = ("baseline", "seqkd", "seqkd_logit", "seqkd_feature", "seqkd_attention", "vanilla", "gkd")
@@ -93,6 +93,7 @@ def commit(path, message):
 
 def test_repro_runs_every_stage_and_writes_the_outputs(repo):
     path, output = repo
+    logs = path / "logs" / "quick"  # the experiment's logs, kept in the workspace (KD_LOG_DIR)
     assert ran(output) == {"download", "tokenize", "train_teacher", "teacher_outputs", "teacher_generate", "speed", "report",
                            *(f"distill@{s}" for s in STUDENTS), *quality_stages()}
     for split in ("train", "validation", "test"):
@@ -119,15 +120,17 @@ def test_repro_runs_every_stage_and_writes_the_outputs(repo):
               "curves/val_loss.png", "curves/train_logit.png", *(f"examples/{m}.jsonl" for m in results)):
         assert (path / "benchmark_results" / f).stat().st_size > 0, f
     assert (path / "dvclive" / "student_vanilla" / "plots" / "metrics" / "train" / "logit.tsv").is_file()
-    assert (path / "logs" / "train_teacher.log").is_file()
+    assert (logs / "train_teacher.log").is_file()
     # the vanilla student learned from the cached teacher outputs, the others from the live teacher
-    assert "logit KD from cached teacher outputs" in (path / "logs" / "distill_vanilla.log").read_text()
-    assert "cached teacher outputs" not in (path / "logs" / "distill_seqkd_feature.log").read_text()
+    assert "logit KD from cached teacher outputs" in (logs / "distill_vanilla.log").read_text()
+    assert "cached teacher outputs" not in (logs / "distill_seqkd_feature.log").read_text()
     # seqkd_logit's teacher ran once over its own training set (references and summaries), and that
     # pass, like teacher_generate's, is charged to it in the report
-    assert "teacher's top-64 over 80 training examples" in (path / "logs" / "distill_seqkd_logit.log").read_text()
+    assert "teacher's top-64 over 80 training examples" in (logs / "distill_seqkd_logit.log").read_text()
     assert json.loads((path / "dvclive" / "teacher_generate" / "metrics.json").read_text())["seconds"] > 0
-    assert results["seqkd_logit"]["charged_teacher_seconds"] > results["seqkd"]["charged_teacher_seconds"] > 0
+    # (the tiny pass may round away in the 0.1 s total: its own part is what shows it is charged)
+    assert results["seqkd_logit"]["teacher_charge"]["own"] > 0 and results["seqkd"]["teacher_charge"]["own"] == 0
+    assert results["seqkd_logit"]["charged_teacher_seconds"] >= results["seqkd"]["charged_teacher_seconds"] > 0
     manifest = json.loads((path / "data" / "teacher_outputs" / "manifest.json").read_text())
     assert manifest["k"] == 64 and manifest["n_examples"] == 32
     lock = yaml.safe_load((path / "dvc.lock").read_text())
@@ -144,13 +147,13 @@ def test_repro_runs_every_stage_and_writes_the_outputs(repo):
     assert json.loads((path / "dvclive" / "teacher" / "metrics.json").read_text())["steps"] == 6
     assert "data/teacher_targets" in json.dumps(lock["stages"]["distill@seqkd"]["deps"])
     assert "data/teacher_targets" not in json.dumps(lock["stages"]["distill@baseline"]["deps"])
-    assert "trains on the summaries in data/teacher_targets" in (path / "logs" / "distill_seqkd.log").read_text()
+    assert "trains on the summaries in data/teacher_targets" in (logs / "distill_seqkd.log").read_text()
     # the same-text recipes: the teacher's summaries with a loss from the live teacher
     for s in ("seqkd_logit", "seqkd_feature", "seqkd_attention"):
         assert "data/teacher_targets" in json.dumps(lock["stages"][f"distill@{s}"]["deps"])
-        assert "trains on the summaries in data/teacher_targets" in (path / "logs" / f"distill_{s}.log").read_text()
+        assert "trains on the summaries in data/teacher_targets" in (logs / f"distill_{s}.log").read_text()
     assert (path / "dvclive" / "student_seqkd_attention" / "plots" / "metrics" / "train" / "attention.tsv").is_file()
-    assert "teacher's summaries" not in (path / "logs" / "distill_gkd.log").read_text()
+    assert "teacher's summaries" not in (logs / "distill_gkd.log").read_text()
     assert (path / "dvclive" / "student_gkd" / "plots" / "metrics" / "train" / "gkd.tsv").is_file()
 
 

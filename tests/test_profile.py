@@ -145,7 +145,8 @@ def test_a_profile_run_as_an_experiment_sees_the_profile_and_gives_params_back(t
     shutil.copy(ROOT / "params.yaml", params)
     committed = params.read_text()
     seen = tmp_path / "seen.yaml"
-    record = ["sh", "-c", f'cp params.yaml {seen}; echo "$@" > {tmp_path / "args"}; exit $EXIT', "dvc"]
+    record = ["sh", "-c", f'cp params.yaml {seen}; echo "$@" > {tmp_path / "args"}; echo $KD_LOG_DIR > {tmp_path / "logs"}; '
+              f'exit $EXIT', "dvc"]
     for code in (0, 3):
         os.environ["EXIT"] = str(code)
         try:
@@ -156,3 +157,4 @@ def test_a_profile_run_as_an_experiment_sees_the_profile_and_gives_params_back(t
         assert params.read_text() == committed
         assert load_section("student", seen).steps == 4  # the run read the quick profile's params
         assert (tmp_path / "args").read_text().split() == ["exp", "run", "--temp", "--name", "smoke"]
+        assert (tmp_path / "logs").read_text().strip() == str(tmp_path / "logs" / "smoke")  # logs kept in the workspace

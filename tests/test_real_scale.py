@@ -101,9 +101,17 @@ def test_shrink_copies_the_chosen_teacher_blocks():
 
 def test_shrink_keeping_every_layer_is_the_teacher(batch):
     teacher = tiny_t5(layers=3, attn="sdpa")
-    student = shrink_model(teacher, ModelParams(init="shrink", num_layers=3, num_decoder_layers=3))
+    student = shrink_model(teacher, ModelParams(init="shrink", num_layers=3, num_decoder_layers=3, dropout=0.0))
+    assert student.config.dropout_rate == 0.0
     with torch.no_grad():
         assert torch.allclose(student(**batch).logits, teacher(**batch).logits, atol=1e-6)
+
+
+def test_a_shrunk_student_trains_at_its_own_dropout():
+    teacher = tiny_t5(layers=3)  # dropout 0.0
+    student = shrink_model(teacher, ModelParams(init="shrink", num_layers=2, num_decoder_layers=2, dropout=0.2))
+    assert student.config.dropout_rate == 0.2
+    assert {m.p for m in student.modules() if isinstance(m, torch.nn.Dropout)} == {0.2}
 
 
 def test_shrink_rejects_layers_the_teacher_does_not_have():

@@ -190,7 +190,14 @@ class ModelParams:
                    "must not repeat a layer")
         for key in ("d_model", "d_ff", "d_kv", "num_layers", "num_decoder_layers", "num_heads", "epochs"):
             _check(getattr(self, key) > 0, f"{section}.{key}", "must be > 0")
-        _check(self.steps is None or self.steps > 0, f"{section}.steps", "must be > 0 or null (train by epochs)")
+        teacher = section == "teacher"
+        _check(self.steps is None or self.steps > 0 or (teacher and self.steps == 0), f"{section}.steps",
+               "must be > 0 or null (train by epochs)" + ("; 0 takes teacher.pretrained as it is" if teacher else ""))
+        _check(self.steps != 0 or self.source == "pretrained", f"{section}.steps",
+               "0 takes teacher.pretrained as it is, without training: set teacher.pretrained (a hub name or a "
+               "local directory)")
+        _check(self.steps != 0 or self.validations is None, f"{section}.validations",
+               "must be null with steps 0 (the model is validated once, as it is)")
         _check(0.0 <= self.dropout < 1.0, f"{section}.dropout", "must be in [0, 1)")
         _check(self.lr > 0, f"{section}.lr", "must be > 0")
         _check(self.validations is None or self.validations >= 1, f"{section}.validations", "must be >= 1 or null")

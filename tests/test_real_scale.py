@@ -280,6 +280,37 @@ def test_a_flan_t5_student_trains_and_saves_with_its_own_output_head(tmp_path, c
     assert "student.dropout: dropout 0.0 (the checkpoint's was 0.1)" in (tmp_path / "logs" / "distill_baseline.log").read_text()
 
 
+def test_teacher_steps_0_takes_the_pretrained_checkpoint_as_it_is(tmp_path, cnndm_jsonl, pretrained_dirs):
+    """A teacher already fine-tuned elsewhere: `teacher.steps: 0` saves it unchanged (weights equal to the
+    checkpoint's), validated once at step 0, with the summary and val/loss plot the report reads."""
+    from safetensors.torch import load_file
+
+    data = {"source": "jsonl", "jsonl": {s: str(cnndm_jsonl / f"{s}.jsonl.gz") for s in ("train", "validation", "test")}}
+    p = write_params(tmp_path / "params.yaml", data=data, tokenizer={"max_source_length": 64, "max_target_length": 24},
+                     teacher={"pretrained": str(pretrained_dirs["teacher"]), "steps": 0, "dropout": 0.0},
+                     train={"batch_size": 8, "device": "cpu"})
+    for stage in ("download", "tokenize", "train_teacher"):
+        ok(run_stage(stage, [], tmp_path, p))
+    given = load_file(str(pretrained_dirs["teacher"] / "model.safetensors"))
+    saved = load_file(str(tmp_path / "models" / "teacher" / "model.safetensors"))
+    assert set(saved) == set(given) and all(torch.equal(saved[k], given[k]) for k in given)
+    summary = json.loads((tmp_path / "dvclive" / "teacher" / "metrics.json").read_text())
+    assert (summary["steps"], summary["step_cap"], summary["best_step"], summary["examples_seen"]) == (0, 0, 0, 0)
+    assert summary["best_val_loss"] > 0
+    rows = (tmp_path / "dvclive" / "teacher" / "plots" / "metrics" / "val" / "loss.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["step", "loss"] and len(rows) == 2 and rows[1].split("\t")[0] == "0"  # step 0 only
+
+
+@pytest.mark.parametrize("section, spec, match", [
+    ("teacher", {"steps": 0}, "teacher.steps 0 takes teacher.pretrained as it is"),
+    ("student", {"steps": 0, "pretrained": "t5-small"}, "student.steps must be > 0 or null"),
+    ("teacher", {"steps": 0, "pretrained": "t5-base", "validations": 2}, "teacher.validations must be null with steps 0"),
+])
+def test_steps_0_is_for_a_pretrained_teacher_only(section, spec, match):
+    with pytest.raises(ConfigError, match=match.replace(".", r"\.").replace("(", r"\(")):
+        ModelParams(**spec).check(section)
+
+
 def test_download_from_the_hub_offline_fails_with_one_clear_message(tmp_path):
     """The real dataset name through the real loader: no hub here, so one message, no traceback."""
     p = write_params(tmp_path / "params.yaml", data={"source": "hub", "hub": {"name": "abisee/cnn_dailymail",

@@ -466,12 +466,15 @@ class TrainLoop:
         self.state = state
 
     def run(self, train_ds, val_ds, collate) -> None:
-        """Train from `state` to `last_step`, or until a hook stops it, validating after each epoch."""
+        """Train from `state` to `last_step`, or until a hook stops it, validating after each epoch. A step
+        budget of 0 validates the model once, as it is, and trains nothing."""
         p = self.params
         val_loader = epoch_loader(val_ds, batch_size=p.batch_size, collate=collate, seed=p.seed, epoch=0,
                                   shuffle=False, rank=self.accelerator.process_index, world=self.world)
         self.lengths = source_lengths(train_ds) if p.group_by_length else None
         self._call("on_train_start")
+        if self.total_steps == 0 and not self.state.history:  # a model taken as it is (teacher.steps: 0)
+            self.validate(val_loader, val_ds)
         while self.state.epoch < self.epochs and not self._stopping():
             self._train_epoch(train_ds, collate, val_loader, val_ds)
         self._call("on_train_end")

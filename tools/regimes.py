@@ -277,8 +277,10 @@ def collect(records: Sequence[Mapping[str, Any]], *, decoding: str = "beam", sel
                  "keeps_cache": None if once is None else once >= got - 0.5,
                  "tolerance": 0.5, "live_train_seconds": live["cost"]["train_seconds"]}
     teacher_row = next((r for r in records if r["group"] == "teacher"), None)
-    return {"text_gain": paired(scores(SEQKD, "test"), scores(CONTROL, "test")),"split": "test", "decoding": decoding, "select_decoding": select_decoding, "metric": metric,
+    return {"split": "test", "decoding": decoding, "select_decoding": select_decoding, "metric": metric,
             "interval": "95% t-interval over seeds' means", "teacher": teacher,
+            # cross-entropy on the teacher's text against the control on the labels, paired by seed
+            "text_gain": paired(scores(SEQKD, "test"), scores(CONTROL, "test")),
             "teacher_score": None if teacher_row is None else teacher_row["quality"]["test"][decoding][metric],
             "teacher_validation": None if teacher_row is None else
             teacher_row["quality"]["validation"][select_decoding][metric],
@@ -308,10 +310,11 @@ def _delta(c: Mapping[str, Any] | None, reference: str, total: int | None = None
 
 
 def _side(stat: Mapping[str, Any] | None) -> str:
-    """Where an interval lies against 0: above, below, includes (or one seed: no interval)."""
+    """Where an interval lies against 0, as a sentence says it: "lies above 0", "lies below 0",
+    "includes 0", or "has no interval (one seed)"."""
     if not stat or stat.get("low") is None:
-        return "one seed"
-    return "above 0" if stat["low"] > 0 else "below 0" if stat["high"] < 0 else "includes 0"
+        return "has no interval (one seed)"
+    return "lies above 0" if stat["low"] > 0 else "lies below 0" if stat["high"] < 0 else "includes 0"
 
 
 POOL_FLAT = 0.5  # rougeL points: the pool curve "rises" only if the full pool beats the smallest by more
@@ -326,19 +329,19 @@ def says(result: Mapping[str, Any]) -> list[str]:
     if control and seqkd and gain:
         out.append(f"The teacher's text with cross-entropy alone (`seqkd`, {seqkd['score']['mean']:.2f}) against the "
                    f"control on the labels only ({control['score']['mean']:.2f}): {_fmt(gain, True)} paired by seed, "
-                   f"an interval that {'lies ' if _side(gain) != 'includes 0' else ''}{_side(gain)}.")
+                   f"an interval that {_side(gain)}.")
     for regime, label, ref in (("teacher_text", "With the teacher's text", SEQKD), ("labels_only", "With the labels only", CONTROL)):
         cells = [(loss, row[regime]) for loss, row in rows.items() if row.get(regime) and row[regime]["model"] != ref]
         if not cells:
             continue
         sides = {loss: _side(c["vs_reference"]) for loss, c in cells}
         listed = ", ".join(f"{loss} {c['vs_reference']['mean']:+.2f}" for loss, c in cells if c["vs_reference"])
-        beyond = [loss for loss, side in sides.items() if side in ("above 0", "below 0")]
+        beyond = [loss for loss, side in sides.items() if side in ("lies above 0", "lies below 0")]
         if not beyond:
             out.append(f"{label}, no loss moves `{ref}` beyond training noise: every Δ's interval over seeds includes "
                        f"0 ({listed}).")
         else:
-            out.append(f"{label}, " + "; ".join(f"{loss}'s Δ lies {sides[loss]}" for loss in beyond)
+            out.append(f"{label}, " + "; ".join(f"{loss}'s Δ {sides[loss]}" for loss in beyond)
                        + f"; the others' intervals include 0 ({listed}).")
     pool = result.get("pool") or []
     if len(pool) > 1:
@@ -369,9 +372,9 @@ def markdown(result: Mapping[str, Any]) -> str:
              f"regime's reference row, paired by seed (labels only: the label-only control `baseline`; with the "
              f"teacher's text: `seqkd`). † reached its step cap without stopping early (not converged).", "",
              "| loss | labels only | Δ vs control | with the teacher's text | Δ vs seqkd |", "|---|---|---|---|---|"]
+    n = len(result.get("seeds", [])) or None
     for row in result["regimes"]:
         lo, tt = row["labels_only"], row["teacher_text"]
-        n = len(result.get("seeds", [])) or None
         lines.append(f"| {row['loss']} | {_fmt(lo and lo['score'], total=n)}{_mark(lo)} | {_delta(lo, CONTROL, n)} "
                      f"| {_fmt(tt and tt['score'], total=n)}{_mark(tt)} | {_delta(tt, SEQKD, n)} |")
     costs = [c for row in result["regimes"] for c in (row["labels_only"], row["teacher_text"]) if c]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one script a session lent a GPU runs, from the repo root, with $OUT writable (the device tool):
+# The GPU checks, on a machine with one GPU and no network, from the repo root with $OUT writable:
 #
 #   run(command="bash tools/gpu_check.sh", carry=[".gpu_wheels"], timeout_s=540)
 #
@@ -8,8 +8,8 @@
 #      python -m tools.bench gpu-smoke   every stage script on a tiny config (teacher_generate and a seqkd student
 #                                        included), CUDA + bf16, 50 steps a model
 #      python -m tools.bench gpu-real    t5-base -> t5-small shapes, bf16, 512/128 (tools/gpu_real.py)
-#    and 4. prints a summary. All within GPU_CHECK_BUDGET_S (480 s: the session's device time is 15
-#    minutes, a machine's start takes one or more, and a rerun must fit). Writes to $OUT:
+#    and 4. prints a summary. All within GPU_CHECK_BUDGET_S (480 s, so that the machine's start, one or
+#    more minutes, and a second run fit in 15 minutes). Writes to $OUT:
 #    install.log, gpu_smoke.json/.log, gpu_real.json/.log, summary.txt. Exit 1 if a check failed.
 #
 #   bash tools/gpu_check.sh --dry   # here, without a GPU: no pip, both checks on the CPU at tiny sizes

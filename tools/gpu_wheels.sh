@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Gathers into .gpu_wheels/ (gitignored) the wheels that the lent GPU machine's image lacks, so that
+# Gathers into .gpu_wheels/ (gitignored) the wheels that the GPU machine's image lacks, so that
 # tools/gpu_check.sh can install them there with no network (the machine reaches nothing outside).
 #
 #   . .venv/bin/activate && bash tools/gpu_wheels.sh      # here, with PyPI reachable; prints the size
